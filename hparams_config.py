@@ -135,7 +135,7 @@ class Config:
         _merge(self, dict(values), allow_new_keys=True, check_types=False, prefix="")
 
     def override(self, values: Union[str, Mapping[str, Any], None],
-                 allow_new_keys: bool = False) -> "Config":
+                 allow_new_keys: bool = False) -> Config:
         """Apply user overrides: a 'k=v' string, a .yaml path, a mix of both, or a dict.
 
         Existing keys only (unless `allow_new_keys`), values type-checked against the current
@@ -154,7 +154,7 @@ class Config:
             f.write(str(self))
 
     @classmethod
-    def load_from_yaml(cls, path: str) -> "Config":
+    def load_from_yaml(cls, path: str) -> Config:
         return cls(_read_yaml(path))
 
 
@@ -383,9 +383,6 @@ def default_detection_configs() -> Config:
     h.input_rand_hflip = True
     h.train_scale_min = 0.1
     h.train_scale_max = 2.0
-    h.autoaugment_policy = None
-    h.use_augmix = False
-    h.augmix_params = [3, -1, 1]
     h.mean_rgb = [0.485, 0.456, 0.406]  # ImageNet mean/std on [0, 1] pixels
     h.stddev_rgb = [0.229, 0.224, 0.225]
 
@@ -393,7 +390,6 @@ def default_detection_configs() -> Config:
     h.num_classes = 90
     h.skip_crowd_during_training = True
     h.label_map = None  # None/'coco', 'voc', or {id: name}; stored with the model
-    h.label_id_mapping = None  # reference name; same meaning as label_map, kept for old configs
     h.max_instances_per_image = 100
 
     # model architecture.
@@ -456,7 +452,6 @@ def default_detection_configs() -> Config:
     h.var_exclude_expr = r".*/class-predict/.*"
     h.skip_mismatch = True
     h.backbone_name = "efficientnet-b1"
-    h.backbone_config = None
     h.var_freeze_expr = None
 
     # post-processing shared by eval, inference and export (the choice is logged).
@@ -528,3 +523,22 @@ def image_hw(config: Config) -> Tuple[int, int]:
 
 def default_config_path(model_dir: str) -> str:
     return os.path.join(model_dir, "config.yaml")
+
+
+def load_run_config(model_name: str, overrides: Union[str, Mapping[str, Any], None] = None,
+                    model_dir: Optional[str] = None) -> Config:
+    """The config of a run: `model_dir/config.yaml` when it exists (written by training), else
+    the `model_name` preset; then `overrides`. Validated."""
+    path = default_config_path(model_dir) if model_dir else None
+    if path and os.path.isfile(path):
+        config = get_efficientdet_config(model_name)
+        saved = _read_yaml(path)
+        if saved.get("name") not in (None, model_name):
+            raise HparamsError(
+                f"'{path}' was written for {saved.get('name')}, but --model_name is "
+                f"{model_name}; pass --model_name={saved.get('name')}.")
+        config.override(saved, allow_new_keys=False)
+    else:
+        config = get_efficientdet_config(model_name)
+    config.override(overrides)
+    return validate(config)

@@ -135,7 +135,7 @@ def conv_kernel_initializer(scale: float = 2.0):
 def conv2d(x: tf.Tensor, filters: int, kernel_size: int = 1, strides: int = 1,
            use_bias: bool = True, name: str = "conv2d", kernel_initializer=None,
            bias_initializer=None) -> tf.Tensor:
-    """SAME-padded 2-D convolution with variables `<name>/kernel` [k, k, Cin, Cout], `<name>/bias`."""
+    """SAME-padded 2-D conv; variables `<name>/kernel` [k, k, Cin, Cout] and `<name>/bias`."""
     cin = x.shape[-1]
     with tf1.variable_scope(name):
         kernel = _var("kernel", [kernel_size, kernel_size, cin, filters],

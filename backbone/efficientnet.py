@@ -196,13 +196,16 @@ def build_model_base(images: tf.Tensor, model_name: str, training: bool,
 
 
 def build_model(images: tf.Tensor, model_name: str, training: bool, num_classes: int = 1000,
-                survival_prob: Optional[float] = DEFAULT_SURVIVAL_PROB) -> tf.Tensor:
+                survival_prob: Optional[float] = DEFAULT_SURVIVAL_PROB,
+                endpoints: Optional[Dict[str, tf.Tensor]] = None) -> tf.Tensor:
     """The ImageNet classifier: base, head 1x1 conv -> BN -> swish -> pool -> dropout -> dense.
 
-    Returns logits [B, num_classes].
+    Returns logits [B, num_classes]. If `endpoints` is a dict, the base's endpoints are added.
     """
     width, _, _, dropout = model_params(model_name)
-    x, _ = build_model_base(images, model_name, training, survival_prob)
+    x, base_endpoints = build_model_base(images, model_name, training, survival_prob)
+    if endpoints is not None:
+        endpoints.update(base_endpoints)
     with tf1.variable_scope(model_name), tf1.variable_scope("head"):
         x = utils.conv2d(x, round_filters(1280, width), 1, use_bias=False,
                          kernel_initializer=utils.conv_kernel_initializer())
