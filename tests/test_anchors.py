@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
 
 import anchors
 import hparams_config
+from conftest import tiny_config
 
 tf1 = tf.compat.v1
 

@@ -6,12 +6,12 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
 
 import efficientdet_arch
 import hparams_config
 import inference
 import utils
+from conftest import tiny_config
 
 tf1 = tf.compat.v1
 

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
 
 import efficientdet_arch
 import utils
 import vfpn
+from conftest import tiny_config
 
 tf1 = tf.compat.v1
 
