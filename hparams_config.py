@@ -75,7 +75,9 @@ class Config:
 
     # -- attribute bag -------------------------------------------------------------------------
     def __setattr__(self, key: str, value: Any) -> None:
-        if isinstance(value, Mapping) and not isinstance(value, Config):
+        # A mapping with non-string keys (e.g. label_map {1: 'person'}) is data, not a sub-config.
+        if isinstance(value, Mapping) and not isinstance(value, Config) and all(
+                isinstance(k, str) for k in value):
             value = Config(value)
         elif isinstance(value, Config):
             value = Config(value.as_dict())
@@ -306,7 +308,7 @@ def _merge(cfg: Config, values: Dict[str, Any], allow_new_keys: bool, check_type
             setattr(cfg, key, new)
             continue
         old = getattr(cfg, key)
-        if isinstance(old, Config) and isinstance(new, (Mapping, Config)):
+        if isinstance(old, Config) and isinstance(new, (Mapping, Config)) and old.keys():
             new_dict = new.as_dict() if isinstance(new, Config) else dict(new)
             _merge(old, new_dict, allow_new_keys, check_types, full + ".")
             continue
@@ -365,9 +367,23 @@ def validate(config: Config) -> Config:
             raise HparamsError(f"hparam '{key}' must be >= 1, got {config[key]}.")
     if not config.aspect_ratios or any(len(a) != 2 for a in config.aspect_ratios):
         raise HparamsError("hparam 'aspect_ratios' must be a non-empty list of (x, y) pairs.")
-    if config.label_map is not None and not isinstance(config.label_map, (str, Config)):
-        raise HparamsError("hparam 'label_map' must be 'coco', 'voc', a mapping id: name, "
-                           "or None.")
+    label_map = config.label_map
+    if isinstance(label_map, Config):  # a YAML mapping whose ids were written as strings
+        label_map = label_map.as_dict()
+    if isinstance(label_map, dict):
+        try:
+            ids = [int(k) for k in label_map]
+        except (TypeError, ValueError):
+            raise HparamsError("hparam 'label_map' must map integer class ids to names, e.g. "
+                               "{1: 'person', 2: 'car'}.") from None
+        if ids and (min(ids) < 1 or max(ids) > config.num_classes):
+            raise HparamsError(
+                f"hparam 'label_map' has ids {min(ids)}..{max(ids)} but num_classes is "
+                f"{config.num_classes}; ids run 1..num_classes (no background entry).")
+        config.label_map = {int(k): str(v) for k, v in label_map.items()}
+    elif label_map is not None and not isinstance(label_map, str):
+        raise HparamsError("hparam 'label_map' must be 'coco', 'voc', a yaml/json path, a "
+                           "mapping id: name, or None.")
     return config
 
 

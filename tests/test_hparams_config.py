@@ -123,3 +123,17 @@ def test_load_run_config_prefers_model_dir_yaml(tmp_path):
     assert (run.num_classes, run.image_size) == (7, 384)
     with pytest.raises(HparamsError, match="written for efficientdet-d0.*--model_name"):
         hparams_config.load_run_config("efficientdet-d1", None, str(tmp_path))
+
+
+def test_label_map_dict_with_int_ids(tmp_path):
+    c = hparams_config.get_detection_config(
+        "efficientdet-d0", "num_classes=2,label_map={1: 'cat', 2: 'dog'}")
+    assert c.label_map == {1: "cat", 2: "dog"}
+    c.save_to_yaml(str(tmp_path / "config.yaml"))
+    back = hparams_config.load_run_config("efficientdet-d0", None, str(tmp_path))
+    assert back.label_map == {1: "cat", 2: "dog"}
+    with pytest.raises(HparamsError, match="ids 1..3 but num_classes is 2"):
+        hparams_config.get_detection_config("efficientdet-d0",
+                                            "num_classes=2,label_map={1: 'a', 3: 'c'}")
+    assert hparams_config.get_detection_config("efficientdet-d0",
+                                               "label_map=voc,num_classes=20").label_map == "voc"

@@ -1,0 +1,121 @@
+"""Converter throughput (images/s) for COCO and VOC on a generated sample dataset.
+
+    python benchmarks/bench_converters.py --num_images=300 --threads=1,2,4
+
+Generates `num_images` images of about 512 px (sides in [min_size, max_size]) with
+dataset/sample_dataset.py into a temporary directory, converts them with
+create_coco_tfrecord (boxes; and boxes + masks) and create_pascal_tfrecord at each worker count,
+and prints a markdown table with the machine, Python, TensorFlow and Pillow versions. Each time
+covers the whole conversion (json/xml parsing, decode + check of every image, record writing,
+pool start-up); the first run at each setting also warms the file cache, so `--repeats` > 1
+reports the best of several runs. Timings belong here and in the README, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from typing import Callable, List, Sequence
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+from dataset import create_coco_tfrecord, create_pascal_tfrecord, sample_dataset  # noqa: E402
+
+
+def _best_time(fn: Callable[[], object], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def run(num_images: int, threads: Sequence[int], min_size: int, max_size: int, repeats: int,
+        work_dir: str, noise: float = 12.0) -> List[str]:
+    """Markdown lines of the benchmark table."""
+    import PIL
+    import tensorflow as tf
+
+    # Pixel noise makes the JPEGs cost about as much to decode as photos of that size.
+    coco = sample_dataset.write_coco(work_dir, num_images, seed=0, min_size=min_size,
+                                     max_size=max_size, noise=noise)
+    voc = sample_dataset.write_voc(work_dir, num_images, seed=0, min_size=min_size,
+                                   max_size=max_size, noise=noise)
+    sizes = [os.path.getsize(os.path.join(coco.image_dir, i.file_name)) for i in coco.images]
+    out = os.path.join(work_dir, "out")
+    lines = [
+        f"Machine: {platform.platform()}, {_cpu_name()}, {os.cpu_count()} CPUs; "
+        f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Pillow "
+        f"{PIL.__version__}.",
+        f"Data: {num_images} generated JPEG images, sides {min_size}..{max_size} px, pixel "
+        f"noise std {noise:g}, mean file {sum(sizes) / max(1, len(sizes)) / 1024:.0f} KiB, "
+        f"0-4 objects each; best of {repeats} run(s).",
+        "",
+        "| converter | workers (--num_threads) | images | seconds | images/s |",
+        "|---|---|---|---|---|",
+    ]
+    for n in threads:
+        cases = {
+            "COCO (boxes)": lambda n=n: create_coco_tfrecord.create_coco_tfrecord(
+                coco.image_dir, os.path.join(out, "coco"), coco.instances_file, num_shards=8,
+                num_threads=n, progress=False),
+            "COCO (boxes + masks)": lambda n=n: create_coco_tfrecord.create_coco_tfrecord(
+                coco.image_dir, os.path.join(out, "coco_masks"), coco.instances_file,
+                num_shards=8, num_threads=n, include_masks=True, progress=False),
+            "VOC": lambda n=n: create_pascal_tfrecord.create_pascal_tfrecord(
+                voc.data_dir, os.path.join(out, "pascal"), set_name="trainval", year="VOC2012",
+                label_map_json_path=voc.label_map_file, num_shards=8, num_threads=n,
+                progress=False),
+        }
+        for name, fn in cases.items():
+            seconds = _best_time(fn, repeats)
+            lines.append(f"| {name} | {n} | {num_images} | {seconds:.2f} | "
+                         f"{num_images / seconds:.1f} |")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num_images", type=int, default=300)
+    parser.add_argument("--threads", default=f"1,{os.cpu_count() or 1}",
+                        help="comma-separated worker counts")
+    parser.add_argument("--min_size", type=int, default=448)
+    parser.add_argument("--max_size", type=int, default=576)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--noise", type=float, default=12.0,
+                        help="pixel noise std; 0 gives flat, unrealistically cheap JPEGs")
+    parser.add_argument("--work_dir", default=None, help="default: a temporary directory, "
+                        "removed afterwards")
+    args = parser.parse_args(argv)
+    threads = sorted({int(t) for t in args.threads.split(",") if t.strip()})
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_converters_")
+    try:
+        print("\n".join(run(args.num_images, threads, args.min_size, args.max_size,
+                            args.repeats, work_dir, args.noise)))
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dataset tools: TFRecord converters (COCO, PASCAL VOC), validation, label maps, sample data."""

@@ -1,0 +1,376 @@
+r"""Convert COCO-format images and annotations to sharded TFRecords.
+
+Example (from the repository root; PYTHONPATH is optional):
+
+    python dataset/create_coco_tfrecord.py \
+        --image_dir=val2017 \
+        --object_annotations_file=annotations/instances_val2017.json \
+        --output_file_prefix=tfrecord/val --num_shards=32
+
+The examples are the `images` of --image_info_file, else of --object_annotations_file, else of
+--caption_annotations_file. So a captions file alone (the seed README's eval recipe) or
+`image_info_test-dev2017.json` alone gives image-only records, one per listed image.
+
+Records (reference §5.2): image/source_id is str(COCO image id); boxes are
+image/object/bbox/{ymin,xmin,ymax,xmax} normalized to [0, 1] by the image height/width, made from
+the json's [x, y, w, h] absolute-pixel boxes; image/object/class/label is the raw COCO
+category_id (1..num_classes, COCO: 1..90 with gaps); image/object/area is the json's pixel area.
+Images are always stored as RGB JPEG: RGB JPEG files are copied as-is, anything else (PNG,
+grayscale, CMYK, RGBA, palette) is converted and re-encoded. Record i goes to shard
+i % num_shards of `<prefix>-%05d-of-%05d.tfrecord`.
+
+Every annotation and image is checked (see dataset/validation.py); --on_error=skip (default)
+skips and counts bad items, --on_error=fail stops at the first one with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Make `import dataset.*` work when run as `python dataset/create_coco_tfrecord.py` without
+# PYTHONPATH: put the repository root (this file's parent directory) first on sys.path.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+import collections  # noqa: E402
+import dataclasses  # noqa: E402
+import functools  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
+
+from dataset import tfrecord_util, validation  # noqa: E402
+from dataset.tfrecord_util import WorkerResult  # noqa: E402
+from dataset.validation import Problem, Summary, UsageError  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class CocoOptions:
+    """What every worker needs besides its image; small, so it is sent with each task."""
+
+    image_dir: str
+    annotations_file: str
+    category_names: Dict[int, str]
+    has_objects: bool
+    num_classes: int = 90
+    max_instances_per_image: int = validation.DEFAULT_MAX_INSTANCES
+    include_masks: bool = False
+
+
+@dataclasses.dataclass
+class CocoTask:
+    """One image entry of the json with its object annotations and captions."""
+
+    image: Dict[str, Any]
+    annotations: List[Dict[str, Any]]
+    captions: List[str]
+
+
+def load_json(path: str, flag: str) -> Dict[str, Any]:
+    """A json file given by `flag`; errors name the flag and the file."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag}={path}: file not found; check the path.")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{flag}={path}: not valid json ({e}).") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{flag}={path}: expected a COCO json object with an 'images' list.")
+    return data
+
+
+def _mask_png(segmentation: Any, height: int, width: int) -> bytes:
+    """PNG of the instance's binary mask (0/1, height x width) from a COCO polygon list or RLE."""
+    import numpy as np
+    from PIL import Image
+    from pycocotools import mask as mask_util
+
+    if isinstance(segmentation, list):
+        if not segmentation or any(len(p) < 6 for p in segmentation):
+            raise ValueError("polygons need at least 3 points")
+        rle = mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        rle = mask_util.frPyObjects(segmentation, height, width)  # uncompressed RLE (crowds)
+    elif isinstance(segmentation, dict) and "counts" in segmentation:
+        rle = segmentation
+    else:
+        raise ValueError(f"unsupported segmentation {type(segmentation).__name__}")
+    mask = mask_util.decode(rle)
+    if mask.ndim == 3:
+        mask = np.amax(mask, axis=2)
+    if mask.shape != (height, width):
+        raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {width}x{height}")
+    return tfrecord_util.encode_png(Image.fromarray(mask.astype(np.uint8)))
+
+
+def process_image(options: CocoOptions, task: CocoTask) -> WorkerResult:
+    """Load, check and convert one image and its annotations into record values.
+
+    Runs in a worker process (no TensorFlow): returns plain values that the parent turns into a
+    tf.train.Example, plus every problem found, so the parent applies --on_error in input order.
+    """
+    image = task.image
+    image_id = int(image["id"])
+    path = os.path.join(options.image_dir, str(image.get("file_name", "")))
+    image_item = f"image id {image_id}"
+    problems: List[Problem] = []
+    notes: List[Tuple[str, str]] = []
+    n_ann = len(task.annotations)
+    if not image.get("file_name"):
+        problems.append(Problem("missing_image", options.annotations_file, image_item,
+                                "the image entry has no file_name"))
+        return WorkerResult(None, problems, notes, boxes_in_skipped_image=n_ann)
+    try:
+        loaded = validation.load_image_as_jpeg(path)
+    except validation.ImageLoadError as e:
+        problems.append(Problem(e.reason, path, image_item, e.detail))
+        return WorkerResult(None, problems, notes, boxes_in_skipped_image=n_ann)
+    width, height = loaded.width, loaded.height
+    json_w, json_h = image.get("width"), image.get("height")
+    if json_w and json_h and (int(json_w), int(json_h)) != (width, height):
+        problems.append(Problem("image_size_mismatch", path, image_item,
+                                f"the json says {json_w}x{json_h} (WxH) but the image file is "
+                                f"{width}x{height}"))
+        return WorkerResult(None, problems, notes, boxes_in_skipped_image=n_ann)
+    where = f"{path}: {image_item}"
+    if loaded.converted_from:
+        notes.append((f"converted_to_rgb_from_{loaded.converted_from}", where))
+    if loaded.reencoded and loaded.source_format != "JPEG":
+        notes.append((f"reencoded_{loaded.source_format.lower()}_to_jpeg", where))
+
+    values: Dict[str, Any] = {
+        "image/height": height,
+        "image/width": width,
+        "image/filename": str(image["file_name"]),
+        "image/source_id": str(image_id),
+        "image/key/sha256": hashlib.sha256(loaded.encoded).hexdigest(),
+        "image/encoded": loaded.encoded,
+        "image/format": "jpeg",
+    }
+    num_boxes = 0
+    if options.has_objects:
+        cols: Dict[str, List[Any]] = collections.defaultdict(list)
+        for ann in task.annotations:
+            item = f"annotation id {ann.get('id')} ({image_item})"
+            category_id = ann.get("category_id")
+            msg = validation.check_class_id(category_id, options.num_classes)
+            if msg:
+                problems.append(Problem("class_id_out_of_range", options.annotations_file, item,
+                                        msg))
+                continue
+            if options.category_names and category_id not in options.category_names:
+                problems.append(Problem("unknown_class", options.annotations_file, item,
+                                        f"category_id {category_id} is not in the json's "
+                                        f"'categories'"))
+                continue
+            check = validation.check_box_xywh(ann.get("bbox"), width, height)
+            if check.reason:
+                problems.append(Problem(check.reason, options.annotations_file, item,
+                                        check.detail))
+                continue
+            if options.include_masks:
+                try:
+                    cols["image/object/mask"].append(
+                        _mask_png(ann.get("segmentation"), height, width))
+                except Exception as e:  # noqa: BLE001 - pycocotools raises bare Exceptions
+                    problems.append(Problem("bad_segmentation", options.annotations_file, item,
+                                            f"cannot make a mask ({type(e).__name__}: {e})"))
+                    continue
+            if check.clipped:
+                notes.append(("box_clipped_to_image", f"{options.annotations_file}: {item}"))
+            x0, y0, x1, y1 = check.box
+            cols["image/object/bbox/xmin"].append(x0 / width)
+            cols["image/object/bbox/xmax"].append(x1 / width)
+            cols["image/object/bbox/ymin"].append(y0 / height)
+            cols["image/object/bbox/ymax"].append(y1 / height)
+            cols["image/object/class/label"].append(int(category_id))
+            cols["image/object/class/text"].append(
+                options.category_names.get(category_id, str(category_id)))
+            cols["image/object/is_crowd"].append(int(bool(ann.get("iscrowd", 0))))
+            area = ann.get("area")
+            cols["image/object/area"].append(
+                float(area) if isinstance(area, (int, float)) else (x1 - x0) * (y1 - y0))
+        num_boxes = len(cols["image/object/class/label"])
+        msg = validation.check_instance_count(num_boxes, options.max_instances_per_image)
+        if msg:
+            problems.append(Problem("too_many_instances", options.annotations_file, image_item,
+                                    f"{msg} (file {image['file_name']})"))
+            return WorkerResult(None, problems, notes, boxes_in_skipped_image=num_boxes)
+        for key in ("image/object/bbox/xmin", "image/object/bbox/xmax", "image/object/bbox/ymin",
+                    "image/object/bbox/ymax", "image/object/class/text",
+                    "image/object/class/label", "image/object/is_crowd", "image/object/area"):
+            values[key] = cols[key]
+        if options.include_masks:
+            values["image/object/mask"] = cols["image/object/mask"]
+    if task.captions:
+        values["image/caption"] = list(task.captions)
+    return WorkerResult(values, problems, notes, num_boxes=num_boxes)
+
+
+def build_tasks(image_info_file: str, object_annotations_file: str,
+                caption_annotations_file: str, handler: validation.ProblemHandler,
+                summary: Summary) -> Tuple[List[CocoTask], Dict[int, str], str]:
+    """(tasks, category names, annotations file for messages) from the json files.
+
+    Image-list problems (bad or duplicate ids) and annotations whose image is not listed go to
+    `handler` here, before any image is read, so --on_error=fail stops early.
+    """
+    if not (image_info_file or object_annotations_file or caption_annotations_file):
+        raise UsageError("give at least one of --image_info_file, --object_annotations_file or "
+                         "--caption_annotations_file (they list the images to convert).")
+    objects = (load_json(object_annotations_file, "--object_annotations_file")
+               if object_annotations_file else None)
+    captions = (load_json(caption_annotations_file, "--caption_annotations_file")
+                if caption_annotations_file else None)
+    if image_info_file:
+        images_src, images_file = (load_json(image_info_file, "--image_info_file"),
+                                   image_info_file)
+    elif objects is not None:
+        images_src, images_file = objects, object_annotations_file
+    else:
+        images_src, images_file = captions, caption_annotations_file
+    images = images_src.get("images")
+    if not isinstance(images, list):
+        raise UsageError(f"{images_file}: has no 'images' list; pass a COCO json "
+                         f"(instances_*.json, captions_*.json or image_info_*.json).")
+
+    categories = (objects or {}).get("categories") or images_src.get("categories") or []
+    category_names = {int(c["id"]): str(c["name"]) for c in categories
+                      if isinstance(c, dict) and "id" in c and "name" in c}
+
+    ids = validation.IdRegistry()
+    listed: Dict[int, Dict[str, Any]] = {}
+    order: List[int] = []
+    for index, image in enumerate(images):
+        raw_id = image.get("id") if isinstance(image, dict) else None
+        item = f"image id {raw_id!r} (entry {index} of 'images')"
+        msg = validation.check_image_id(raw_id)
+        if msg:
+            handler(Problem("bad_image_id", images_file, item, msg))
+            continue
+        image_id = int(raw_id)
+        msg = ids.check(image_id, f"entry {index} of 'images'")
+        if msg:
+            handler(Problem("duplicate_image_id", images_file,
+                            f"image id {image_id} (entry {index} of 'images')", msg))
+            continue
+        listed[image_id] = image
+        order.append(image_id)
+
+    by_image: Dict[int, List[Dict[str, Any]]] = collections.defaultdict(list)
+    if objects is not None:
+        for ann in objects.get("annotations", []):
+            image_id = ann.get("image_id")
+            if isinstance(image_id, str) and image_id.isdigit():
+                image_id = int(image_id)  # ids written as digit strings, as some tools do
+            if image_id not in listed:
+                handler(Problem("annotation_image_not_listed", object_annotations_file,
+                                f"annotation id {ann.get('id')}",
+                                f"its image_id {image_id!r} is not in the image list of "
+                                f"{images_file}"))
+                continue
+            by_image[image_id].append(ann)
+    caps: Dict[int, List[str]] = collections.defaultdict(list)
+    if captions is not None:
+        for ann in captions.get("annotations", []):
+            if ann.get("image_id") in listed and isinstance(ann.get("caption"), str):
+                caps[ann["image_id"]].append(ann["caption"])
+    summary.images_seen = len(images)
+    tasks = [CocoTask(listed[i], by_image.get(i, []), caps.get(i, [])) for i in order]
+    return tasks, category_names, object_annotations_file or images_file
+
+
+def create_coco_tfrecord(image_dir: str, output_file_prefix: str,
+                         object_annotations_file: str = "", caption_annotations_file: str = "",
+                         image_info_file: str = "", num_shards: int = 32,
+                         num_threads: Optional[int] = None, include_masks: bool = False,
+                         on_error: str = "skip", num_classes: int = 90,
+                         max_instances_per_image: int = validation.DEFAULT_MAX_INSTANCES,
+                         progress: bool = True) -> Summary:
+    """Convert a COCO-format dataset; returns the `Summary` (also describes what was skipped).
+
+    Raises `UsageError` for bad flags/paths and `DataError` for the first bad item under
+    on_error='fail' (then no shard is written).
+    """
+    if not image_dir:
+        raise UsageError("--image_dir is required: the directory holding the images named in "
+                         "the json's file_name fields.")
+    if not os.path.isdir(image_dir):
+        raise UsageError(f"--image_dir={image_dir}: not a directory; check the path.")
+    if not output_file_prefix:
+        raise UsageError("--output_file_prefix is required, e.g. tfrecord/train.")
+    if num_shards < 1:
+        raise UsageError(f"--num_shards must be >= 1, got {num_shards}.")
+    if num_classes < 1:
+        raise UsageError(f"--num_classes must be >= 1, got {num_classes}.")
+    if max_instances_per_image < 1:
+        raise UsageError(f"--max_instances_per_image must be >= 1, got {max_instances_per_image}.")
+    if include_masks and not object_annotations_file:
+        raise UsageError("--include_masks needs --object_annotations_file (the masks come from "
+                         "its segmentations).")
+    summary = Summary(title=f"COCO -> {output_file_prefix}")
+    handler = validation.ProblemHandler(on_error, summary)
+    tasks, category_names, ann_file = build_tasks(
+        image_info_file, object_annotations_file, caption_annotations_file, handler, summary)
+    options = CocoOptions(image_dir=image_dir, annotations_file=ann_file,
+                          category_names=category_names,
+                          has_objects=bool(object_annotations_file), num_classes=num_classes,
+                          max_instances_per_image=max_instances_per_image,
+                          include_masks=include_masks)
+    tfrecord_util.run_conversion(tasks, functools.partial(process_image, options),
+                                 output_file_prefix, num_shards, num_threads, handler, summary,
+                                 progress)
+    return summary
+
+
+def _define_flags() -> None:
+    # Defined only when run as a script, so importing this module (tests, the VOC converter)
+    # never clashes with other tools' flags of the same name.
+    from absl import flags
+
+    flags.DEFINE_string("image_dir", "", "Directory with the images (required).")
+    flags.DEFINE_string("image_info_file", "", "Json whose 'images' define the examples "
+                        "(e.g. image_info_test-dev2017.json).")
+    flags.DEFINE_string("object_annotations_file", "", "Instances json (boxes, masks).")
+    flags.DEFINE_string("caption_annotations_file", "", "Captions json (image/caption).")
+    flags.DEFINE_string("output_file_prefix", "/tmp/train", "Output prefix; files are "
+                        "<prefix>-%05d-of-%05d.tfrecord.")
+    flags.DEFINE_integer("num_shards", 32, "Number of output shards (at most one per image).")
+    flags.DEFINE_integer("num_threads", None, "Worker processes (default: one per CPU).")
+    flags.DEFINE_boolean("include_masks", False, "Also write PNG instance masks "
+                         "(image/object/mask).")
+    flags.DEFINE_enum("on_error", "skip", list(validation.ON_ERROR_CHOICES),
+                      "skip: skip and count bad annotations/images; fail: stop at the first.")
+    flags.DEFINE_integer("num_classes", 90, "Class ids must lie in 1..num_classes (COCO: 90).")
+    flags.DEFINE_integer("max_instances_per_image", validation.DEFAULT_MAX_INSTANCES,
+                         "Images with more (valid) boxes are skipped; match the hparam.")
+
+
+def main(argv: List[str]) -> None:
+    from absl import flags
+
+    del argv
+    f = flags.FLAGS
+    try:
+        summary = create_coco_tfrecord(
+            image_dir=f.image_dir, output_file_prefix=f.output_file_prefix,
+            object_annotations_file=f.object_annotations_file,
+            caption_annotations_file=f.caption_annotations_file,
+            image_info_file=f.image_info_file, num_shards=f.num_shards,
+            num_threads=f.num_threads, include_masks=f.include_masks, on_error=f.on_error,
+            num_classes=f.num_classes, max_instances_per_image=f.max_instances_per_image)
+    except (UsageError, validation.DataError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(summary.format())
+    if summary.images_written == 0:
+        raise SystemExit("error: no records were written; see the summary above.")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)

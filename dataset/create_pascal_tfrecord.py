@@ -1,0 +1,386 @@
+r"""Convert PASCAL VOC (VOCdevkit layout) to sharded TFRecords plus a COCO-style ground-truth json.
+
+Example (the seed README's command, from the repository root):
+
+    PYTHONPATH=".:$PYTHONPATH" python dataset/create_pascal_tfrecord.py \
+        --data_dir=VOCdevkit --year=VOC2012 --output_path=tfrecord/pascal
+
+writes `tfrecord/pascal-%05d-of-%05d.tfrecord` and `tfrecord/json_pascal.json` (the
+`--val_json_file` for eval).
+
+Examples come from `<data_dir>/<year>/ImageSets/Main/<set>.txt`, or, when that file is absent,
+`aeroplane_<set>.txt` (the list the reference reads); only the first token of each line is used.
+Each image's xml is `<year>/<annotations_dir>/<name>.xml` and its image
+`<year>/JPEGImages/<filename from the xml>` (JPEG or PNG; stored as RGB JPEG).
+
+Ids: image ids are one counter from 1 over the written images of all years (so --year=merged
+gives unique ids), and image/source_id = str(image id) = the json image id; annotation ids are one
+counter from 1. The json has the categories once (ids of the label map, 1..20 for VOC, no
+background entry), boxes [x, y, w, h] in absolute pixels, area = w*h, iscrowd 0. Records carry
+the §5.2 PASCAL keys (bbox normalized ymin/xmin/ymax/xmax, class text/label, difficult,
+truncated, view) plus image/object/area (pixels, as in the json) and image/object/is_crowd (0), so
+evaluation from records agrees with evaluation from the json. VOC boxes are used as written
+(xmin/width etc.), as the reference does.
+
+Bad objects and images are checked as in dataset/validation.py; --on_error=skip|fail.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Runnable as `python dataset/create_pascal_tfrecord.py` without PYTHONPATH (repo root first).
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+import dataclasses  # noqa: E402
+import functools  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
+
+from dataset import label_maps, tfrecord_util, validation  # noqa: E402
+from dataset.tfrecord_util import WorkerResult  # noqa: E402
+from dataset.validation import Problem, Summary, UsageError  # noqa: E402
+
+SETS = ("train", "val", "trainval", "test")
+YEARS = ("VOC2007", "VOC2012", "merged")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+
+
+@dataclasses.dataclass(frozen=True)
+class VocOptions:
+    data_dir: str
+    annotations_dir: str
+    name_to_id: Dict[str, int]
+    ignore_difficult_instances: bool = False
+    max_instances_per_image: int = validation.DEFAULT_MAX_INSTANCES
+
+
+@dataclasses.dataclass(frozen=True)
+class VocTask:
+    year: str
+    name: str  # image stem, e.g. '2008_000008'
+
+
+def _element_to_dict(element) -> Any:
+    """An lxml element as nested dicts; leaves become text, repeated 'object's a list."""
+    children = list(element)
+    if not children:
+        return (element.text or "").strip()
+    out: Dict[str, Any] = {}
+    for child in children:
+        if not isinstance(child.tag, str):  # comments, processing instructions
+            continue
+        value = _element_to_dict(child)
+        if child.tag == "object":
+            out.setdefault("object", []).append(value)
+        else:
+            out[child.tag] = value
+    return out
+
+
+def parse_voc_xml(path: str) -> Dict[str, Any]:
+    """The <annotation> of a VOC xml as a dict ('object' is always a list)."""
+    from lxml import etree
+
+    # No entity expansion and no network: xml files may come from anywhere.
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    root = etree.parse(path, parser).getroot()
+    data = _element_to_dict(root)
+    if not isinstance(data, dict):
+        data = {}
+    data.setdefault("object", [])
+    return data
+
+
+def _number(value: Any) -> Optional[float]:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _find_image(image_dir: str, filename: str, stem: str) -> str:
+    """The image path: the xml's filename, else `<stem>` with a usual extension."""
+    path = os.path.join(image_dir, filename) if filename else ""
+    if path and os.path.isfile(path):
+        return path
+    for ext in IMAGE_EXTENSIONS:
+        candidate = os.path.join(image_dir, stem + ext)
+        if os.path.isfile(candidate):
+            return candidate
+    return path or os.path.join(image_dir, stem + ".jpg")
+
+
+def process_example(options: VocOptions, task: VocTask) -> WorkerResult:
+    """Parse, check and convert one VOC image; runs in a worker process (no TensorFlow).
+
+    The record values lack image/source_id: the parent assigns ids to written images in order.
+    `extra` holds what the json needs (file name, size, annotations without ids).
+    """
+    year_dir = os.path.join(options.data_dir, task.year)
+    xml_path = os.path.join(year_dir, options.annotations_dir, task.name + ".xml")
+    image_item = f"image '{task.name}' ({task.year})"
+    problems: List[Problem] = []
+    notes: List[Tuple[str, str]] = []
+    if not os.path.isfile(xml_path):
+        problems.append(Problem("missing_annotation_file", xml_path, image_item,
+                                "annotation xml not found"))
+        return WorkerResult(None, problems, notes)
+    try:
+        data = parse_voc_xml(xml_path)
+    except Exception as e:  # noqa: BLE001 - lxml raises XMLSyntaxError, OSError, ...
+        problems.append(Problem("bad_annotation_file", xml_path, image_item,
+                                f"cannot parse the xml ({type(e).__name__}: {e})"))
+        return WorkerResult(None, problems, notes)
+    objects = [o for o in data["object"] if isinstance(o, dict)]
+    filename = data.get("filename") if isinstance(data.get("filename"), str) else ""
+    image_path = _find_image(os.path.join(year_dir, "JPEGImages"), filename, task.name)
+    try:
+        loaded = validation.load_image_as_jpeg(image_path)
+    except validation.ImageLoadError as e:
+        problems.append(Problem(e.reason, image_path, image_item, e.detail))
+        return WorkerResult(None, problems, notes, boxes_in_skipped_image=len(objects))
+    width, height = loaded.width, loaded.height
+    size = data.get("size") if isinstance(data.get("size"), dict) else {}
+    xml_w, xml_h = _number(size.get("width")), _number(size.get("height"))
+    if xml_w and xml_h and (int(xml_w), int(xml_h)) != (width, height):
+        problems.append(Problem("image_size_mismatch", xml_path, image_item,
+                                f"<size> says {int(xml_w)}x{int(xml_h)} (WxH) but {image_path} "
+                                f"is {width}x{height}"))
+        return WorkerResult(None, problems, notes, boxes_in_skipped_image=len(objects))
+    where = f"{image_path}: {image_item}"
+    if loaded.converted_from:
+        notes.append((f"converted_to_rgb_from_{loaded.converted_from}", where))
+    if loaded.reencoded and loaded.source_format != "JPEG":
+        notes.append((f"reencoded_{loaded.source_format.lower()}_to_jpeg", where))
+
+    keys = ("xmin", "xmax", "ymin", "ymax", "text", "label", "difficult", "truncated", "view",
+            "area")
+    cols: Dict[str, List[Any]] = {k: [] for k in keys}
+    json_annotations: List[Dict[str, Any]] = []
+    for index, obj in enumerate(objects):
+        cls_name = obj.get("name") if isinstance(obj.get("name"), str) else ""
+        item = f"object {index} '{cls_name}' of {image_item}"
+        difficult = bool(int(_number(obj.get("difficult")) or 0))
+        if options.ignore_difficult_instances and difficult:
+            notes.append(("difficult_ignored", f"{xml_path}: {item}"))
+            continue
+        if cls_name not in options.name_to_id:
+            problems.append(Problem("unknown_class", xml_path, item,
+                                    f"class '{cls_name}' is not in the label map "
+                                    f"({', '.join(sorted(options.name_to_id)[:5])}, ...)"))
+            continue
+        bndbox = obj.get("bndbox") if isinstance(obj.get("bndbox"), dict) else {}
+        coords = [_number(bndbox.get(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+        if any(c is None for c in coords):
+            problems.append(Problem("malformed_annotation", xml_path, item,
+                                    f"<bndbox> needs numeric xmin, ymin, xmax, ymax; got "
+                                    f"{bndbox!r}"))
+            continue
+        check = validation.check_box_xyxy(*coords, width, height)
+        if check.reason:
+            problems.append(Problem(check.reason, xml_path, item, check.detail))
+            continue
+        if check.clipped:
+            notes.append(("box_clipped_to_image", f"{xml_path}: {item}"))
+        x0, y0, x1, y1 = check.box
+        class_id = options.name_to_id[cls_name]
+        cols["xmin"].append(x0 / width)
+        cols["xmax"].append(x1 / width)
+        cols["ymin"].append(y0 / height)
+        cols["ymax"].append(y1 / height)
+        cols["text"].append(cls_name)
+        cols["label"].append(class_id)
+        cols["difficult"].append(int(difficult))
+        cols["truncated"].append(int(_number(obj.get("truncated")) or 0))
+        cols["view"].append(obj.get("pose") if isinstance(obj.get("pose"), str) else "")
+        cols["area"].append((x1 - x0) * (y1 - y0))
+        json_annotations.append({"bbox": [x0, y0, x1 - x0, y1 - y0],
+                                 "area": (x1 - x0) * (y1 - y0), "category_id": class_id,
+                                 "iscrowd": 0, "ignore": 0, "segmentation": []})
+    num_boxes = len(cols["label"])
+    msg = validation.check_instance_count(num_boxes, options.max_instances_per_image)
+    if msg:
+        problems.append(Problem("too_many_instances", xml_path, image_item, msg))
+        return WorkerResult(None, problems, notes, boxes_in_skipped_image=num_boxes)
+    file_name = os.path.basename(image_path)
+    values: Dict[str, Any] = {
+        "image/height": height,
+        "image/width": width,
+        "image/filename": file_name,
+        "image/key/sha256": hashlib.sha256(loaded.encoded).hexdigest(),
+        "image/encoded": loaded.encoded,
+        "image/format": "jpeg",
+        "image/object/bbox/xmin": cols["xmin"],
+        "image/object/bbox/xmax": cols["xmax"],
+        "image/object/bbox/ymin": cols["ymin"],
+        "image/object/bbox/ymax": cols["ymax"],
+        "image/object/class/text": cols["text"],
+        "image/object/class/label": cols["label"],
+        "image/object/difficult": cols["difficult"],
+        "image/object/truncated": cols["truncated"],
+        "image/object/view": cols["view"],
+        "image/object/area": cols["area"],
+        "image/object/is_crowd": [0] * num_boxes,
+    }
+    extra = {"file_name": file_name, "width": width, "height": height,
+             "annotations": json_annotations}
+    return WorkerResult(values, problems, notes, num_boxes=num_boxes, extra=extra)
+
+
+def read_image_list(data_dir: str, year: str, set_name: str) -> Tuple[str, List[str]]:
+    """(list file, image stems) of one year and set."""
+    year_dir = os.path.join(data_dir, year)
+    if not os.path.isdir(year_dir):
+        raise UsageError(f"{year_dir} does not exist; --data_dir must be the VOCdevkit directory "
+                         f"that contains {year}/ (check --data_dir and --year).")
+    main_dir = os.path.join(year_dir, "ImageSets", "Main")
+    candidates = [os.path.join(main_dir, f"{set_name}.txt"),
+                  os.path.join(main_dir, f"aeroplane_{set_name}.txt")]
+    for path in candidates:
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                names = [line.split()[0] for line in f if line.strip()]
+            return path, names
+    raise UsageError(f"no image list for --set={set_name}: neither {candidates[0]} nor "
+                     f"{candidates[1]} exists.")
+
+
+def json_path_for(output_path: str) -> str:
+    """`json_<basename(output_path)>.json` next to the output, e.g. tfrecord/json_pascal.json."""
+    return os.path.join(os.path.dirname(output_path),
+                        f"json_{os.path.basename(output_path)}.json")
+
+
+def create_pascal_tfrecord(data_dir: str, output_path: str, set_name: str = "train",
+                           annotations_dir: str = "Annotations", year: str = "VOC2007",
+                           label_map_json_path: Optional[str] = None, num_shards: int = 100,
+                           num_images: Optional[int] = None,
+                           ignore_difficult_instances: bool = False, on_error: str = "skip",
+                           num_threads: Optional[int] = None,
+                           max_instances_per_image: int = validation.DEFAULT_MAX_INSTANCES,
+                           progress: bool = True) -> Summary:
+    """Convert VOC; returns the `Summary`, whose `json_file` is the ground-truth json written.
+
+    Raises `UsageError` for bad flags/paths and `DataError` for the first bad item under
+    on_error='fail' (then neither shards nor json are written).
+    """
+    import tensorflow as tf
+
+    if not data_dir:
+        raise UsageError("--data_dir is required: the VOCdevkit directory.")
+    if not output_path:
+        raise UsageError("--output_path is required, e.g. tfrecord/pascal.")
+    if set_name not in SETS:
+        raise UsageError(f"--set must be one of {', '.join(SETS)}, got '{set_name}'.")
+    if year not in YEARS:
+        raise UsageError(f"--year must be one of {', '.join(YEARS)}, got '{year}'.")
+    if num_shards < 1:
+        raise UsageError(f"--num_shards must be >= 1, got {num_shards}.")
+    if num_images is not None and num_images < 1:
+        raise UsageError(f"--num_images must be >= 1 (or unset for all), got {num_images}.")
+    if label_map_json_path:
+        try:
+            label_map = label_maps.get_label_map(label_map_json_path)
+        except label_maps.LabelMapError as e:
+            raise UsageError(f"--label_map_json_path: {e}") from None
+    else:
+        label_map = dict(label_maps.VOC_LABEL_MAP)
+    years = ["VOC2007", "VOC2012"] if year == "merged" else [year]
+
+    summary = Summary(title=f"PASCAL VOC {year}/{set_name} -> {output_path}")
+    handler = validation.ProblemHandler(on_error, summary)
+    tasks: List[VocTask] = []
+    ids = validation.IdRegistry()
+    for y in years:
+        list_file, names = read_image_list(data_dir, y, set_name)
+        if num_images:
+            names = names[:num_images]
+        summary.images_seen += len(names)
+        for line, name in enumerate(names, 1):
+            msg = ids.check((y, name), f"{list_file} line {line}")
+            if msg:
+                handler(Problem("duplicate_image_id", list_file, f"image '{name}' (line {line})",
+                                msg))
+                continue
+            tasks.append(VocTask(y, name))
+
+    options = VocOptions(data_dir=data_dir, annotations_dir=annotations_dir,
+                         name_to_id=label_maps.name_to_id(label_map),
+                         ignore_difficult_instances=ignore_difficult_instances,
+                         max_instances_per_image=max_instances_per_image)
+    gt: Dict[str, Any] = {"images": [], "type": "instances", "annotations": [],
+                          "categories": [{"supercategory": "none", "id": i, "name": n}
+                                         for i, n in label_map.items()]}
+
+    def assign_ids(result: WorkerResult) -> None:
+        # One counter over all years: source_id == json image id, also for --year=merged.
+        image_id = len(gt["images"]) + 1
+        result.values["image/source_id"] = str(image_id)
+        extra = result.extra
+        gt["images"].append({"file_name": extra["file_name"], "height": extra["height"],
+                             "width": extra["width"], "id": image_id})
+        for ann in extra["annotations"]:
+            gt["annotations"].append(dict(ann, image_id=image_id, id=len(gt["annotations"]) + 1))
+
+    tfrecord_util.run_conversion(tasks, functools.partial(process_example, options),
+                                 output_path, num_shards, num_threads, handler, summary,
+                                 progress, on_record=assign_ids)
+    json_file = json_path_for(output_path)
+    with tf.io.gfile.GFile(json_file, "w") as f:
+        json.dump(gt, f)
+    summary.json_file = json_file
+    return summary
+
+
+def _define_flags() -> None:
+    # Only when run as a script, so imports never clash with other tools' flags.
+    from absl import flags
+
+    flags.DEFINE_string("data_dir", "", "Root of the VOCdevkit directory (required).")
+    flags.DEFINE_enum("set", "train", list(SETS), "Which ImageSets/Main list to convert.")
+    flags.DEFINE_string("annotations_dir", "Annotations", "Annotation directory inside <year>/.")
+    flags.DEFINE_enum("year", "VOC2007", list(YEARS), "VOC2007, VOC2012, or merged (both).")
+    flags.DEFINE_string("output_path", "", "Output prefix (required); shards are "
+                        "<output_path>-%05d-of-%05d.tfrecord, json json_<basename>.json.")
+    flags.DEFINE_string("label_map_json_path", None, "Json {name: id} (or {id: name}); default "
+                        "the 20 VOC classes, ids 1..20.")
+    flags.DEFINE_integer("num_shards", 100, "Number of shards (at most one per image).")
+    flags.DEFINE_integer("num_images", None, "At most this many images per year.")
+    flags.DEFINE_boolean("ignore_difficult_instances", False, "Drop objects marked difficult.")
+    flags.DEFINE_enum("on_error", "skip", list(validation.ON_ERROR_CHOICES),
+                      "skip: skip and count bad objects/images; fail: stop at the first.")
+    flags.DEFINE_integer("num_threads", None, "Worker processes (default: one per CPU).")
+    flags.DEFINE_integer("max_instances_per_image", validation.DEFAULT_MAX_INSTANCES,
+                         "Images with more (valid) objects are skipped; match the hparam.")
+
+
+def main(argv: List[str]) -> None:
+    from absl import flags
+
+    del argv
+    f = flags.FLAGS
+    try:
+        summary = create_pascal_tfrecord(
+            data_dir=f.data_dir, output_path=f.output_path, set_name=f.set,
+            annotations_dir=f.annotations_dir, year=f.year,
+            label_map_json_path=f.label_map_json_path, num_shards=f.num_shards,
+            num_images=f.num_images, ignore_difficult_instances=f.ignore_difficult_instances,
+            on_error=f.on_error, num_threads=f.num_threads,
+            max_instances_per_image=f.max_instances_per_image)
+    except (UsageError, validation.DataError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(summary.format())
+    if summary.images_written == 0:
+        raise SystemExit("error: no records were written; see the summary above.")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)

@@ -1,0 +1,345 @@
+r"""A small, deterministic detection dataset of filled shapes, in COCO and PASCAL VOC layouts.
+
+Each image (random size in [min_size, max_size] per side, so most are not square) has a solid
+background and 0..4 non-overlapping filled shapes of 3 classes: 1 'circle', 2 'square',
+3 'triangle'. Ground-truth boxes are exact: each shape is drawn from a mask and its box is the
+mask's pixel extent, so in a PNG the non-background pixels inside a box span it exactly. Boxes are
+in continuous pixel coordinates: a shape covering pixel columns x0..x1 has x=x0, w=x1-x0+1.
+
+    python dataset/sample_dataset.py --output_dir=/tmp/shapes --num_images=32 --format=both
+
+writes
+
+    <output_dir>/coco/images/<12-digit id>.jpg
+    <output_dir>/coco/annotations/instances_sample.json   boxes [x, y, w, h], absolute pixels
+    <output_dir>/coco/annotations/captions_sample.json    captions only (the seed's eval recipe)
+    <output_dir>/coco/annotations/image_info_sample.json  images only (test-dev style)
+    <output_dir>/coco/label_map.yaml                      {1: circle, 2: square, 3: triangle}
+    <output_dir>/VOCdevkit/<year>/{JPEGImages,Annotations,ImageSets/Main}
+    <output_dir>/VOCdevkit/label_map.json                 {"circle": 1, ...}
+
+VOC class names (a choice): by default the VOC xml uses the shape names and `label_map.json` is
+passed to the converter with --label_map_json_path. With --voc_class_names the shapes are named
+after the first three VOC classes (1 aeroplane, 2 bicycle, 3 bird) so the converter's built-in
+VOC map applies and the seed README's command runs unchanged. VOC boxes are written as
+xmin=x, ymin=y, xmax=x+w, ymax=y+h (the same continuous coordinates as the COCO boxes, so the two
+layouts describe the same ground truth). ImageSets/Main holds <set>.txt and <class>_<set>.txt for
+train, val (every 4th image) and trainval, plus aeroplane_<set>.txt, the list the reference
+converter reads. Several --voc_years (e.g. VOC2007,VOC2012) give different images per year (the
+seed is offset per year) with VOC-style names ('000001' for 2007, '2012_000001' otherwise).
+
+COCO image ids are 100 + 3 * index, deliberately neither 0-based nor contiguous, so code that
+confuses an index with an id fails the round-trip tests. Generated data is never committed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Runnable as `python dataset/sample_dataset.py` without PYTHONPATH (see create_coco_tfrecord).
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+from typing import Dict, List, Optional, Sequence, Tuple  # noqa: E402
+from xml.sax.saxutils import escape  # noqa: E402
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from dataset import label_maps  # noqa: E402
+
+SHAPE_LABEL_MAP: Dict[int, str] = {1: "circle", 2: "square", 3: "triangle"}
+VOC_NAMES_FOR_SHAPES: Dict[int, str] = {i: label_maps.VOC_LABEL_MAP[i] for i in SHAPE_LABEL_MAP}
+VOC_SETS = ("train", "val", "trainval")
+_EXTENSIONS = {"jpg": ("JPEG", ".jpg"), "png": ("PNG", ".png")}
+
+
+@dataclasses.dataclass
+class SampleObject:
+    """One shape: `box` is [x, y, w, h] in absolute pixels (exact mask extent); `area` is the
+    mask's pixel count; `polygon` is a COCO segmentation polygon [x1, y1, x2, y2, ...]."""
+
+    class_id: int
+    box: Tuple[int, int, int, int]
+    area: int
+    polygon: List[float]
+    difficult: bool = False
+
+
+@dataclasses.dataclass
+class SampleImage:
+    image_id: int
+    file_name: str
+    width: int
+    height: int
+    objects: List[SampleObject]
+
+
+@dataclasses.dataclass
+class CocoSample:
+    """Paths of a written COCO sample and its ground truth."""
+
+    image_dir: str
+    instances_file: str
+    captions_file: str
+    image_info_file: str
+    label_map_file: str
+    images: List[SampleImage]
+
+
+@dataclasses.dataclass
+class VocSample:
+    """Paths of a written VOC tree; `images[year]` holds the ground truth per year."""
+
+    data_dir: str
+    label_map_file: Optional[str]
+    label_map: Dict[int, str]
+    images: Dict[str, List[SampleImage]]
+
+
+def _color(rng: np.random.Generator, avoid: Optional[Tuple[int, int, int]] = None
+           ) -> Tuple[int, int, int]:
+    """A random RGB color, far from `avoid` so shapes stand out from the background."""
+    while True:
+        c = tuple(int(v) for v in rng.integers(0, 256, size=3))
+        if avoid is None or sum(abs(a - b) for a, b in zip(c, avoid)) > 200:
+            return c  # type: ignore[return-value]
+
+
+def _shape_mask(class_id: int, x: int, y: int, w: int, h: int, size: Tuple[int, int]
+                ) -> Tuple[np.ndarray, List[float]]:
+    """(boolean HxW mask, polygon) of a shape filling the pixel block [x, x+w) x [y, y+h)."""
+    mask = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(mask)
+    if class_id == 1:
+        draw.ellipse([x, y, x + w - 1, y + h - 1], fill=255)
+        cx, cy, rx, ry = x + w / 2, y + h / 2, w / 2, h / 2
+        polygon = []
+        for k in range(24):
+            t = 2 * math.pi * k / 24
+            polygon += [round(cx + rx * math.cos(t), 2), round(cy + ry * math.sin(t), 2)]
+    elif class_id == 2:
+        draw.rectangle([x, y, x + w - 1, y + h - 1], fill=255)
+        polygon = [x, y, x + w, y, x + w, y + h, x, y + h]
+    else:
+        draw.polygon([(x + (w - 1) // 2, y), (x, y + h - 1), (x + w - 1, y + h - 1)], fill=255)
+        polygon = [x + w / 2, y, x, y + h, x + w, y + h]
+    return np.asarray(mask) > 0, [float(v) for v in polygon]
+
+
+def generate_images(num_images: int, seed: int = 0, min_size: int = 64, max_size: int = 160,
+                    max_objects: int = 4, id_fn=lambda i: 100 + 3 * i,
+                    name_fn=lambda image_id: f"{image_id:012d}", image_format: str = "jpg",
+                    noise: float = 0.0) -> List[Tuple[SampleImage, Image.Image]]:
+    """`num_images` (ground truth, RGB image) pairs; the same arguments give the same output.
+
+    `noise` > 0 adds Gaussian pixel noise of that standard deviation (in 0..255 units), which
+    makes JPEGs as costly to decode as photos (benchmarks); shapes and boxes are unchanged.
+    """
+    if num_images < 0 or min_size < 16 or max_size < min_size:
+        raise ValueError(f"need num_images >= 0 and 16 <= min_size <= max_size, got "
+                         f"{num_images}, {min_size}, {max_size}.")
+    ext = _EXTENSIONS[image_format][1]
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(num_images):
+        width, height = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
+        bg = _color(rng)
+        pixels = np.empty((height, width, 3), np.uint8)
+        pixels[:] = bg
+        # About one image in ten has no objects, as some COCO images do.
+        n_objects = 0 if rng.random() < 0.1 else int(rng.integers(1, max_objects + 1))
+        taken: List[Tuple[int, int, int, int]] = []
+        objects: List[SampleObject] = []
+        lo, hi = max(6, min(width, height) // 8), max(8, min(width, height) // 2)
+        for _ in range(n_objects):
+            for _attempt in range(20):
+                class_id = int(rng.integers(1, 4))
+                w = int(rng.integers(lo, hi + 1))
+                h = w if class_id in (1, 2) else int(rng.integers(lo, hi + 1))
+                x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+                # Shapes never touch (2 px gap), so each is fully visible.
+                if all(x + w + 2 <= tx or tx + tw + 2 <= x or y + h + 2 <= ty or ty + th + 2 <= y
+                       for tx, ty, tw, th in taken):
+                    break
+            else:
+                continue
+            mask, polygon = _shape_mask(class_id, x, y, w, h, (width, height))
+            ys, xs = np.nonzero(mask)
+            box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
+                   int(ys.max() - ys.min() + 1))
+            pixels[mask] = _color(rng, avoid=bg)
+            taken.append((x, y, w, h))
+            objects.append(SampleObject(class_id, box, int(mask.sum()), polygon,
+                                        difficult=bool(rng.random() < 0.15)))
+        if noise > 0:
+            # A separate stream, so the shapes do not depend on the noise setting.
+            noisy = np.random.default_rng([seed, i]).normal(0.0, noise, pixels.shape)
+            pixels = np.clip(pixels + noisy, 0, 255).astype(np.uint8)
+        image_id = int(id_fn(i))
+        info = SampleImage(image_id, name_fn(image_id) + ext, width, height, objects)
+        out.append((info, Image.fromarray(pixels, "RGB")))
+    return out
+
+
+def _save(image: Image.Image, path: str, image_format: str) -> None:
+    fmt = _EXTENSIONS[image_format][0]
+    image.save(path, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+
+
+def _caption(info: SampleImage, names: Dict[int, str]) -> str:
+    if not info.objects:
+        return "an empty background"
+    return "a picture of " + ", ".join(f"a {names[o.class_id]}" for o in info.objects)
+
+
+def write_coco(output_dir: str, num_images: int, seed: int = 0, image_format: str = "jpg",
+               min_size: int = 64, max_size: int = 160, noise: float = 0.0) -> CocoSample:
+    """Write the COCO layout under `<output_dir>/coco` (see the module docstring)."""
+    root = os.path.join(output_dir, "coco")
+    image_dir = os.path.join(root, "images")
+    ann_dir = os.path.join(root, "annotations")
+    os.makedirs(image_dir, exist_ok=True)
+    os.makedirs(ann_dir, exist_ok=True)
+    pairs = generate_images(num_images, seed, min_size, max_size, image_format=image_format,
+                            noise=noise)
+    images, annotations, captions = [], [], []
+    for info, image in pairs:
+        _save(image, os.path.join(image_dir, info.file_name), image_format)
+        images.append({"id": info.image_id, "file_name": info.file_name, "width": info.width,
+                       "height": info.height})
+        for obj in info.objects:
+            annotations.append({"id": len(annotations) + 1, "image_id": info.image_id,
+                                "category_id": obj.class_id, "bbox": list(obj.box),
+                                "area": obj.area, "iscrowd": 0, "segmentation": [obj.polygon]})
+        captions.append({"id": len(captions) + 1, "image_id": info.image_id,
+                         "caption": _caption(info, SHAPE_LABEL_MAP)})
+    categories = [{"id": i, "name": n, "supercategory": "shape"}
+                  for i, n in SHAPE_LABEL_MAP.items()]
+    info_block = {"description": f"VFPN sample shapes (seed {seed})", "version": "1.0"}
+    files = {
+        "instances_sample.json": {"info": info_block, "images": images,
+                                  "annotations": annotations, "categories": categories},
+        "captions_sample.json": {"info": info_block, "images": images,
+                                 "annotations": captions},
+        "image_info_sample.json": {"info": info_block, "images": images,
+                                   "categories": categories},
+    }
+    for name, data in files.items():
+        with open(os.path.join(ann_dir, name), "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+    label_map_file = os.path.join(root, "label_map.yaml")
+    with open(label_map_file, "w", encoding="utf-8") as f:
+        yaml.safe_dump(SHAPE_LABEL_MAP, f, default_flow_style=False)
+    return CocoSample(image_dir, os.path.join(ann_dir, "instances_sample.json"),
+                      os.path.join(ann_dir, "captions_sample.json"),
+                      os.path.join(ann_dir, "image_info_sample.json"), label_map_file,
+                      [info for info, _ in pairs])
+
+
+def _voc_xml(info: SampleImage, year: str, names: Dict[int, str]) -> str:
+    objects = "".join(
+        f"\t<object>\n\t\t<name>{escape(names[o.class_id])}</name>\n"
+        f"\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n"
+        f"\t\t<difficult>{int(o.difficult)}</difficult>\n\t\t<bndbox>\n"
+        f"\t\t\t<xmin>{o.box[0]}</xmin>\n\t\t\t<ymin>{o.box[1]}</ymin>\n"
+        f"\t\t\t<xmax>{o.box[0] + o.box[2]}</xmax>\n\t\t\t<ymax>{o.box[1] + o.box[3]}</ymax>\n"
+        f"\t\t</bndbox>\n\t</object>\n" for o in info.objects)
+    return (f"<annotation>\n\t<folder>{year}</folder>\n"
+            f"\t<filename>{escape(info.file_name)}</filename>\n"
+            f"\t<source><database>VFPN sample shapes</database></source>\n"
+            f"\t<size>\n\t\t<width>{info.width}</width>\n\t\t<height>{info.height}</height>\n"
+            f"\t\t<depth>3</depth>\n\t</size>\n\t<segmented>0</segmented>\n{objects}"
+            f"</annotation>\n")
+
+
+def write_voc(output_dir: str, num_images: int, seed: int = 0,
+              years: Sequence[str] = ("VOC2012",), image_format: str = "jpg",
+              voc_class_names: bool = False, min_size: int = 64, max_size: int = 160,
+              noise: float = 0.0) -> VocSample:
+    """Write `<output_dir>/VOCdevkit/<year>/...` for each year (see the module docstring)."""
+    names = VOC_NAMES_FOR_SHAPES if voc_class_names else SHAPE_LABEL_MAP
+    data_dir = os.path.join(output_dir, "VOCdevkit")
+    all_images: Dict[str, List[SampleImage]] = {}
+    for k, year in enumerate(years):
+        base = os.path.join(data_dir, year)
+        dirs = {d: os.path.join(base, d) for d in ("JPEGImages", "Annotations",
+                                                   os.path.join("ImageSets", "Main"))}
+        for d in dirs.values():
+            os.makedirs(d, exist_ok=True)
+        name_fn = ((lambda image_id: f"{image_id:06d}") if year == "VOC2007"
+                   else (lambda image_id, y=year: f"{y[3:]}_{image_id:06d}"))
+        pairs = generate_images(num_images, seed + 1000 * k, min_size, max_size,
+                                id_fn=lambda i: i + 1, name_fn=name_fn,
+                                image_format=image_format, noise=noise)
+        splits: Dict[str, List[SampleImage]] = {"train": [], "val": []}
+        for i, (info, image) in enumerate(pairs):
+            _save(image, os.path.join(dirs["JPEGImages"], info.file_name), image_format)
+            stem = os.path.splitext(info.file_name)[0]
+            with open(os.path.join(dirs["Annotations"], stem + ".xml"), "w",
+                      encoding="utf-8") as f:
+                f.write(_voc_xml(info, year, names))
+            splits["val" if i % 4 == 3 else "train"].append(info)
+        splits["trainval"] = [info for info, _ in pairs]
+        main_dir = dirs[os.path.join("ImageSets", "Main")]
+        class_files = sorted(set(names.values()) | {"aeroplane"})
+        for set_name in VOC_SETS:
+            stems = [os.path.splitext(i.file_name)[0] for i in splits[set_name]]
+            with open(os.path.join(main_dir, f"{set_name}.txt"), "w", encoding="utf-8") as f:
+                f.write("".join(s + "\n" for s in stems))
+            for cls in class_files:
+                with open(os.path.join(main_dir, f"{cls}_{set_name}.txt"), "w",
+                          encoding="utf-8") as f:
+                    for info in splits[set_name]:
+                        present = any(names[o.class_id] == cls for o in info.objects)
+                        f.write(f"{os.path.splitext(info.file_name)[0]} "
+                                f"{1 if present else -1:2d}\n")
+        all_images[year] = [info for info, _ in pairs]
+    label_map_file = None
+    if not voc_class_names:
+        label_map_file = os.path.join(data_dir, "label_map.json")
+        with open(label_map_file, "w", encoding="utf-8") as f:
+            json.dump({n: i for i, n in names.items()}, f, indent=1)
+    return VocSample(data_dir, label_map_file, dict(names), all_images)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_dir", required=True, help="where to write (created)")
+    parser.add_argument("--num_images", type=int, default=16, help="images (per VOC year)")
+    parser.add_argument("--format", choices=("coco", "voc", "both"), default="both")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image_format", choices=tuple(_EXTENSIONS), default="jpg")
+    parser.add_argument("--min_size", type=int, default=64, help="smallest side, pixels")
+    parser.add_argument("--max_size", type=int, default=160, help="largest side, pixels")
+    parser.add_argument("--voc_years", default="VOC2012",
+                        help="comma-separated, e.g. VOC2007,VOC2012 (for --year=merged)")
+    parser.add_argument("--noise", type=float, default=0.0,
+                        help="Gaussian pixel noise std (photo-like JPEG cost), default 0")
+    parser.add_argument("--voc_class_names", action="store_true",
+                        help="name the shapes aeroplane/bicycle/bird (built-in VOC map)")
+    args = parser.parse_args(argv)
+    if args.format in ("coco", "both"):
+        coco = write_coco(args.output_dir, args.num_images, args.seed, args.image_format,
+                          args.min_size, args.max_size, args.noise)
+        print(f"COCO: {len(coco.images)} images in {coco.image_dir}, boxes in "
+              f"{coco.instances_file}")
+    if args.format in ("voc", "both"):
+        years = [y.strip() for y in args.voc_years.split(",") if y.strip()]
+        voc = write_voc(args.output_dir, args.num_images, args.seed, years, args.image_format,
+                        args.voc_class_names, args.min_size, args.max_size, args.noise)
+        extra = (f" (pass --label_map_json_path={voc.label_map_file})"
+                 if voc.label_map_file else "")
+        print(f"VOC: {', '.join(years)} under {voc.data_dir}{extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Tests for dataset/validate_tfrecord.py (and the record checks in dataset/validation.py)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from dataset import create_coco_tfrecord, sample_dataset, tfrecord_util, validate_tfrecord
+from dataset.validation import UsageError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _jpeg(width=40, height=30, mode="RGB"):
+    return tfrecord_util.encode_jpeg(Image.new(mode, (width, height), 128))
+
+
+def _record(sid, boxes=((0.1, 0.2, 0.5, 0.6),), labels=(1,), width=40, height=30,
+            encoded=None, **overrides):
+    """Record values; boxes are (ymin, xmin, ymax, xmax) normalized."""
+    values = {
+        "image/height": height, "image/width": width, "image/source_id": str(sid),
+        "image/filename": f"{sid}.jpg", "image/format": "jpeg",
+        "image/encoded": _jpeg() if encoded is None else encoded,
+        "image/object/bbox/ymin": [b[0] for b in boxes],
+        "image/object/bbox/xmin": [b[1] for b in boxes],
+        "image/object/bbox/ymax": [b[2] for b in boxes],
+        "image/object/bbox/xmax": [b[3] for b in boxes],
+        "image/object/class/label": list(labels),
+        "image/object/class/text": ["x"] * len(labels),
+    }
+    values.update(overrides)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _write(path, records):
+    with tf.io.TFRecordWriter(str(path)) as w:
+        for values in records:
+            w.write(tfrecord_util.make_example(values).SerializeToString())
+    return str(path)
+
+
+# (index in the file, source_id, reason) of each bad record; the others are good.
+BAD = [
+    (1, "11", "box_label_count_mismatch"),
+    (2, "12", "degenerate_box"),
+    (3, "13", "box_out_of_image"),
+    (4, "14", "class_id_out_of_range"),
+    (5, "15", "class_id_out_of_range"),
+    (6, "16", "too_many_instances"),
+    (7, "17", "unreadable_image"),
+    (8, "10", "duplicate_image_id"),
+    (9, "abc", "bad_source_id"),
+    (10, "19", "image_size_mismatch"),
+    (11, "20", "missing_key"),
+]
+
+
+def _bad_file(tmp_path):
+    four = [(0.1, 0.1, 0.2, 0.2)] * 4
+    records = [
+        _record(10),
+        _record(11, labels=(1, 2)),  # 1 box, 2 labels
+        _record(12, boxes=[(0.1, 0.5, 0.4, 0.3)]),  # xmax < xmin
+        _record(13, boxes=[(0.1, 0.2, 0.5, 1.2)]),  # xmax past the right edge
+        _record(14, labels=(0,)),  # 0 is not a class
+        _record(15, labels=(5,)),  # > num_classes=3
+        _record(16, boxes=four, labels=(1, 2, 3, 1)),  # > max_instances=3
+        _record(17, encoded=b"\xff\xd8 not really a jpeg"),
+        _record(10),  # duplicate source id
+        _record("abc"),
+        _record(19, width=50),  # the encoded image is 40 wide
+        _record(20, encoded=b"", **{"image/encoded": None}),
+        _record(21, encoded=_jpeg(mode="L")),  # grayscale: a note, not an error
+        _record(22, boxes=(), labels=()),  # no objects is fine
+    ]
+    return _write(tmp_path / "bad.tfrecord", records)
+
+
+def test_every_bad_record_is_reported_with_file_index_and_source_id(tmp_path):
+    path = _bad_file(tmp_path)
+    report = validate_tfrecord.validate_tfrecords(path, num_classes=3, max_instances_per_image=3)
+    assert report.num_records == 14 and report.bad_records == len(BAD)
+    assert report.good_records == 3 and not report.ok
+    found = {(p.item, p.reason) for p in report.problems}
+    for index, sid, reason in BAD:
+        assert (f"record {index} (source_id {sid})", reason) in found, (index, reason)
+    assert len(report.problems) == len(BAD)
+    for p in report.problems:
+        assert str(p).startswith(f"{path}: record ")
+    assert report.notes["image mode L, not RGB"] == 1
+    text = report.format()
+    assert text.splitlines()[0].startswith(f"{path}: record 1 (source_id 11): per-object lists")
+    assert "good: 3, with problems: 11" in text and "PROBLEMS FOUND" in text
+    assert "first seen at" in next(p.detail for p in report.problems
+                                   if p.reason == "duplicate_image_id")
+
+
+def test_config_supplies_num_classes_and_max_instances(tmp_path):
+    path = _write(tmp_path / "r.tfrecord", [
+        _record(1, labels=(3,)),
+        _record(2, boxes=[(0.1, 0.1, 0.2, 0.2)] * 3, labels=(1, 1, 1))])
+    ok = validate_tfrecord.validate_with_config(path, "efficientdet-d0", "num_classes=3")
+    assert ok.ok and ok.good_records == 2 and "num_classes=3" in ok.format()
+    bad = validate_tfrecord.validate_with_config(
+        path, "efficientdet-d0", "num_classes=2,max_instances_per_image=2")
+    assert sorted(p.reason for p in bad.problems) == ["class_id_out_of_range",
+                                                      "too_many_instances"]
+    with pytest.raises(UsageError, match="--model_name/--hparams"):
+        validate_tfrecord.validate_with_config(path, "efficientdet-d0", "num_clases=2")
+
+
+def test_label_map_from_the_config_is_checked(tmp_path):
+    path = _write(tmp_path / "r.tfrecord", [_record(1, labels=(2,)), _record(2, labels=(3,))])
+    report = validate_tfrecord.validate_tfrecords(path, num_classes=3,
+                                                  label_map={1: "circle", 2: "square"})
+    assert [(p.item, p.reason) for p in report.problems] == [
+        ("record 1 (source_id 2)", "unknown_class")]
+    ok = validate_tfrecord.validate_with_config(path, "efficientdet-d0",
+                                                "num_classes=20,label_map=voc")
+    assert ok.ok and ok.good_records == 2
+
+
+def test_converter_output_passes(tmp_path):
+    sample = sample_dataset.write_coco(str(tmp_path / "data"), 6, seed=0)
+    create_coco_tfrecord.create_coco_tfrecord(
+        sample.image_dir, str(tmp_path / "rec" / "train"), sample.instances_file, num_shards=2,
+        num_threads=1, progress=False)
+    report = validate_tfrecord.validate_tfrecords(str(tmp_path / "rec" / "train-*"), 90)
+    assert report.ok and report.num_records == 6 and len(report.files) == 2
+    assert report.format().endswith("OK")
+
+
+def test_truncated_file_is_reported_at_the_bad_record(tmp_path):
+    path = _write(tmp_path / "t.tfrecord", [_record(i) for i in range(1, 4)])
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size - 20)
+    good = _write(tmp_path / "u.tfrecord", [_record(9)])
+    report = validate_tfrecord.validate_tfrecords(f"{path},{good}", num_classes=3)
+    assert [p.reason for p in report.problems] == ["corrupt_record"]
+    assert report.problems[0].file == path and report.problems[0].item == "record 2"
+    # 2 good records before the break, the broken tail, and the one record of u.tfrecord.
+    assert report.num_records == 4 and report.good_records == 3 and report.bad_records == 1
+
+
+def test_empty_and_missing_patterns_are_clear(tmp_path):
+    with pytest.raises(UsageError, match="--file_pattern is required"):
+        validate_tfrecord.validate_tfrecords("", num_classes=3)
+    with pytest.raises(UsageError, match="matches no files"):
+        validate_tfrecord.validate_tfrecords(str(tmp_path / "none-*"), num_classes=3)
+    empty = _write(tmp_path / "empty.tfrecord", [])
+    report = validate_tfrecord.validate_tfrecords(empty, num_classes=3)
+    assert not report.ok and "hold no records" in report.errors[0]
+
+
+def test_cli_reports_problems_and_exit_codes(tmp_path):
+    path = _bad_file(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    proc = subprocess.run(
+        [sys.executable, "dataset/validate_tfrecord.py", f"--file_pattern={path}",
+         "--model_name=efficientdet-d0", "--hparams=num_classes=3,max_instances_per_image=3"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(f"{path}: record ")]
+    assert len(lines) == len(BAD)
+    assert "(source_id 15): box 0: class id 5 is outside 1..num_classes=3" in proc.stdout
