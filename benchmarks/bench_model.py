@@ -1,0 +1,85 @@
+"""Network latency (model_inspect --runmode=bm) of d0/d1, VFPN vs BiFPN, batch 1 and 8.
+
+    python benchmarks/bench_model.py --threads=2 --runs=20 --out=benchmarks/results_model.md
+
+Each configuration runs in its own process, interleaved (vfpn, bifpn, vfpn, bifpn, ...) over
+`--repeats` rounds so that drift in machine load hits both networks alike; the table reports the
+median over rounds of each run's mean per-image latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LINE = re.compile(r"per image mean ([\d.]+) ms, median ([\d.]+) ms, ([\d.]+) FPS; "
+                  r"params ([\d.]+)M, FLOPs ([\d.]+)B")
+
+
+def run_bm(model: str, fpn: str, batch: int, runs: int, threads: int, precision: str) -> dict:
+    hparams = f"fpn_name={fpn}" + (f",precision={precision}" if precision else "")
+    cmd = [sys.executable, "model_inspect.py", "--runmode=bm", f"--model_name={model}",
+           f"--hparams={hparams}", f"--batch_size={batch}", f"--bm_runs={runs}",
+           f"--threads={threads}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")).stdout
+    m = LINE.search(out)
+    if not m:
+        raise RuntimeError(f"unexpected bm output: {out}")
+    mean, median, fps, params, flops = map(float, m.groups())
+    return dict(mean=mean, median=median, fps=fps, params=params, flops=flops)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="efficientdet-d0,efficientdet-d1")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--precision", default="")
+    p.add_argument("--out", default="")
+    args = p.parse_args()
+
+    import tensorflow as tf  # only for the version line
+
+    rows = []
+    for model in args.models.split(","):
+        for batch in map(int, args.batches.split(",")):
+            results = {"vfpn": [], "bifpn": []}
+            for _ in range(args.repeats):
+                for fpn in ("vfpn", "bifpn"):
+                    results[fpn].append(run_bm(model, fpn, batch, args.runs, args.threads,
+                                               args.precision))
+            base = statistics.median(r["mean"] for r in results["bifpn"])
+            for fpn in ("vfpn", "bifpn"):
+                rs = results[fpn]
+                ms = statistics.median(r["mean"] for r in rs)
+                rows.append(f"| {model} | {fpn} | {batch} | {rs[0]['params']:.3f}M | "
+                            f"{rs[0]['flops']:.3f}B | {ms:.1f} | {1000 / ms:.1f} | "
+                            f"{ms / base:.3f} |")
+                print(rows[-1], flush=True)
+    header = [
+        f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs; "
+        f"TF {tf.__version__}; threads={args.threads or 'TF default'}; "
+        f"precision={args.precision or 'float32'}; {args.runs} timed runs after 5 warm-ups, "
+        f"median of {args.repeats} interleaved rounds.",
+        "",
+        "| model | fpn | batch | params | FLOPs/img | ms/img | img/s | vs BiFPN |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    text = "\n".join(header + rows) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,589 @@
+"""The tf.data input pipeline: TFRecords -> batches of (images, labels) for training and eval.
+
+Records use the keys of reference §5.2 (written by dataset/create_coco_tfrecord.py and
+dataset/create_pascal_tfrecord.py). Conventions used throughout this module:
+
+* boxes are [ymin, xmin, ymax, xmax]; "normalized" means divided by the original image height or
+  width (the record format), "original pixels" means absolute pixels of the decoded image, and
+  "network pixels" means absolute pixels of the network input (config.image_size, H x W);
+* a box is continuous: a shape covering pixel columns x0..x1 spans x in [x0, x1 + 1);
+* images are resized with half-pixel centres, so network pixel coordinate p shows original
+  coordinate p / scale (training: per axis, see `preprocess_for_train`);
+* `image_scales` = 1 / scale: network pixels * image_scale = original pixels.
+
+Preprocessing (reference §3.12, reordered for speed; pain point c2): resizing happens first, on
+the uint8 image, so normalization, flipping and padding touch only network-size pixels; in
+training only the source window that survives the random crop is resized, never the whole
+jittered image (up to 4x the output's pixels at scale 2).
+
+* eval: scale = min(H / h, W / w); resize to ceil(h * scale) x ceil(w * scale), exactly by that
+  scale in both axes (`tf.raw_ops.ScaleAndTranslate`), so network boxes * image_scale are original
+  boxes; pad bottom/right.
+* training: drop crowd boxes (config.skip_crowd_during_training); jitter s ~ U(train_scale_min,
+  train_scale_max), scale = s * min(H / h, W / w) as the reference; a random crop of the output
+  size from the scaled image (a random integer window of the original image, resized); random
+  horizontal flip (config.input_rand_hflip), which is equivalent in distribution to the
+  reference's flip-before-crop; pad bottom/right. Boxes go through the same maps, are clipped to
+  the visible region, and boxes thinner than `MIN_TRAIN_BOX_SIDE` network pixels are dropped.
+* both: ImageNet normalization on [0, 1] pixels (config.mean_rgb / config.stddev_rgb); padding is
+  0 after normalization, i.e. the mean colour.
+
+Data problems stop the pipeline with one readable line naming the record's image/source_id, the
+key and the fix (pain points a1, a5, d6): more instances than config.max_instances_per_image, class
+ids outside 1..num_classes, per-object lists of different lengths, non-numeric source ids or ids
+that float32 cannot hold exactly, inverted or non-finite boxes. File patterns are checked in
+Python before any graph is built.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import tensorflow as tf
+from absl import logging
+
+import anchors
+import hparams_config
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# Pipeline sizes. The reference uses a 64-record shuffle buffer after a 32-file interleave; both
+# are kept (the interleave mixes 32 shards, so 64 records already come from many images).
+SHUFFLE_BUFFER = 64
+INTERLEAVE_CYCLE = 32
+READ_BUFFER_BYTES = 8 * 1024 * 1024  # per open file; large sequential reads help on GCS
+
+# Training boxes thinner than this (network pixels) after crop/scale are dropped: they show no
+# object, and their log-size box targets would be huge (pain point a1).
+MIN_TRAIN_BOX_SIDE = 0.5
+
+# Files a glob may catch next to the shards that are certainly not TFRecords (automl#141: the
+# VOC converter's json lies in the output directory). They are skipped with a warning.
+NON_RECORD_SUFFIXES = (".json", ".yaml", ".yml", ".txt", ".xml", ".csv", ".md", ".jpg", ".jpeg",
+                       ".png", ".py", ".log")
+
+_MAX_EXACT_ID = 2**24  # the largest integer range float32 holds exactly
+
+
+class InputError(ValueError):
+    """A bad --training_file_pattern / --validation_file_pattern or batch size."""
+
+
+# -------------------------------------------------------------------------------------------------
+# File patterns
+# -------------------------------------------------------------------------------------------------
+def _crc32c_table() -> List[int]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def _masked_crc32c(data: bytes) -> int:
+    """The TFRecord checksum: CRC-32C (Castagnoli), rotated right by 15 bits, plus a constant."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def is_tfrecord_file(path: str) -> bool:
+    """True if `path` starts with a valid (uncompressed) TFRecord header, or is empty.
+
+    Reads 12 bytes: the first record's uint64 length and its masked CRC-32C. An empty file is a
+    valid TFRecord file with no records.
+    """
+    with tf.io.gfile.GFile(path, "rb") as f:
+        head = f.read(12)
+    if not head:
+        return True
+    if len(head) < 12:
+        return False
+    length_bytes, crc = head[:8], struct.unpack("<I", head[8:12])[0]
+    return _masked_crc32c(length_bytes) == crc
+
+
+def list_record_files(file_pattern: str, flag: str) -> List[str]:
+    """The TFRecord files of a comma-separated list of globs; errors name `flag`.
+
+    Each glob must match at least one file. Matches that end in `NON_RECORD_SUFFIXES` (e.g. the
+    ground-truth json written next to the shards) and directories are skipped with a warning;
+    any other file whose header is not a TFRecord header is an error, because reading it would
+    fail deep inside the graph with an opaque message (automl#141).
+
+    Raises:
+      InputError: empty pattern, a glob without matches, no TFRecord file left, or a file that is
+        not a TFRecord.
+    """
+    example = f"{flag}='tfrecord/train-*.tfrecord'"
+    if not file_pattern or not str(file_pattern).strip():
+        raise InputError(f"{flag} is empty: pass the glob of the TFRecord shards, e.g. {example}.")
+    patterns = [p.strip() for p in str(file_pattern).split(",") if p.strip()]
+    matched: List[str] = []
+    for pattern in patterns:
+        found = sorted(tf.io.gfile.glob(pattern))
+        if not found:
+            raise InputError(f"{flag}={pattern} matches no file; check the path (quote the glob "
+                             f"so the shell does not expand it), e.g. {example}.")
+        matched.extend(f for f in found if f not in matched)
+    skipped = [f for f in matched
+               if f.lower().endswith(NON_RECORD_SUFFIXES) or tf.io.gfile.isdir(f)]
+    files = [f for f in matched if f not in skipped]
+    if skipped:
+        logging.warning("%s=%s: skipping %d match(es) that are not TFRecord files: %s", flag,
+                        file_pattern, len(skipped), ", ".join(skipped[:3]) +
+                        (", ..." if len(skipped) > 3 else ""))
+    if not files:
+        raise InputError(f"{flag}={file_pattern} matches no TFRecord file, only "
+                         f"{', '.join(skipped[:3])}; point it at the shards, e.g. {example}.")
+    for path in files:
+        if not is_tfrecord_file(path):
+            raise InputError(f"{flag}={file_pattern} matches {path}, which is not a TFRecord file "
+                             f"(bad record header; compressed records are not supported); "
+                             f"narrow the glob to the shards, e.g. {example}.")
+    return files
+
+
+# -------------------------------------------------------------------------------------------------
+# Parsing and checks
+# -------------------------------------------------------------------------------------------------
+_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature((), tf.string),
+    "image/source_id": tf.io.FixedLenFeature((), tf.string, default_value=""),
+    "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
+    "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
+    "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
+    "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
+    "image/object/class/label": tf.io.VarLenFeature(tf.int64),
+    "image/object/is_crowd": tf.io.VarLenFeature(tf.int64),
+    "image/object/area": tf.io.VarLenFeature(tf.float32),
+}
+
+
+def _dense(sparse: tf.SparseTensor) -> tf.Tensor:
+    return tf.sparse.to_dense(sparse)
+
+
+def _str(x: tf.Tensor) -> tf.Tensor:
+    return tf.strings.as_string(x) if x.dtype != tf.string else x
+
+
+def _message(*parts: Any) -> tf.Tensor:
+    """A scalar string tensor joining Python strings and tensors (no quotes, unlike format)."""
+    return tf.strings.join([p if isinstance(p, str) else _str(p) for p in parts])
+
+
+def parse_record(serialized: tf.Tensor, num_classes: int,
+                 max_instances: int) -> Dict[str, tf.Tensor]:
+    """Parse and check one serialized tf.train.Example; decode its image.
+
+    Missing keys fall back as the reference decoder: image/source_id '' (-> -1),
+    image/object/is_crowd all 0. A missing image/object/area becomes the box area in original
+    pixels (the reference uses normalized units there, which puts every object into COCO's
+    'small' area range when no json is given).
+
+    Returns:
+      image: uint8 [h, w, 3] (grayscale/RGBA are converted to 3 channels).
+      source_id: float32 scalar, the numeric image/source_id ('' -> -1).
+      boxes: float32 [N, 4], normalized [ymin, xmin, ymax, xmax].
+      classes: int32 [N], class ids 1..num_classes.
+      is_crowd: bool [N].
+      area: float32 [N], original pixels.
+    The checks (see module docstring) run before anything that uses the values.
+    """
+    ex = tf.io.parse_single_example(serialized, _FEATURES)
+    raw_id = tf.strings.strip(ex["image/source_id"])
+    coords = [_dense(ex[f"image/object/bbox/{k}"]) for k in ("ymin", "xmin", "ymax", "xmax")]
+    labels = _dense(ex["image/object/class/label"])
+    crowd = _dense(ex["image/object/is_crowd"])
+    area = _dense(ex["image/object/area"])
+    n = tf.size(labels)
+    # No quotes in messages: the assertion text escapes them.
+    where = _message("TFRecord with image/source_id=",
+                     tf.where(tf.equal(raw_id, ""), "(empty)", raw_id))
+
+    checks = []
+    numeric = tf.logical_or(tf.equal(raw_id, ""), tf.strings.regex_full_match(raw_id, r"-?\d+"))
+    numeric_check = tf.debugging.Assert(numeric, [_message(
+        where, ": the source id must be the numeric image id (COCO eval matches on it); rebuild "
+        "the records with dataset/create_coco_tfrecord.py or create_pascal_tfrecord.py")])
+    with tf.control_dependencies([numeric_check]):
+        id64 = tf.strings.to_number(tf.where(tf.equal(raw_id, ""), "-1", raw_id), tf.float64)
+    # source_ids is float32 (reference), exact only up to 2**24: a larger id would silently
+    # match the wrong ground truth in COCO eval.
+    checks.append(tf.debugging.Assert(tf.abs(id64) <= _MAX_EXACT_ID, [_message(
+        where, ": ids above ", str(_MAX_EXACT_ID), " do not fit the float32 source_ids label "
+        "exactly; renumber the images (the converters' ids start at 1)")]))
+    sizes = tf.stack([tf.size(c) for c in coords])
+    same_len = tf.logical_and(
+        tf.reduce_all(tf.equal(sizes, n)),
+        tf.logical_and(tf.logical_or(tf.equal(tf.size(crowd), 0), tf.equal(tf.size(crowd), n)),
+                       tf.logical_or(tf.equal(tf.size(area), 0), tf.equal(tf.size(area), n))))
+    checks.append(tf.debugging.Assert(same_len, [_message(
+        where, " has per-object lists of different lengths: ", n, " class labels, bbox ymin/xmin/"
+        "ymax/xmax ", tf.strings.reduce_join(_str(sizes), separator="/"), ", is_crowd ",
+        tf.size(crowd), ", area ", tf.size(area), "; check it with dataset/validate_tfrecord.py")]))
+    checks.append(tf.debugging.Assert(n <= max_instances, [_message(
+        where, " has ", n, " ground-truth instances, more than max_instances_per_image=",
+        str(max_instances), "; raise the hparam (--hparams=max_instances_per_image=N) or drop "
+        "boxes when converting (--max_instances_per_image)")]))
+    label_ok = tf.reduce_all(tf.logical_and(labels >= 1, labels <= num_classes))
+    checks.append(tf.debugging.Assert(label_ok, [_message(
+        where, " has class ids ", tf.strings.reduce_join(_str(labels), separator=","),
+        " outside 1..num_classes=", str(num_classes), "; set the num_classes hparam or fix the "
+        "label map used for conversion")]))
+    # The stack waits for the checks, so lists of different lengths fail with the message
+    # above rather than inside the Pack op.
+    with tf.control_dependencies(checks):
+        boxes = tf.stack(coords, axis=1)
+    box_ok = tf.reduce_all(tf.logical_and(
+        tf.reduce_all(tf.math.is_finite(boxes)),
+        tf.logical_and(boxes[:, 2] >= boxes[:, 0], boxes[:, 3] >= boxes[:, 1])))
+    box_check = tf.debugging.Assert(box_ok, [_message(
+        where, " has a box with ymin > ymax, xmin > xmax or a non-finite coordinate; check it "
+        "with dataset/validate_tfrecord.py")])
+    with tf.control_dependencies(checks + [box_check]):
+        image = tf.io.decode_image(ex["image/encoded"], channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        hw = tf.cast(tf.shape(image)[:2], tf.float32)
+        boxes = tf.identity(boxes)
+        source_id = tf.cast(id64, tf.float32)
+        pixel_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) * hw[0] * hw[1]
+        area = tf.cond(tf.size(area) > 0, lambda: area, lambda: pixel_area)
+        crowd = tf.cond(tf.size(crowd) > 0, lambda: crowd, lambda: tf.zeros_like(labels))
+        return {"image": image, "source_id": source_id, "boxes": boxes,
+                "classes": tf.cast(labels, tf.int32), "is_crowd": crowd > 0,
+                "area": tf.cast(area, tf.float32)}
+
+
+# -------------------------------------------------------------------------------------------------
+# Image and box transforms
+# -------------------------------------------------------------------------------------------------
+def normalize_image(image: tf.Tensor, mean_rgb: Sequence[float],
+                    stddev_rgb: Sequence[float]) -> tf.Tensor:
+    """(image / 255 - mean) / std as float32 [h, w, 3]; `image` [h, w, 3] holds [0, 255] values
+    (uint8 or float), mean/std are per RGB channel on [0, 1] pixels."""
+    mean = tf.constant(mean_rgb, tf.float32)
+    std = tf.constant(stddev_rgb, tf.float32)
+    shape = tf.shape(image)
+    # One multiply-add per value, on rows of w * 3 values: broadcasting a 3-vector over the
+    # last axis is about twice as slow on CPU as broadcasting a whole row.
+    rows = tf.reshape(tf.cast(image, tf.float32), [shape[0], shape[1] * 3])
+    out = rows * tf.tile(1.0 / (255.0 * std), [shape[1]]) + tf.tile(-mean / std, [shape[1]])
+    return tf.reshape(out, shape)
+
+
+def _pad(image: tf.Tensor, out_hw: Tuple[int, int]) -> tf.Tensor:
+    """Top-left placement, zeros bottom/right; static [out_h, out_w, 3]."""
+    image = tf.image.pad_to_bounding_box(image, 0, 0, out_hw[0], out_hw[1])
+    image.set_shape([out_hw[0], out_hw[1], 3])
+    return image
+
+
+def _clip_boxes(boxes: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    hi = tf.stack([height, width, height, width])
+    return tf.clip_by_value(boxes, 0.0, hi)
+
+
+def preprocess_for_eval(image: tf.Tensor, boxes_px: tf.Tensor, out_hw: Tuple[int, int],
+                        mean_rgb: Sequence[float], stddev_rgb: Sequence[float]
+                        ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Resize by scale = min(H / h, W / w), normalize, pad bottom/right.
+
+    Args:
+      image: uint8 [h, w, 3].
+      boxes_px: float32 [N, 4] yxyx, original pixels.
+      out_hw: (H, W) of the network input.
+
+    Returns:
+      image float32 [H, W, 3]; boxes float32 [N, 4] yxyx network pixels (= boxes_px * scale,
+      clipped to the resized image); image_scale float32 scalar = 1 / scale.
+    """
+    hw = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.minimum(out_hw[0] / hw[0], out_hw[1] / hw[1])
+    # ceil: the last partial row/column still samples inside the image; 1e-3 absorbs rounding.
+    size = tf.cast(tf.math.ceil(hw * scale - 1e-3), tf.int32)
+    size = tf.clip_by_value(size, 1, tf.constant(out_hw, tf.int32))
+    # ScaleAndTranslate with the triangle kernel and no antialiasing is bilinear resizing with
+    # half-pixel centres, but by `scale` exactly in both axes (tf.image.resize would use the
+    # per-axis ratios of the rounded sizes), so predictions * image_scale are original pixels.
+    resized = tf.raw_ops.ScaleAndTranslate(
+        images=image[None], size=size, scale=tf.stack([scale, scale]),
+        translation=tf.zeros([2]), kernel_type="triangle", antialias=False)[0]
+    out = _pad(normalize_image(resized, mean_rgb, stddev_rgb), out_hw)
+    size_f = tf.cast(size, tf.float32)
+    boxes = _clip_boxes(boxes_px * scale, size_f[0], size_f[1])
+    return out, boxes, 1.0 / scale
+
+
+def preprocess_for_train(image: tf.Tensor, boxes_px: tf.Tensor, out_hw: Tuple[int, int],
+                         mean_rgb: Sequence[float], stddev_rgb: Sequence[float],
+                         jitter: tf.Tensor, offset_frac: tf.Tensor, flip: tf.Tensor
+                         ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Scale jitter, random crop, horizontal flip, normalize, pad; boxes follow exactly.
+
+    scale = jitter * min(H / h, W / w). The crop of the output size from the image scaled by
+    `scale` is taken as an integer window of the original image, [y0, y0 + hh) x [x0, x0 + ww)
+    with hh = round(H / scale) (at most h), resized to ch = round(hh * scale) x cw (at most H x W).
+    Using the window's own ratios sy = ch / hh, sx = cw / ww for the boxes keeps boxes and pixels
+    aligned exactly; they differ from `scale` by < 0.5 / hh (relative).
+
+    Args:
+      image: uint8 [h, w, 3].
+      boxes_px: float32 [N, 4] yxyx, original pixels.
+      out_hw: (H, W).
+      jitter: float scalar, the random scale factor s (1: the image fits the output).
+      offset_frac: float [2] in [0, 1): where the window lies in the range of valid (y, x)
+        offsets (0: top/left).
+      flip: bool scalar, mirror horizontally.
+
+    Returns:
+      image float32 [H, W, 3]; boxes float32 [N, 4] yxyx network pixels, clipped to the visible
+      crop; keep bool [N] (False for boxes thinner than MIN_TRAIN_BOX_SIDE after clipping, e.g.
+      cropped away); image_scale float32 scalar = 1 / scale.
+    """
+    shape = tf.shape(image)[:2]
+    hw = tf.cast(shape, tf.float32)
+    out = tf.constant(out_hw, tf.float32)
+    scale = tf.cast(jitter, tf.float32) * tf.reduce_min(out / hw)
+    window = tf.clip_by_value(tf.cast(tf.round(out / scale), tf.int32), 1, shape)  # (hh, ww)
+    room = tf.cast(shape - window + 1, tf.float32)
+    start = tf.minimum(tf.cast(tf.floor(tf.cast(offset_frac, tf.float32) * room), tf.int32),
+                       shape - window)  # (y0, x0)
+    crop = tf.clip_by_value(tf.cast(tf.round(tf.cast(window, tf.float32) * scale), tf.int32),
+                            1, tf.constant(out_hw, tf.int32))  # (ch, cw)
+    pixels = tf.slice(image, tf.concat([start, [0]], 0), tf.concat([window, [3]], 0))
+    resized = tf.image.resize(pixels, crop, method="bilinear")  # float32, [0, 255]
+    resized = normalize_image(resized, mean_rgb, stddev_rgb)
+    resized = tf.cond(flip, lambda: tf.reverse(resized, axis=[1]), lambda: resized)
+    out_image = _pad(resized, out_hw)
+
+    ratio = tf.cast(crop, tf.float32) / tf.cast(window, tf.float32)  # (sy, sx)
+    start_f, crop_f = tf.cast(start, tf.float32), tf.cast(crop, tf.float32)
+    boxes = (boxes_px - tf.tile(start_f, [2])) * tf.tile(ratio, [2])
+    boxes = _clip_boxes(boxes, crop_f[0], crop_f[1])
+    mirrored = tf.stack([boxes[:, 0], crop_f[1] - boxes[:, 3], boxes[:, 2],
+                         crop_f[1] - boxes[:, 1]], axis=1)
+    boxes = tf.where(flip, mirrored, boxes)
+    keep = tf.logical_and(boxes[:, 2] - boxes[:, 0] >= MIN_TRAIN_BOX_SIDE,
+                          boxes[:, 3] - boxes[:, 1] >= MIN_TRAIN_BOX_SIDE)
+    return out_image, boxes, keep, 1.0 / scale
+
+
+def sample_train_params(seed: tf.Tensor, scale_min: float, scale_max: float,
+                        rand_hflip: bool) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(jitter, offset_frac [2], flip) for `preprocess_for_train` from a stateless seed [2]."""
+    u = tf.random.stateless_uniform([4], seed=seed)
+    jitter = scale_min + (scale_max - scale_min) * u[0]
+    flip = tf.logical_and(tf.constant(bool(rand_hflip)), u[3] < 0.5)
+    return jitter, u[1:3], flip
+
+
+def _pad_rows(rows: tf.Tensor, max_rows: int) -> tf.Tensor:
+    """[N, C] -> [max_rows, C], padded with -1 (N <= max_rows is checked in parse_record)."""
+    rows = tf.pad(rows, [[0, max_rows - tf.shape(rows)[0]], [0, 0]], constant_values=-1.0)
+    rows.set_shape([max_rows, rows.shape[1]])
+    return rows
+
+
+# -------------------------------------------------------------------------------------------------
+# The reader
+# -------------------------------------------------------------------------------------------------
+class InputReader:
+    """Builds the tf.data pipeline of one split; an Estimator input_fn as is.
+
+    Each element is (images, labels):
+      images: float32 [B, H, W, 3], normalized (see module docstring).
+      labels: dict
+        cls_targets_<l>: int32 [B, H_l, W_l, A], class index (id - 1) of each anchor, -1 for
+          background; l = min_level..max_level, A anchors per location.
+        box_targets_<l>: float32 [B, H_l, W_l, 4A], (ty, tx, th, tw) per anchor, 0 for
+          background (anchors.py's coder, network pixels).
+        mean_num_positives: float32 [B], the batch mean of positive anchors per image, repeated.
+        source_ids: float32 [B], numeric image/source_id ('' -> -1).
+        image_scales: float32 [B], 1 / scale: network pixels * image_scale = original pixels.
+        groundtruth_data: float32 [B, max_instances_per_image, 7], rows (ymin, xmin, ymax, xmax,
+          is_crowd, area, class id) padded with -1. Eval: the record's boxes in original pixels,
+          crowd boxes included. Training: the augmented boxes (network pixels) times
+          image_scale, i.e. at original resolution but in the crop's frame, with the record's
+          area (as the reference); only eval uses them.
+
+    Batches: drop_remainder=True in both modes (static shapes for TPUs and the reference's
+    behaviour); eval therefore covers floor(num_images / batch) * batch images, so choose
+    eval_samples as a multiple of the eval batch size.
+
+    Batch size: an explicit `batch_size` argument is used as given (the per-replica batch).
+    Otherwise params['batch_size'] is used (Estimator/TPUEstimator pass it; TPUEstimator's is
+    already per shard); when an `input_context` comes with it, that value is the global batch and
+    is divided by `input_context.get_per_replica_batch_size`.
+
+    Sharding: with an `input_context` of several input pipelines each pipeline reads every
+    num_input_pipelines-th file, or every num_input_pipelines-th record when there are fewer
+    files than pipelines.
+    """
+
+    def __init__(self, file_pattern: str, is_training: bool, config: hparams_config.Config,
+                 use_fake_data: bool = False, cache: bool = False, seed: Optional[int] = None):
+        """Checks the pattern now, so a typo fails before any graph is built.
+
+        Args:
+          file_pattern: glob of TFRecord shards; several globs separated by commas.
+          is_training: augmentation, shuffling, repetition; errors name --training_file_pattern
+            (else --validation_file_pattern).
+          config: the detection config (image_size, levels/anchors, num_classes,
+            max_instances_per_image, augmentation and normalization keys).
+          use_fake_data: every step sees the first batch (take(1).cache().repeat()).
+          cache: cache the serialized records in memory after the first pass (saves reading and
+            the file system; images are still decoded and augmented every time).
+          seed: makes file order, shuffling and augmentation reproducible (tests, benchmarks);
+            None draws fresh randomness (the graph-level seed applies in graph mode).
+        """
+        self._flag = "--training_file_pattern" if is_training else "--validation_file_pattern"
+        self._files = list_record_files(file_pattern, self._flag)
+        self._file_pattern = file_pattern
+        self._is_training = bool(is_training)
+        self._config = config
+        self._use_fake_data = bool(use_fake_data)
+        self._cache = bool(cache)
+        self._seed = seed
+        self._out_hw = hparams_config.image_hw(config)
+        self._anchors = anchors.Anchors.from_config(config)
+        self._labeler = anchors.AnchorLabeler(self._anchors, config.num_classes)
+
+    @property
+    def files(self) -> List[str]:
+        """The TFRecord files that will be read (after skipping non-record matches)."""
+        return list(self._files)
+
+    # -- per element ------------------------------------------------------------------------------
+    def _example_fn(self, serialized: tf.Tensor, seed: Optional[tf.Tensor] = None
+                    ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+        c = self._config
+        d = parse_record(serialized, c.num_classes, c.max_instances_per_image)
+        hw = tf.cast(tf.shape(d["image"])[:2], tf.float32)
+        boxes_px = d["boxes"] * tf.tile(hw, [2])
+        classes, crowd, area = d["classes"], d["is_crowd"], d["area"]
+        if self._is_training:
+            if c.skip_crowd_during_training:
+                keep = tf.logical_not(crowd)
+                boxes_px, classes, crowd, area = (tf.boolean_mask(t, keep)
+                                                  for t in (boxes_px, classes, crowd, area))
+            jitter, offset_frac, flip = sample_train_params(
+                seed, c.train_scale_min, c.train_scale_max, c.input_rand_hflip)
+            image, boxes, keep, image_scale = preprocess_for_train(
+                d["image"], boxes_px, self._out_hw, c.mean_rgb, c.stddev_rgb, jitter,
+                offset_frac, flip)
+            boxes, classes, crowd, area = (tf.boolean_mask(t, keep)
+                                           for t in (boxes, classes, crowd, area))
+            gt_boxes = boxes * image_scale
+        else:
+            image, boxes, image_scale = preprocess_for_eval(
+                d["image"], boxes_px, self._out_hw, c.mean_rgb, c.stddev_rgb)
+            gt_boxes = boxes_px  # exact originals, not clipped or rescaled
+        valid = tf.logical_and(boxes[:, 2] > boxes[:, 0], boxes[:, 3] > boxes[:, 1])
+        cls_targets, box_targets, num_positives = self._labeler.label_anchors(
+            boxes, classes, valid)
+        labels: Dict[str, tf.Tensor] = {}
+        for level in self._anchors.levels:
+            labels[f"cls_targets_{level}"] = cls_targets[level]
+            labels[f"box_targets_{level}"] = box_targets[level]
+        labels["num_positives"] = num_positives
+        labels["source_ids"] = d["source_id"]
+        labels["image_scales"] = tf.cast(image_scale, tf.float32)
+        rows = tf.concat([gt_boxes, tf.cast(crowd, tf.float32)[:, None], area[:, None],
+                          tf.cast(classes, tf.float32)[:, None]], axis=1)
+        labels["groundtruth_data"] = _pad_rows(rows, c.max_instances_per_image)
+        return image, labels
+
+    @staticmethod
+    def _batch_fn(images: tf.Tensor, labels: Dict[str, tf.Tensor]
+                  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+        labels = dict(labels)
+        num_positives = labels.pop("num_positives")
+        # The loss normalizer: the batch mean, one copy per image so it shards like the batch.
+        labels["mean_num_positives"] = tf.tile(tf.reduce_mean(num_positives, keepdims=True),
+                                               tf.shape(num_positives))
+        return images, labels
+
+    # -- pipeline ---------------------------------------------------------------------------------
+    def _resolve_batch_size(self, params: Optional[Mapping[str, Any]],
+                            input_context: Optional[tf.distribute.InputContext],
+                            batch_size: Optional[int]) -> int:
+        if batch_size is None:
+            if params and params.get("batch_size") is not None:
+                batch_size = params["batch_size"]
+                if input_context is not None:
+                    batch_size = input_context.get_per_replica_batch_size(int(batch_size))
+            else:
+                raise InputError("InputReader needs a batch size: pass batch_size=... or "
+                                 "params={'batch_size': ...} (the Estimator passes params).")
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise InputError(f"batch size must be a positive integer, got {batch_size!r}.")
+        return int(batch_size)
+
+    def __call__(self, params: Optional[Dict[str, Any]] = None,
+                 input_context: Optional[tf.distribute.InputContext] = None,
+                 batch_size: Optional[int] = None) -> tf.data.Dataset:
+        """The dataset of (images, labels) batches; usable as an Estimator input_fn.
+
+        Training repeats forever; eval makes one pass. Works in eager and graph mode.
+        """
+        batch = self._resolve_batch_size(params, input_context, batch_size)
+        training = self._is_training
+        deterministic = not training or self._seed is not None
+        num_files = len(self._files)
+        files = tf.data.Dataset.from_tensor_slices(self._files)
+        shard_records = False
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+            if num_files >= pipelines:
+                files = files.shard(pipelines, index)
+                num_files = len(self._files[index::pipelines])
+            else:
+                logging.warning("%s: %d file(s) for %d input pipelines; sharding by record, so "
+                                "every pipeline reads every file. Write more shards.",
+                                self._flag, num_files, pipelines)
+                shard_records = True
+        if training:
+            # reshuffled per epoch (each repetition re-iterates this dataset).
+            files = files.shuffle(num_files, seed=self._seed, reshuffle_each_iteration=True)
+        records = files.interleave(
+            lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES),
+            cycle_length=min(INTERLEAVE_CYCLE, num_files), block_length=1,
+            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        if shard_records:
+            records = records.shard(input_context.num_input_pipelines,
+                                    input_context.input_pipeline_id)
+        if self._cache:
+            records = records.cache()
+        if training:
+            records = records.repeat()
+            records = records.shuffle(SHUFFLE_BUFFER, seed=self._seed)
+            # One stateless seed pair per example: reproducible with `seed`, independent of
+            # the order in which the parallel map runs.
+            seeds = tf.data.Dataset.random(seed=self._seed).batch(2, drop_remainder=True)
+            ds = tf.data.Dataset.zip((records, seeds)).map(
+                self._example_fn, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        else:
+            ds = records.map(self._example_fn, num_parallel_calls=AUTOTUNE,
+                             deterministic=deterministic)
+        ds = ds.batch(batch, drop_remainder=True)
+        ds = ds.map(self._batch_fn, num_parallel_calls=AUTOTUNE)
+        if self._use_fake_data:
+            ds = ds.take(1).cache().repeat()
+        ds = ds.prefetch(AUTOTUNE)
+        options = tf.data.Options()
+        options.deterministic = deterministic
+        options.experimental_optimization.map_parallelization = True
+        ds = ds.with_options(options)
+        logging.info("%s: %d file(s), batch %d per replica, training=%s, cache=%s, fake=%s",
+                     self._flag, num_files, batch, training, self._cache, self._use_fake_data)
+        return ds

@@ -1,0 +1,144 @@
+"""det_model_fn: losses, learning-rate schedule, checkpoint-init mapping, NaN hook."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import det_model_fn
+import hparams_config
+
+tf1 = tf.compat.v1
+
+
+def _run(t):
+    with tf1.Session() as s:
+        s.run(tf1.global_variables_initializer())
+        return s.run(t)
+
+
+def _np_focal(logits, targets, alpha, gamma):
+    p = 1 / (1 + np.exp(-logits))
+    pt = np.where(targets == 1, p, 1 - p)
+    a = np.where(targets == 1, alpha, 1 - alpha)
+    ce = -np.log(pt)
+    return (a * (1 - pt) ** gamma * ce).sum()
+
+
+def test_focal_loss_matches_definition():
+    rng = np.random.RandomState(0)
+    logits = rng.randn(2, 3, 5).astype(np.float32) * 3
+    targets = (rng.rand(2, 3, 5) > 0.8).astype(np.float32)
+    with tf.Graph().as_default():
+        got = _run(det_model_fn.focal_loss(tf.constant(logits), tf.constant(targets), 0.25, 1.5,
+                                           tf.constant(4.0)))
+    np.testing.assert_allclose(got, _np_focal(logits, targets, 0.25, 1.5) / 4, rtol=1e-5)
+
+
+def test_focal_loss_is_finite_for_huge_logits():
+    with tf.Graph().as_default():
+        got = _run(det_model_fn.focal_loss(tf.constant([[80.0, -80.0]]),
+                                           tf.constant([[0.0, 1.0]]), 0.25, 1.5,
+                                           tf.constant(1.0)))
+    np.testing.assert_allclose(got, 0.75 * 80 + 0.25 * 80, rtol=1e-5)
+
+
+def test_huber_box_loss():
+    out = np.array([[0.0, 0.05, 1.0, 0.3]], np.float32)
+    tgt = np.array([[0.0, 0.1, 0.5, 0.0]], np.float32)  # zeros are background and ignored
+    with tf.Graph().as_default():
+        got = _run(det_model_fn.huber_box_loss(tf.constant(out), tf.constant(tgt),
+                                               tf.constant(2.0), 0.1))
+    expected = (0.5 * 0.05 ** 2 + (0.1 * 0.5 - 0.5 * 0.01)) / (2.0 * 4)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind,value", [
+    ("iou", 1 - 1 / 7),  # boxes [0,0,2,2] and [1,1,3,3]: inter 1, union 7
+    ("giou", 1 - (1 / 7 - (9 - 7) / 9)),  # enclosing box 3x3
+    ("diou", 1 - (1 / 7 - 2 / 18)),  # centers 1 apart on both axes, enclosing diagonal^2 18
+    ("ciou", 1 - (1 / 7 - 2 / 18)),  # same aspect ratio: no extra term
+])
+def test_iou_losses_known_values(kind, value):
+    with tf.Graph().as_default():
+        got = _run(det_model_fn.iou_loss(tf.constant([[0.0, 0, 2, 2]]),
+                                         tf.constant([[1.0, 1, 3, 3]]), tf.constant([1.0]),
+                                         kind))
+    np.testing.assert_allclose(got, value, rtol=1e-5)
+    with tf.Graph().as_default():
+        zero = _run(det_model_fn.iou_loss(tf.constant([[0.0, 0, 2, 2]]),
+                                          tf.constant([[1.0, 1, 3, 3]]), tf.constant([0.0]),
+                                          kind))
+    assert zero == 0
+
+
+def _params(**kw):
+    p = hparams_config.get_detection_config("efficientdet-d0").as_dict()
+    p.update(batch_size=32, num_examples_per_epoch=320, num_epochs=10, lr_warmup_epoch=1.0)
+    p.update(kw)
+    return p
+
+
+@pytest.mark.parametrize("method", ["cosine", "polynomial", "stepwise", "constant"])
+def test_learning_rate_schedule(method):
+    p = _params(lr_decay_method=method, first_lr_drop_epoch=6.0, second_lr_drop_epoch=8.5)
+    adjusted, warmup, total = det_model_fn.schedule_steps(p)
+    assert (adjusted, warmup, total) == (0.04, 10, 100)  # 0.08 * 32 / 64
+    steps = [0, 5, 10, 55, 60, 85, 100]
+    with tf.Graph().as_default():
+        step = tf1.placeholder(tf.int64, [])
+        lr = det_model_fn.learning_rate_schedule(p, step)
+        with tf1.Session() as s:
+            got = [s.run(lr, {step: v}) for v in steps]
+    np.testing.assert_allclose(got[0], 0.008, rtol=1e-6)
+    np.testing.assert_allclose(got[1], 0.008 + (0.04 - 0.008) * 0.5, rtol=1e-5)
+    if method == "cosine":
+        np.testing.assert_allclose(got[2], 0.04, rtol=1e-5)
+        np.testing.assert_allclose(got[3], 0.02, rtol=1e-5)
+        np.testing.assert_allclose(got[6], 0.0, atol=1e-7)
+    elif method == "polynomial":
+        np.testing.assert_allclose(got[3], 0.04 * 0.5 ** 0.9, rtol=1e-5)
+    elif method == "stepwise":
+        np.testing.assert_allclose([got[3], got[4], got[5]], [0.04, 0.004, 0.0004], rtol=1e-5)
+    else:
+        np.testing.assert_allclose(got[2:], 0.04, rtol=1e-6)
+
+
+def test_init_var_map_skips_mismatch_and_optimizer_state(tmp_path):
+    with tf.Graph().as_default():
+        tf1.get_variable("net/a", [2])
+        tf1.get_variable("class_net/class-predict/bias", [9])
+        tf1.get_variable("net/b/Momentum", [2])
+        tf1.train.get_or_create_global_step()
+        with tf1.Session() as s:
+            s.run(tf1.global_variables_initializer())
+            path = tf1.train.Saver().save(s, str(tmp_path / "ckpt"))
+    with tf.Graph().as_default():
+        a = tf1.get_variable("net/a", [2])
+        ema = tf1.get_variable("net/a/ExponentialMovingAverage", [2])
+        head = tf1.get_variable("class_net/class-predict/bias", [27])
+        new = tf1.get_variable("net/c", [2])
+        momentum = tf1.get_variable("net/b/Momentum", [2])
+        step = tf1.train.get_or_create_global_step()
+        var_map, skipped = det_model_fn.init_var_map(path, [a, ema, head, new, momentum, step])
+    assert var_map == {"net/a": ema} or var_map["net/a"] in (a, ema)
+    assert "class_net/class-predict/bias (checkpoint shape [9], model [27])" in skipped
+    assert "net/c (not in checkpoint)" in skipped
+    assert all("Momentum" not in k and "global_step" not in k for k in var_map)
+
+
+def test_backbone_and_detector_checkpoint_together_is_an_error():
+    with pytest.raises(ValueError, match="cannot be used together"):
+        det_model_fn.initialize_from_checkpoints({"backbone_ckpt": "a", "ckpt": "b"})
+
+
+def test_non_finite_loss_hook_names_step_and_loss():
+    hook = det_model_fn.NonFiniteLossHook({}, None)
+
+    class Values:
+        results = {"losses": {"cls_loss": 1.0, "box_loss": math.nan}, "step": 42}
+
+    with pytest.raises(det_model_fn.NonFiniteLossError,
+                       match="non-finite loss at step 42: box_loss=nan.*validate_tfrecord"):
+        hook.after_run(None, Values())
