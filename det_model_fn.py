@@ -15,13 +15,13 @@ import math
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
 import anchors
 import efficientdet_arch
 import hparams_config
+import utils
 
 tf1 = tf.compat.v1
 
@@ -210,7 +210,7 @@ def init_var_map(ckpt_path: str, variables: List[tf.Variable], var_scope: str = 
     var_map: Dict[str, tf.Variable] = {}
     skipped: List[str] = []
     for v in variables:
-        name = v.op.name
+        name = var_name(v)
         if not name.startswith(var_scope):
             continue
         if _NEVER_RESTORED.match(name):
@@ -282,31 +282,66 @@ def initialize_from_checkpoints(params: Dict[str, Any]) -> None:
 # -------------------------------------------------------------------------------------------------
 # Hooks
 # -------------------------------------------------------------------------------------------------
-class NonFiniteLossHook(tf1.train.SessionRunHook):
-    """Stop at the first NaN/Inf loss with the step and the loss that went bad.
+NONFINITE_TAG = "VFPN_NONFINITE_LOSS"
 
-    It runs before the checkpoint saver in the same step, so the last checkpoint on disk is the
-    last good one.
+
+def assert_finite_losses(losses: Dict[str, tf.Tensor], global_step: tf.Tensor) -> tf.Operation:
+    """An op that fails the training step, before any variable changes, when a loss is NaN/Inf.
+
+    The update depends on it, so the step that produced the bad loss applies nothing and is
+    never checkpointed: the last checkpoint on disk is the last good one. `parse_nonfinite`
+    turns the op's error back into `NonFiniteLossError`.
     """
+    names = sorted(losses)
+    finite = tf.reduce_all([tf.math.is_finite(losses[n]) for n in names])
+    data = [NONFINITE_TAG, "step", global_step]
+    for n in names:
+        data += [n, losses[n]]
+    return tf.debugging.Assert(finite, data, summarize=4 * len(data), name="finite_losses")
 
-    def __init__(self, losses: Dict[str, tf.Tensor], global_step: tf.Tensor):
-        self._losses = losses
-        self._step = global_step
+
+def parse_nonfinite(message: str) -> Optional[NonFiniteLossError]:
+    """The `NonFiniteLossError` behind an `assert_finite_losses` failure, else None."""
+    if NONFINITE_TAG not in message:
+        return None
+    body = message.split(NONFINITE_TAG, 1)[1].split("\n")[0]
+    tokens = [t.strip(" []") for t in body.split("] [")]
+    tokens = [t for t in tokens if t]
+    step = tokens[1] if len(tokens) > 1 else "?"
+    pairs = dict(zip(tokens[2::2], tokens[3::2]))
+    bad = [f"{k}={v}" for k, v in pairs.items() if v.lower() in ("nan", "inf", "-inf")]
+    return NonFiniteLossError(
+        f"non-finite loss at step {step}: {', '.join(bad) or body}. The last good checkpoint "
+        f"is kept in model_dir. Bad boxes are the usual cause: check the records with `python "
+        f"dataset/validate_tfrecord.py --file_pattern=... --model_name=...`; also consider a "
+        f"lower learning_rate for small batches.")
+
+
+class ExamplesPerSecondHook(tf1.train.SessionRunHook):
+    """Writes an 'examples/sec' summary (global batch * steps/sec) every `every_n_steps`."""
+
+    def __init__(self, batch_size: int, every_n_steps: int, output_dir: Optional[str]):
+        self._batch_size = batch_size
+        self._timer = tf1.train.SecondOrStepTimer(every_steps=every_n_steps)
+        self._output_dir = output_dir
+
+    def begin(self):
+        self._step_tensor = tf1.train.get_global_step()
+        self._writer = (tf1.summary.FileWriterCache.get(self._output_dir)
+                        if self._output_dir else None)
 
     def before_run(self, run_context):
-        return tf1.train.SessionRunArgs({"losses": self._losses, "step": self._step})
+        return tf1.train.SessionRunArgs(self._step_tensor)
 
     def after_run(self, run_context, run_values):
-        values = run_values.results["losses"]
-        bad = [k for k, v in values.items() if not np.isfinite(v)]
-        if bad:
-            raise NonFiniteLossError(
-                f"non-finite loss at step {run_values.results['step']}: "
-                + ", ".join(f"{k}={values[k]}" for k in bad)
-                + ". The last good checkpoint is kept in model_dir. Bad boxes are the usual "
-                  "cause: check the records with `python dataset/validate_tfrecord.py "
-                  "--file_pattern=... --model_name=...`; also consider a lower learning_rate "
-                  "for small batches.")
+        step = run_values.results
+        if self._timer.should_trigger_for_step(step):
+            elapsed, steps = self._timer.update_last_triggered_step(step)
+            if elapsed and steps and self._writer is not None:
+                value = self._batch_size * steps / elapsed
+                summary = tf1.Summary(value=[tf1.Summary.Value(tag="examples/sec",
+                                                               simple_value=value)])
+                self._writer.add_summary(summary, step)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -319,14 +354,18 @@ def _ema(params: Dict[str, Any], global_step: tf.Tensor):
     return tf1.train.ExponentialMovingAverage(decay=decay, num_updates=global_step)
 
 
+def var_name(v: tf.Variable) -> str:
+    """A variable's name without ':0'. Under a distribution strategy `v.op.name` can be a
+    replica's component ('.../replica_1'), while `v.name` is the variable's own name."""
+    return v.name.split(":")[0]
+
+
 def ema_variables() -> List[tf.Variable]:
     """Trainable variables plus BN moving statistics: what EMA tracks and eval restores."""
-    moving = [v for v in tf1.global_variables()
-              if v.op.name.endswith(("moving_mean", "moving_variance"))]
     seen, out = set(), []
-    for v in tf1.trainable_variables() + moving:
-        if v.op.name not in seen:
-            seen.add(v.op.name)
+    for v in tf1.trainable_variables() + tf1.get_collection(utils.MOVING_VARS):
+        if var_name(v) not in seen:
+            seen.add(var_name(v))
             out.append(v)
     return out
 
@@ -413,7 +452,8 @@ def model_fn(features: tf.Tensor, labels: Dict[str, tf.Tensor], mode: str,
         grads_and_vars = list(zip(clipped, [v for _, v in grads_and_vars]))
         tf1.summary.scalar("gradient_norm", grad_norm)
     update_ops = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
-    with tf.control_dependencies(update_ops):
+    check = assert_finite_losses(losses, global_step)
+    with tf.control_dependencies(update_ops + [check]):
         train_op = optimizer.apply_gradients(grads_and_vars, global_step)
     if ema is not None:
         with tf.control_dependencies([train_op]):
@@ -423,6 +463,7 @@ def model_fn(features: tf.Tensor, labels: Dict[str, tf.Tensor], mode: str,
     for name, value in losses.items():
         tf1.summary.scalar(name, value)
     tf1.summary.scalar("learning_rate", learning_rate)
-    hooks = [NonFiniteLossHook({k: v for k, v in losses.items()}, global_step)]
+    hooks = [ExamplesPerSecondHook(params["batch_size"], params.get("log_every_n_steps", 100),
+                                   params.get("model_dir"))]
     return tf.estimator.EstimatorSpec(mode, loss=total_loss, train_op=train_op,
                                       training_hooks=hooks)

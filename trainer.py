@@ -153,7 +153,17 @@ def write_config(config: hparams_config.Config, model_dir: str) -> str:
 # -------------------------------------------------------------------------------------------------
 # Estimator
 # -------------------------------------------------------------------------------------------------
+_STRATEGIES: Dict[str, Any] = {}
+
+
 def _strategy(opts: RunOptions):
+    """The tf.distribute strategy of --strategy (made once per process)."""
+    if opts.strategy not in _STRATEGIES:
+        _STRATEGIES[opts.strategy] = _make_strategy(opts)
+    return _STRATEGIES[opts.strategy]
+
+
+def _make_strategy(opts: RunOptions):
     if opts.strategy == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         if gpus:
@@ -184,6 +194,7 @@ def build_params(config: hparams_config.Config, opts: RunOptions,
         model_dir=opts.model_dir, num_examples_per_epoch=opts.num_examples_per_epoch,
         backbone_ckpt=opts.backbone_ckpt or None, ckpt=opts.ckpt,
         val_json_file=opts.val_json_file, testdev_dir=opts.testdev_dir, num_shards=replicas,
+        log_every_n_steps=opts.iterations_per_loop,
         label_map_dict=_label_map_dict(config))
     return params
 
@@ -236,6 +247,7 @@ def build_estimator(config: hparams_config.Config, opts: RunOptions):
         model_dir=opts.model_dir, tf_random_seed=opts.tf_random_seed,
         save_checkpoints_steps=save_steps, keep_checkpoint_max=opts.keep_checkpoint_max,
         log_step_count_steps=min(opts.iterations_per_loop, save_steps),
+        save_summary_steps=min(opts.iterations_per_loop, save_steps),
         train_distribute=strategy, session_config=session)
     return tf.estimator.Estimator(model_fn=det_model_fn.model_fn, config=run_config,
                                   params=params)
@@ -328,6 +340,10 @@ def run(opts: RunOptions) -> Optional[Dict[str, Any]]:
     """Run `opts.mode`; returns the last eval metrics, if any."""
     if opts.tpu:
         opts.use_tpu = True
+    if opts.strategy == "multi_worker":
+        # Collective ops must be configured before TensorFlow runs anything (the checks below
+        # read records), so the strategy is made first.
+        _strategy(opts)
     if not opts.model_dir:
         raise UsageError("--model_dir is required (checkpoints, summaries and config.yaml).")
     if opts.ckpt and opts.backbone_ckpt:
@@ -424,6 +440,9 @@ def short_tf_error(error: tf.errors.OpError) -> str:
     ours = coco_metric.metric_error_message(error)
     if ours:
         return ours
+    nonfinite = det_model_fn.parse_nonfinite(error.message or "")
+    if nonfinite:
+        return str(nonfinite)
     message = (error.message or str(error)).strip()
     # Graph errors append op context ("\n\t [[node ...]]"); the first line carries the cause.
     return message.split("\n")[0].strip()

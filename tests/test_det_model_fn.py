@@ -1,6 +1,5 @@
 """det_model_fn: losses, learning-rate schedule, checkpoint-init mapping, NaN hook."""
 
-import math
 
 import numpy as np
 import pytest
@@ -133,12 +132,22 @@ def test_backbone_and_detector_checkpoint_together_is_an_error():
         det_model_fn.initialize_from_checkpoints({"backbone_ckpt": "a", "ckpt": "b"})
 
 
-def test_non_finite_loss_hook_names_step_and_loss():
-    hook = det_model_fn.NonFiniteLossHook({}, None)
-
-    class Values:
-        results = {"losses": {"cls_loss": 1.0, "box_loss": math.nan}, "step": 42}
-
-    with pytest.raises(det_model_fn.NonFiniteLossError,
-                       match="non-finite loss at step 42: box_loss=nan.*validate_tfrecord"):
-        hook.after_run(None, Values())
+def test_finite_loss_assertion_blocks_the_update_and_names_the_loss():
+    with tf.Graph().as_default():
+        step = tf1.train.get_or_create_global_step()
+        v = tf1.get_variable("w", [], initializer=tf1.ones_initializer())
+        box = tf1.placeholder(tf.float32, [])
+        check = det_model_fn.assert_finite_losses({"cls_loss": v * 2, "box_loss": box}, step)
+        with tf.control_dependencies([check]):
+            train = tf1.assign_add(v, 1.0)
+        with tf1.Session() as s:
+            s.run(tf1.global_variables_initializer())
+            s.run(train, {box: 0.5})
+            with pytest.raises(tf.errors.InvalidArgumentError) as e:
+                s.run(train, {box: float("nan")})
+            assert s.run(v) == 2.0  # the failing step changed nothing
+    err = det_model_fn.parse_nonfinite(e.value.message)
+    assert isinstance(err, det_model_fn.NonFiniteLossError)
+    assert str(err).startswith("non-finite loss at step 0: box_loss=nan.")
+    assert "validate_tfrecord" in str(err)
+    assert det_model_fn.parse_nonfinite("some other error") is None
