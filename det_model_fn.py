@@ -415,8 +415,10 @@ def model_fn(features: tf.Tensor, labels: Dict[str, tf.Tensor], mode: str,
     params = dict(params)
     training = mode == tf.estimator.ModeKeys.TRAIN
     cfg = hparams_config.Config(params)
-    cls_outputs, box_outputs = efficientdet_arch.build_model(
-        features, cfg, training and params.get("is_training_bn", True))
+    shards = params.get("num_shards", 1) if params.get("use_tpu") and training else 0
+    with utils.cross_replica_batch_norm(shards):
+        cls_outputs, box_outputs = efficientdet_arch.build_model(
+            features, cfg, training and params.get("is_training_bn", True))
     global_step = tf1.train.get_or_create_global_step()
 
     if mode == tf.estimator.ModeKeys.PREDICT:

@@ -240,6 +240,7 @@ def build_estimator(config: hparams_config.Config, opts: RunOptions):
             keep_checkpoint_max=opts.keep_checkpoint_max, tpu_config=tpu_config,
             log_step_count_steps=opts.iterations_per_loop)
         params.pop("batch_size")  # TPUEstimator sets the per-shard batch itself
+        params["num_shards"] = tpu_config.num_shards  # cross-replica BN groups
         return tf1.estimator.tpu.TPUEstimator(
             model_fn=det_model_fn.model_fn, use_tpu=True, train_batch_size=opts.train_batch_size,
             eval_batch_size=opts.eval_batch_size, config=run_config, params=params)

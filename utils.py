@@ -11,6 +11,7 @@ All tensors are NHWC (channels_last).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -221,15 +222,33 @@ def cross_replica_moments(x: tf.Tensor, num_shards: int,
     return mean, mean_sq - tf.square(mean)
 
 
+_CROSS_REPLICA_SHARDS = [0]
+
+
+@contextlib.contextmanager
+def cross_replica_batch_norm(num_shards: int):
+    """Inside this context, training batch norm takes its statistics across `num_shards` TPU
+    replicas (reference §3.1). Used by det_model_fn when training on TPU."""
+    previous = _CROSS_REPLICA_SHARDS[0]
+    _CROSS_REPLICA_SHARDS[0] = num_shards if num_shards > 1 else 0
+    try:
+        yield
+    finally:
+        _CROSS_REPLICA_SHARDS[0] = previous
+
+
 def batch_norm(x: tf.Tensor, training: bool, name: str = "tpu_batch_normalization",
                momentum: float = BN_MOMENTUM, epsilon: float = BN_EPSILON,
-               init_zero: bool = False, cross_replica_shards: int = 0) -> tf.Tensor:
+               init_zero: bool = False, cross_replica_shards: Optional[int] = None) -> tf.Tensor:
     """Batch norm over NHWC with variables `<name>/{gamma,beta,moving_mean,moving_variance}`.
 
     In training, batch statistics normalise `x` and the moving averages are updated
     (moving = momentum * moving + (1 - momentum) * batch) through UPDATE_OPS. With
-    `cross_replica_shards` > 0 (TPU training) the statistics are taken across replicas.
+    `cross_replica_shards` > 0 (TPU training; default: the `cross_replica_batch_norm` context)
+    the statistics are taken across replicas.
     """
+    if cross_replica_shards is None:
+        cross_replica_shards = _CROSS_REPLICA_SHARDS[0]
     channels = x.shape[-1]
     with tf1.variable_scope(name):
         gamma = _var("gamma", [channels],
@@ -262,7 +281,7 @@ def batch_norm(x: tf.Tensor, training: bool, name: str = "tpu_batch_normalizatio
 
 def batch_norm_act(x: tf.Tensor, training: bool, act_type: Optional[str] = None,
                    name: str = "tpu_batch_normalization", init_zero: bool = False,
-                   cross_replica_shards: int = 0) -> tf.Tensor:
+                   cross_replica_shards: Optional[int] = None) -> tf.Tensor:
     """Batch norm, then the activation if `act_type` is given."""
     x = batch_norm(x, training, name=name, init_zero=init_zero,
                    cross_replica_shards=cross_replica_shards)

@@ -134,3 +134,18 @@ def test_drop_connect_keeps_expectation_and_is_identity_in_inference():
         assert set(np.unique(out).round(4)) <= {0.0, 1.25}
         assert abs(out.mean() - 1.0) < 0.1
         assert utils.drop_connect(x, False, 0.8) is x
+
+
+def test_cross_replica_context_switches_training_bn_to_replica_sums(monkeypatch):
+    calls = []
+
+    def fake_sum(t, groups):
+        calls.append(groups)
+        return t * 2  # two identical replicas
+
+    monkeypatch.setattr(tf1.tpu, "cross_replica_sum", fake_sum)
+    with tf.Graph().as_default():
+        with utils.cross_replica_batch_norm(2):
+            utils.batch_norm(tf.ones([2, 2, 2, 3]), training=True, name="a")
+        utils.batch_norm(tf.ones([2, 2, 2, 3]), training=True, name="b")  # context left
+    assert calls == [None, None]  # mean and mean of squares, once, inside the context only
