@@ -40,13 +40,20 @@ class NonFiniteLossError(RuntimeError):
 # -------------------------------------------------------------------------------------------------
 # Learning rate
 # -------------------------------------------------------------------------------------------------
+def global_batch_size(params: Dict[str, Any]) -> int:
+    """The global batch: TPUEstimator passes the per-shard batch in params['batch_size']."""
+    if params.get("use_tpu"):
+        return params["batch_size"] * params.get("num_shards", 1)
+    return params["batch_size"]
+
+
 def schedule_steps(params: Dict[str, Any]) -> Tuple[float, int, int]:
     """(adjusted learning rate, warm-up steps, total steps) of a run.
 
     The learning rate is given for a global batch of 64 and scaled linearly to `batch_size`.
     """
-    steps_per_epoch = params["num_examples_per_epoch"] / params["batch_size"]
-    adjusted = params["learning_rate"] * params["batch_size"] / 64.0
+    steps_per_epoch = params["num_examples_per_epoch"] / global_batch_size(params)
+    adjusted = params["learning_rate"] * global_batch_size(params) / 64.0
     warmup = int(params["lr_warmup_epoch"] * steps_per_epoch)
     total = max(1, int(params["num_epochs"] * steps_per_epoch))
     return adjusted, warmup, total
@@ -67,7 +74,7 @@ def learning_rate_schedule(params: Dict[str, Any], global_step: tf.Tensor) -> tf
     elif method == "polynomial":
         lr = adjusted * tf.pow(1.0 - progress, params["poly_lr_power"])
     elif method == "stepwise":
-        steps_per_epoch = params["num_examples_per_epoch"] / params["batch_size"]
+        steps_per_epoch = params["num_examples_per_epoch"] / global_batch_size(params)
         first = int(params["first_lr_drop_epoch"] * steps_per_epoch)
         second = int(params["second_lr_drop_epoch"] * steps_per_epoch)
         lr = adjusted * tf.where(step >= first, 0.1, 1.0) * tf.where(step >= second, 0.1, 1.0)

@@ -151,3 +151,9 @@ def test_finite_loss_assertion_blocks_the_update_and_names_the_loss():
     assert str(err).startswith("non-finite loss at step 0: box_loss=nan.")
     assert "validate_tfrecord" in str(err)
     assert det_model_fn.parse_nonfinite("some other error") is None
+
+
+def test_global_batch_on_tpu_counts_every_shard():
+    p = _params(use_tpu=True, num_shards=8, batch_size=8)  # TPUEstimator: per-shard batch
+    assert det_model_fn.global_batch_size(p) == 64
+    assert det_model_fn.schedule_steps(p)[0] == pytest.approx(0.08)
