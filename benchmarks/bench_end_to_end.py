@@ -1,0 +1,134 @@
+"""End-to-end latency (saved_model_benchmark) next to network latency (bm), d0 VFPN and BiFPN.
+
+    python benchmarks/bench_end_to_end.py --threads=0 --runs=20 \
+        --out=benchmarks/results_end_to_end.md
+
+For each feature network and batch size, in separate processes:
+
+* network: `model_inspect.py --runmode=bm` (first conv to last head output, float32 input of the
+  network size, frozen graph);
+* end-to-end: `--runmode=saved_model` (random weights), then `--runmode=saved_model_benchmark` on
+  the exported `<model_name>_frozen.pb` with a real 1024x636 JPEG (decoded once, outside the
+  timing, as in the reference): feeding the uint8 batch, resize + normalise + pad, the network,
+  box decoding, top-k and per-class NMS, and fetching the detections;
+* end-to-end, NMS worst case: the same with `--min_score_thresh=0`, so NMS works through all 5000
+  candidates of every image (random weights score everything near 0.01, below the default 0.4).
+
+Each timing is the median per-image latency of `--runs` runs after 5 warm-ups; with
+`--repeats` > 1 the table reports the median over interleaved rounds. Timings belong here and in
+the README, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "images", "street.jpg")
+LATENCY = re.compile(r"per image mean ([\d.]+) ms, median ([\d.]+) ms, ([\d.]+) FPS")
+
+
+def _run(args: List[str]) -> str:
+    cmd = [sys.executable, os.path.join(ROOT, "model_inspect.py"), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def _median_ms(out: str) -> float:
+    """The median per-image latency of a bm / saved_model_benchmark report (robust to the odd
+    slow run on a shared machine)."""
+    m = LATENCY.search(out)
+    if not m:
+        raise RuntimeError(f"unexpected output: {out}")
+    return float(m.group(2))
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}".strip()
+
+
+def measure(model: str, fpn: str, batch: int, runs: int, threads: int, image: str,
+            workdir: str) -> Dict[str, float]:
+    common = [f"--model_name={model}", f"--hparams=fpn_name={fpn}", f"--batch_size={batch}"]
+    timing = [f"--bm_runs={runs}", f"--threads={threads}"]
+    network = _median_ms(_run(["--runmode=bm", *common, *timing]))
+    export = os.path.join(workdir, f"{fpn}_b{batch}")
+    if not os.path.exists(export):
+        _run(["--runmode=saved_model", *common, f"--saved_model_dir={export}"])
+    frozen = os.path.join(export, f"{model}_frozen.pb")
+    bench = ["--runmode=saved_model_benchmark", f"--saved_model_dir={frozen}",
+             f"--input_image={image}", f"--batch_size={batch}", *timing]
+    end_to_end = _median_ms(_run(bench))
+    worst = _median_ms(_run([*bench, "--min_score_thresh=0"]))
+    return {"network": network, "e2e": end_to_end, "worst": worst}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="efficientdet-d0")
+    p.add_argument("--fpns", default="vfpn,bifpn")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--image", default=IMAGE)
+    p.add_argument("--out", default="")
+    args = p.parse_args()
+    if not os.path.isfile(args.image):
+        sys.exit(f"bench_end_to_end.py: error: --image '{args.image}' does not exist")
+
+    import tensorflow as tf  # only for the version line
+
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for batch in map(int, args.batches.split(",")):
+            results: Dict[str, List[Dict[str, float]]] = {f: [] for f in args.fpns.split(",")}
+            for _ in range(args.repeats):
+                for fpn in results:
+                    results[fpn].append(measure(args.model, fpn, batch, args.runs,
+                                                args.threads, args.image, workdir))
+            for fpn, rs in results.items():
+                med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+                rows.append(f"| {args.model} | {fpn} | {batch} | {med['network']:.1f} | "
+                            f"{med['e2e']:.1f} | {med['e2e'] / med['network']:.3f} | "
+                            f"{med['worst']:.1f} | {med['worst'] / med['network']:.3f} |")
+                print(rows[-1], flush=True)
+    header = [
+        f"Machine: {_cpu_name()}, {os.cpu_count()} CPUs; "
+        f"Python {platform.python_version()}; TF {tf.__version__}; "
+        f"threads={args.threads or 'TF default'}; float32; median of {args.runs} timed runs "
+        f"after 5 warm-ups" + (f", median of {args.repeats} interleaved rounds" if args.repeats > 1
+                       else "") + f"; end-to-end input: {os.path.basename(args.image)} "
+        f"(1024x636 uint8), random weights.",
+        "",
+        "| model | fpn | batch | network ms/img (bm) | end-to-end ms/img | e2e / network | "
+        "e2e, NMS on all 5000 candidates | worst / network |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    text = "\n".join(header + rows) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
