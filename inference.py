@@ -195,19 +195,9 @@ def save_frozen(config: Any, logdir: str, model_name: str, ckpt_path: Optional[s
     return path
 
 
-@dataclasses.dataclass
-class BenchmarkResult:
-    """Network latency of one configuration. Times are seconds."""
-
-    model_name: str
-    fpn_name: str
-    precision: str
-    batch_size: int
-    runs: int
-    mean_batch_s: float
-    median_batch_s: float
-    params: int
-    flops_per_image: int
+class _PerImageTiming:
+    """Per-image latency and FPS of a timing result with batch_size, mean_batch_s and
+    median_batch_s (seconds per batch)."""
 
     @property
     def mean_image_ms(self) -> float:
@@ -220,6 +210,21 @@ class BenchmarkResult:
     @property
     def fps(self) -> float:
         return self.batch_size / self.mean_batch_s
+
+
+@dataclasses.dataclass
+class BenchmarkResult(_PerImageTiming):
+    """Network latency of one configuration. Times are seconds."""
+
+    model_name: str
+    fpn_name: str
+    precision: str
+    batch_size: int
+    runs: int
+    mean_batch_s: float
+    median_batch_s: float
+    params: int
+    flops_per_image: int
 
     def summary(self) -> str:
         return (f"{self.model_name} ({self.fpn_name}, {self.precision}, batch {self.batch_size}, "
@@ -1121,7 +1126,7 @@ def detect_images(detector: Detector, paths: Sequence[str], output_dir: Optional
 
 
 @dataclasses.dataclass
-class EndToEndResult:
+class EndToEndResult(_PerImageTiming):
     """End-to-end latency (uint8 image in, detections out). Times are seconds."""
 
     model: str
@@ -1130,18 +1135,6 @@ class EndToEndResult:
     mean_batch_s: float
     median_batch_s: float
     image_size: Tuple[int, int]
-
-    @property
-    def mean_image_ms(self) -> float:
-        return 1000.0 * self.mean_batch_s / self.batch_size
-
-    @property
-    def median_image_ms(self) -> float:
-        return 1000.0 * self.median_batch_s / self.batch_size
-
-    @property
-    def fps(self) -> float:
-        return self.batch_size / self.mean_batch_s
 
     def summary(self) -> str:
         h, w = self.image_size
