@@ -423,7 +423,8 @@ def model_fn(features: tf.Tensor, labels: Dict[str, tf.Tensor], mode: str,
     training = mode == tf.estimator.ModeKeys.TRAIN
     cfg = hparams_config.Config(params)
     shards = params.get("num_shards", 1) if params.get("use_tpu") and training else 0
-    with utils.cross_replica_batch_norm(shards):
+    with utils.cross_replica_batch_norm(shards), utils.batch_norm_momentum(
+            params.get("batch_norm_momentum", utils.BN_MOMENTUM)):
         cls_outputs, box_outputs = efficientdet_arch.build_model(
             features, cfg, training and params.get("is_training_bn", True))
     global_step = tf1.train.get_or_create_global_step()

@@ -360,6 +360,8 @@ def validate(config: Config) -> Config:
     if config.nms_configs.method not in ("hard", "gaussian"):
         raise HparamsError(f"hparam 'nms_configs.method' got {config.nms_configs.method!r}; "
                            f"valid values: 'hard', 'gaussian'.")
+    if not 0.0 <= config.batch_norm_momentum < 1.0:
+        raise HparamsError("hparam 'batch_norm_momentum' must be in [0, 1).")
     if config.vfpn_refine_convs < 0:
         raise HparamsError("hparam 'vfpn_refine_convs' must be >= 0.")
     for key in ("fpn_num_filters", "fpn_cell_repeats", "box_class_repeats", "num_scales"):
@@ -415,6 +417,7 @@ def default_detection_configs() -> Config:
     h.aspect_ratios = [[1.0, 1.0], [1.4, 0.7], [0.7, 1.4]]  # (x, y) multipliers
     h.anchor_scale = 4.0
     h.is_training_bn = True
+    h.batch_norm_momentum = 0.99  # moving = m * moving + (1 - m) * batch; 0.99 as released
 
     # optimization.
     h.momentum = 0.9

@@ -223,6 +223,19 @@ def cross_replica_moments(x: tf.Tensor, num_shards: int,
 
 
 _CROSS_REPLICA_SHARDS = [0]
+_MOMENTUM = [BN_MOMENTUM]
+
+
+@contextlib.contextmanager
+def batch_norm_momentum(momentum: float):
+    """Inside this context, batch norm layers built for training use `momentum` for their
+    moving statistics (the released checkpoints use 0.99; short runs track better with less)."""
+    previous = _MOMENTUM[0]
+    _MOMENTUM[0] = momentum
+    try:
+        yield
+    finally:
+        _MOMENTUM[0] = previous
 
 
 @contextlib.contextmanager
@@ -238,7 +251,7 @@ def cross_replica_batch_norm(num_shards: int):
 
 
 def batch_norm(x: tf.Tensor, training: bool, name: str = "tpu_batch_normalization",
-               momentum: float = BN_MOMENTUM, epsilon: float = BN_EPSILON,
+               momentum: Optional[float] = None, epsilon: float = BN_EPSILON,
                init_zero: bool = False, cross_replica_shards: Optional[int] = None) -> tf.Tensor:
     """Batch norm over NHWC with variables `<name>/{gamma,beta,moving_mean,moving_variance}`.
 
@@ -249,6 +262,8 @@ def batch_norm(x: tf.Tensor, training: bool, name: str = "tpu_batch_normalizatio
     """
     if cross_replica_shards is None:
         cross_replica_shards = _CROSS_REPLICA_SHARDS[0]
+    if momentum is None:
+        momentum = _MOMENTUM[0]
     channels = x.shape[-1]
     with tf1.variable_scope(name):
         gamma = _var("gamma", [channels],

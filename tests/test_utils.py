@@ -149,3 +149,15 @@ def test_cross_replica_context_switches_training_bn_to_replica_sums(monkeypatch)
             utils.batch_norm(tf.ones([2, 2, 2, 3]), training=True, name="a")
         utils.batch_norm(tf.ones([2, 2, 2, 3]), training=True, name="b")  # context left
     assert calls == [None, None]  # mean and mean of squares, once, inside the context only
+
+
+def test_batch_norm_momentum_context():
+    x = np.full((2, 1, 1, 1), 4.0, np.float32)
+    with tf.Graph().as_default(), tf1.Session() as s:
+        with utils.batch_norm_momentum(0.9):
+            utils.batch_norm(tf.constant(x), training=True, name="bn")
+        update = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+        s.run(tf1.global_variables_initializer())
+        s.run(update)
+        mean = [v for v in tf1.global_variables() if v.op.name == "bn/moving_mean"][0]
+        np.testing.assert_allclose(s.run(mean), 0.4, rtol=1e-6)  # 0.9 * 0 + 0.1 * 4
