@@ -306,3 +306,21 @@ def test_checkpoint_from_another_model(seed7_run, voc, tmp_path):
                "--num_epochs=1", "--hparams=num_classes=20,image_size=128"], voc, timeout=300)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "does not fit this model (efficientdet-d1" in r.stderr
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_training(voc, tmp_path, precision):
+    r = _main(["--mode=train", "--training_file_pattern=tfrecord/pascal*.tfrecord",
+               "--model_name=efficientdet-d0", f"--model_dir={tmp_path}",
+               "--train_batch_size=2", "--num_examples_per_epoch=4", "--num_epochs=1",
+               f"--hparams=num_classes=20,{SLIM},precision={precision}"], voc)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = tf.train.latest_checkpoint(str(tmp_path))
+    assert ckpt.endswith("model.ckpt-2")
+    reader = tf.train.load_checkpoint(ckpt)
+    dtypes = reader.get_variable_to_dtype_map()
+    # variables stay float32; float16 training also keeps its dynamic loss scale
+    assert dtypes["class_net/class-predict/bias"] == tf.float32
+    assert np.isfinite(reader.get_tensor("class_net/class-predict/bias")).all()
+    if precision == "mixed_float16":
+        assert any("loss_scale" in name for name in dtypes)
