@@ -22,6 +22,7 @@ frozen graph, the TFLite model and the ONNX model (`load_detector`), so they agr
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import glob
 import os
@@ -520,7 +521,7 @@ class DetectorError(ValueError):
     """A model file or directory that cannot be loaded; the message names it."""
 
 
-class Detector:
+class Detector(abc.ABC):
     """Runs the serving graph on uint8 images. Subclasses implement `_run`.
 
     `batch_size` is the model's static batch (None: dynamic). `score_thresh` is the threshold
@@ -533,8 +534,9 @@ class Detector:
     can_lower_threshold: bool = True
     kind: str = "model"
 
+    @abc.abstractmethod
     def _run(self, images: np.ndarray, score_thresh: Optional[float]) -> Dict[str, np.ndarray]:
-        raise NotImplementedError
+        """Raw outputs (boxes, scores, classes, num_detections) of one backend call."""
 
     def predict(self, images: np.ndarray, score_thresh: Optional[float] = None
                 ) -> List[Detections]:
@@ -569,8 +571,8 @@ class Detector:
             results.extend(dets)
         return results
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - only session-backed detectors hold resources
+        """Release the backend's resources (nothing for most backends)."""
 
     def __enter__(self) -> Detector:
         return self
