@@ -26,6 +26,8 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
+from machine import cpu_name  # noqa: E402
+
 from dataset import create_coco_tfrecord, create_pascal_tfrecord, sample_dataset  # noqa: E402
 
 
@@ -38,15 +40,6 @@ def _best_time(fn: Callable[[], object], repeats: int) -> float:
     return best
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run(num_images: int, threads: Sequence[int], min_size: int, max_size: int, repeats: int,
@@ -63,7 +56,7 @@ def run(num_images: int, threads: Sequence[int], min_size: int, max_size: int, r
     sizes = [os.path.getsize(os.path.join(coco.image_dir, i.file_name)) for i in coco.images]
     out = os.path.join(work_dir, "out")
     lines = [
-        f"Machine: {platform.platform()}, {_cpu_name()}, {os.cpu_count()} CPUs; "
+        f"Machine: {platform.platform()}, {cpu_name()}, {os.cpu_count()} CPUs; "
         f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Pillow "
         f"{PIL.__version__}.",
         f"Data: {num_images} generated JPEG images, sides {min_size}..{max_size} px, pixel "

@@ -31,6 +31,8 @@ import sys
 import tempfile
 from typing import Dict, List
 
+from machine import cpu_name
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "images", "street.jpg")
 LATENCY = re.compile(r"per image mean ([\d.]+) ms, median ([\d.]+) ms, ([\d.]+) FPS")
@@ -54,15 +56,6 @@ def _median_ms(out: str) -> float:
     return float(m.group(2))
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{platform.machine()} {platform.processor()}".strip()
 
 
 def measure(model: str, fpn: str, batch: int, runs: int, threads: int, image: str,
@@ -112,7 +105,7 @@ def main() -> None:
                             f"{med['worst']:.1f} | {med['worst'] / med['network']:.3f} |")
                 print(rows[-1], flush=True)
     header = [
-        f"Machine: {_cpu_name()}, {os.cpu_count()} CPUs; "
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; "
         f"Python {platform.python_version()}; TF {tf.__version__}; "
         f"threads={args.threads or 'TF default'}; float32; median of {args.runs} timed runs "
         f"after 5 warm-ups" + (f", median of {args.repeats} interleaved rounds" if args.repeats > 1

@@ -36,21 +36,11 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 import tensorflow as tf  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 import dataloader  # noqa: E402
 import hparams_config  # noqa: E402
 from dataset import create_coco_tfrecord, sample_dataset  # noqa: E402
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _images_per_second(dataset: tf.data.Dataset, batch_size: int, warmup: int,
@@ -118,7 +108,7 @@ def run(num_images: int, image_size: int, batch_size: int, min_size: int, max_si
                f"TF inter/intra-op {tf.config.threading.get_inter_op_parallelism_threads()}/"
                f"{tf.config.threading.get_intra_op_parallelism_threads()} (0 = all cores)")
     lines = [
-        f"Machine: {platform.platform()}, {_cpu_name()} ({platform.processor() or 'n/a'}), "
+        f"Machine: {platform.platform()}, {cpu_name()} ({platform.processor() or 'n/a'}), "
         f"{cpus} CPUs; Python {platform.python_version()}, TensorFlow {tf.__version__}.",
         f"Data: {num_images} generated JPEGs, sides {min_size}..{max_size} px, noise std "
         f"{noise:g}; {model_name} config at image_size {image_size}, train_scale "
@@ -144,7 +134,7 @@ def run(num_images: int, image_size: int, batch_size: int, min_size: int, max_si
     for name, make in cases:
         rate = _images_per_second(make(), batch_size, warmup, batches)
         print(f"{name}: {rate:.1f} images/s", flush=True)
-        lines.append(f"| {_cpu_name()} | {cpus} | {tf.__version__} | {name} | {image_size} | "
+        lines.append(f"| {cpu_name()} | {cpus} | {tf.__version__} | {name} | {image_size} | "
                      f"{batch_size} | {rate:.1f} |")
     return lines
 
