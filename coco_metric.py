@@ -51,6 +51,10 @@ TESTDEV_RESULTS_FILENAME = "detections_test-dev2017_test_results.json"
 # Records store source_id as a string that the dataloader turns into float32; integers above this
 # are rounded on the way and no longer match the json (same limit as dataset/validation.py).
 MAX_EXACT_FLOAT32_INT = 2 ** 24
+# The source id of the blank images the dataloader appends to fill the last eval batch (so that
+# eval covers every image although batches keep a static size). Outside the range real ids may
+# take (|id| <= 2**24), exact in float32; `EvaluationMetric` skips these images.
+PADDING_IMAGE_ID = -(2 ** 25)
 # COCO's value for "not defined" (no ground truth for this class, or test-dev).
 UNDEFINED = -1.0
 
@@ -436,7 +440,8 @@ class EvaluationMetric:
           groundtruth_data: [B, M, 7] rows (ymin, xmin, ymax, xmax, is_crowd, area, class) in
             original image pixels, padded with -1; needed when there is no json.
           source_ids: [B] image ids of the batch (numeric, or numeric strings). They define the
-            images evaluated, including images with no detection at all.
+            images evaluated, including images with no detection at all. Images with id
+            PADDING_IMAGE_ID (the dataloader's fill of the last batch) are skipped.
         """
         self._cached = None
         dets = np.asarray(detections)
@@ -472,9 +477,10 @@ class EvaluationMetric:
         else:
             batch_ids = np.unique(row_ids[real])
 
+        padding = batch_ids == PADDING_IMAGE_ID
         gt = None
         if self._gt_json is not None:
-            missing = sorted(set(batch_ids.tolist()) - self._json_image_ids)
+            missing = sorted(set(batch_ids[~padding].tolist()) - self._json_image_ids)
             if missing:
                 raise CocoMetricError(_unknown_ids_message(missing, self.filename))
         elif not self.testdev_dir:
@@ -492,8 +498,10 @@ class EvaluationMetric:
 
         # An image seen twice (a repeated dataset, a padded last batch) would count its ground
         # truth twice; keep its first occurrence and report how many were skipped.
-        keep_image = np.ones(len(batch_ids), bool)
+        keep_image = ~padding
         for b, image_id in enumerate(batch_ids.tolist()):
+            if padding[b]:
+                continue  # a blank image that fills the last batch: not part of the split
             if image_id in self._seen:
                 keep_image[b] = False
                 self._duplicates += 1

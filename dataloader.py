@@ -44,6 +44,7 @@ import tensorflow as tf
 from absl import logging
 
 import anchors
+import coco_metric
 import hparams_config
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -63,7 +64,7 @@ MIN_TRAIN_BOX_SIDE = 0.5
 NON_RECORD_SUFFIXES = (".json", ".yaml", ".yml", ".txt", ".xml", ".csv", ".md", ".jpg", ".jpeg",
                        ".png", ".py", ".log")
 
-_MAX_EXACT_ID = 2**24  # the largest integer range float32 holds exactly
+_MAX_EXACT_ID = coco_metric.MAX_EXACT_FLOAT32_INT  # the integers float32 holds exactly
 
 
 class InputError(ValueError):
@@ -416,9 +417,12 @@ class InputReader:
           image_scale, i.e. at original resolution but in the crop's frame, with the record's
           area (as the reference); only eval uses them.
 
-    Batches: drop_remainder=True in both modes (static shapes for TPUs and the reference's
-    behaviour); eval therefore covers floor(num_images / batch) * batch images, so choose
-    eval_samples as a multiple of the eval batch size.
+    Batches: static size in both modes (TPUs; every replica gets a full batch). Training drops
+    nothing (it repeats). Eval reads the split once, or its first `max_images` records, and fills
+    the last batch with blank images whose source id is coco_metric.PADDING_IMAGE_ID (no objects,
+    skipped by the COCO metric), so every image is evaluated whatever the batch size: 18 images
+    at batch 8 are 3 batches, the last with 6 blanks. (The reference drops the remainder.) The
+    blanks are all background, so they add a little to that batch's eval loss, never to AP.
 
     Batch size: an explicit `batch_size` argument is used as given (the per-replica batch).
     Otherwise params['batch_size'] is used (Estimator/TPUEstimator pass it; TPUEstimator's is
@@ -431,7 +435,8 @@ class InputReader:
     """
 
     def __init__(self, file_pattern: str, is_training: bool, config: hparams_config.Config,
-                 use_fake_data: bool = False, cache: bool = False, seed: Optional[int] = None):
+                 use_fake_data: bool = False, cache: bool = False, seed: Optional[int] = None,
+                 max_images: Optional[int] = None):
         """Checks the pattern now, so a typo fails before any graph is built.
 
         Args:
@@ -445,7 +450,12 @@ class InputReader:
             the file system; images are still decoded and augmented every time).
           seed: makes file order, shuffling and augmentation reproducible (tests, benchmarks);
             None draws fresh randomness (the graph-level seed applies in graph mode).
+          max_images: eval only: read at most this many records (--eval_samples); None reads
+            the whole split.
         """
+        if max_images is not None and (is_training or max_images < 1):
+            raise InputError(f"max_images={max_images!r}: a positive count of eval images "
+                             "(training repeats the split and takes no limit).")
         self._flag = "--training_file_pattern" if is_training else "--validation_file_pattern"
         self._files = list_record_files(file_pattern, self._flag)
         self._file_pattern = file_pattern
@@ -454,6 +464,7 @@ class InputReader:
         self._use_fake_data = bool(use_fake_data)
         self._cache = bool(cache)
         self._seed = seed
+        self._max_images = max_images
         self._out_hw = hparams_config.image_hw(config)
         self._anchors = anchors.Anchors.from_config(config)
         self._labeler = anchors.AnchorLabeler(self._anchors, config.num_classes)
@@ -488,6 +499,14 @@ class InputReader:
             image, boxes, image_scale = preprocess_for_eval(
                 d["image"], boxes_px, self._out_hw, c.mean_rgb, c.stddev_rgb)
             gt_boxes = boxes_px  # exact originals, not clipped or rescaled
+        rows = tf.concat([gt_boxes, tf.cast(crowd, tf.float32)[:, None], area[:, None],
+                          tf.cast(classes, tf.float32)[:, None]], axis=1)
+        return image, self._labels(boxes, classes, d["source_id"], image_scale, rows)
+
+    def _labels(self, boxes: tf.Tensor, classes: tf.Tensor, source_id: tf.Tensor,
+                image_scale: tf.Tensor, gt_rows: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """One image's labels dict (see the class docstring) from boxes [N, 4] yxyx network
+        pixels, class ids [N] and ground-truth rows [N, 7]."""
         valid = tf.logical_and(boxes[:, 2] > boxes[:, 0], boxes[:, 3] > boxes[:, 1])
         cls_targets, box_targets, num_positives = self._labeler.label_anchors(
             boxes, classes, valid)
@@ -496,11 +515,18 @@ class InputReader:
             labels[f"cls_targets_{level}"] = cls_targets[level]
             labels[f"box_targets_{level}"] = box_targets[level]
         labels["num_positives"] = num_positives
-        labels["source_ids"] = d["source_id"]
+        labels["source_ids"] = tf.cast(source_id, tf.float32)
         labels["image_scales"] = tf.cast(image_scale, tf.float32)
-        rows = tf.concat([gt_boxes, tf.cast(crowd, tf.float32)[:, None], area[:, None],
-                          tf.cast(classes, tf.float32)[:, None]], axis=1)
-        labels["groundtruth_data"] = _pad_rows(rows, c.max_instances_per_image)
+        labels["groundtruth_data"] = _pad_rows(gt_rows, self._config.max_instances_per_image)
+        return labels
+
+    def _padding_example(self) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+        """A blank image (the mean colour) without objects and with source id PADDING_IMAGE_ID,
+        which the COCO metric skips; it fills the last eval batch."""
+        image = tf.zeros([*self._out_hw, 3], tf.float32)
+        labels = self._labels(tf.zeros([0, 4]), tf.zeros([0], tf.int32),
+                              tf.constant(coco_metric.PADDING_IMAGE_ID, tf.float32),
+                              tf.constant(1.0), tf.zeros([0, 7]))
         return image, labels
 
     @staticmethod
@@ -562,6 +588,8 @@ class InputReader:
         if shard_records:
             records = records.shard(input_context.num_input_pipelines,
                                     input_context.input_pipeline_id)
+        if self._max_images is not None:
+            records = records.take(self._max_images)  # before cache(): it caches whole passes
         if self._cache:
             records = records.cache()
         if training:
@@ -575,6 +603,11 @@ class InputReader:
         else:
             ds = records.map(self._example_fn, num_parallel_calls=AUTOTUNE,
                              deterministic=deterministic)
+            if batch > 1:
+                # batch - 1 blanks after the split: the last partial batch is filled and no
+                # batch of blanks only is formed (drop_remainder drops the unused ones).
+                blanks = tf.data.Dataset.from_tensors(self._padding_example()).repeat(batch - 1)
+                ds = ds.concatenate(blanks)
         ds = ds.batch(batch, drop_remainder=True)
         ds = ds.map(self._batch_fn, num_parallel_calls=AUTOTUNE)
         if self._use_fake_data:

@@ -58,7 +58,8 @@ flags.DEFINE_string("testdev_dir", None,
                     "Write detections_test-dev2017_test_results.json here (no metrics).")
 flags.DEFINE_integer("train_batch_size", 64, "Global training batch size.")
 flags.DEFINE_integer("eval_batch_size", 1, "Global evaluation batch size.")
-flags.DEFINE_integer("eval_samples", 5000, "Images per evaluation.")
+flags.DEFINE_integer("eval_samples", 5000, "Images per evaluation: the validation split's first "
+                     "N, or all of it when smaller. Any batch size evaluates all N.")
 flags.DEFINE_integer("num_examples_per_epoch", 120000, "Images per epoch (steps, LR schedule).")
 flags.DEFINE_integer("num_epochs", None, "Epochs; overrides the num_epochs hparam.")
 flags.DEFINE_enum("mode", "train", MODES, "What to run.")

@@ -255,8 +255,11 @@ def build_estimator(config: hparams_config.Config, opts: RunOptions):
 
 
 def _input_fn(pattern: str, training: bool, config, opts: RunOptions, replicas: int):
+    # Eval reads --eval_samples images (fewer when the split is smaller), every one of them:
+    # the dataloader fills the last batch with blanks that the metric skips.
     reader = dataloader.InputReader(pattern, training, config,
-                                    use_fake_data=opts.use_fake_data and training)
+                                    use_fake_data=opts.use_fake_data and training,
+                                    max_images=None if training else opts.eval_samples)
     global_batch = opts.train_batch_size if training else opts.eval_batch_size
     per_replica = max(1, global_batch // replicas) if training else global_batch
 
@@ -323,7 +326,7 @@ def archive_if_best(model_dir: str, ckpt_path: str, metrics: Dict[str, Any],
 
 def evaluate_checkpoint(estimator, eval_input_fn, opts: RunOptions,
                         ckpt_path: str) -> Dict[str, Any]:
-    steps = max(1, opts.eval_samples // opts.eval_batch_size)
+    steps = -(-opts.eval_samples // opts.eval_batch_size)  # the last batch may hold blanks
     metrics = estimator.evaluate(eval_input_fn, steps=steps, checkpoint_path=ckpt_path)
     step = int(metrics.get("global_step", 0))
     shown = ", ".join(f"{k}={float(v):.4f}" for k, v in sorted(metrics.items())
@@ -352,6 +355,9 @@ def run(opts: RunOptions) -> Optional[Dict[str, Any]]:
                          "starts from a classifier, --ckpt from a detector.")
     if opts.train_batch_size < 1 or opts.eval_batch_size < 1:
         raise UsageError("--train_batch_size and --eval_batch_size must be >= 1.")
+    if opts.eval_samples < 1:
+        raise UsageError(f"--eval_samples must be >= 1, got {opts.eval_samples} (it is the "
+                         "number of validation images per evaluation).")
     train_files = eval_files = None
     if opts.mode in ("train", "train_and_eval"):
         train_files = _check_pattern(opts.training_file_pattern, "training_file_pattern")

@@ -297,6 +297,33 @@ def test_duplicate_images_counted_once():
     assert padded._duplicates == 1
 
 
+@pytest.mark.parametrize("gt_source", ["records", "json"])
+def test_blank_padding_images_are_skipped(tmp_path, gt_source):
+    # The dataloader fills the last eval batch with blanks of id PADDING_IMAGE_ID; whatever the
+    # model detects on them is not scored, and they are neither "seen" images nor unknown ids.
+    data, rows = _random_case(seed=6)
+    ids = [im["id"] for im in data["images"]]
+    gt_path = _write_json(tmp_path / "gt.json", data)
+
+    def metric():
+        return coco_metric.EvaluationMetric(filename=gt_path if gt_source == "json" else None)
+
+    def gt(batch):
+        return None if gt_source == "json" else _records_gt(data, batch)
+
+    plain = metric()
+    plain.update_state(_detections(ids, rows), gt(ids), np.asarray(ids, np.float32))
+    pad = coco_metric.PADDING_IMAGE_ID
+    batch = ids + [pad, pad, pad]
+    blank_rows = {**rows, pad: [([0.0, 0.0, 30.0, 30.0], 0.99, 1)]}
+    filled = metric()
+    filled.update_state(_detections(batch, blank_rows), gt(batch),
+                        np.asarray(batch, np.float32))
+    assert filled.result() == plain.result()
+    assert filled._image_ids == ids and filled._duplicates == 0
+    assert all(r["image_id"] != pad for r in filled._results())
+
+
 def test_no_detections_give_zero_and_reset_states():
     metric = coco_metric.EvaluationMetric()
     metric.update_state(_detections([1, 2], {}), _records_gt(SIZED, [1, 2]), np.asarray([1, 2]))

@@ -16,6 +16,7 @@ import tensorflow as tf
 from PIL import Image
 
 import anchors
+import coco_metric
 import dataloader
 from conftest import tiny_config
 from dataset import create_coco_tfrecord, create_pascal_tfrecord, sample_dataset, tfrecord_util
@@ -162,10 +163,35 @@ def test_eval_round_trip_coco(coco):
         assert np.median(np.abs(_unnormalize(image[:h, :w]) - nearest)) < 4.0
 
 
-def test_eval_drops_the_remainder(coco):
-    _, pattern, _ = coco
-    batches = _batches(dataloader.InputReader(pattern, False, tiny_config()), 4)
-    assert len(batches) == NUM_COCO // 4  # drop_remainder=True, as documented
+def test_eval_covers_every_image_and_fills_the_last_batch(coco):
+    _, pattern, gt = coco
+    config = tiny_config()
+    all_ids = sorted(im["id"] for im in gt["images"])
+    assert NUM_COCO % 4 != 0
+    items = _per_image(_batches(dataloader.InputReader(pattern, False, config), 4))
+    assert len(items) == 4 * -(-NUM_COCO // 4)  # static batches, no batch of blanks only
+    real = [(im, lab) for im, lab in items
+            if lab["source_ids"] != coco_metric.PADDING_IMAGE_ID]
+    blanks = [(im, lab) for im, lab in items
+              if lab["source_ids"] == coco_metric.PADDING_IMAGE_ID]
+    assert sorted(int(lab["source_ids"]) for _, lab in real) == all_ids
+    assert len(blanks) == len(items) - NUM_COCO
+    for image, lab in blanks:  # the mean colour, no objects, nothing to learn or score
+        assert (image == 0).all()
+        assert (lab["groundtruth_data"] == -1).all() and lab["image_scales"] == 1
+        for level in range(config.min_level, config.max_level + 1):
+            assert (lab[f"cls_targets_{level}"] == -1).all()
+            assert (lab[f"box_targets_{level}"] == 0).all()
+    # max_images (--eval_samples) reads the split's first N images, each once.
+    first = _per_image(_batches(dataloader.InputReader(pattern, False, config, max_images=3), 2))
+    ids = [int(lab["source_ids"]) for _, lab in first]
+    assert len(ids) == 4 and ids[3] == coco_metric.PADDING_IMAGE_ID
+    assert len(set(ids[:3])) == 3 and set(ids[:3]) <= set(all_ids)
+    # Batch 1 needs no blanks; a limit above the split size reads the split once.
+    single = _batches(dataloader.InputReader(pattern, False, config, max_images=100), 1)
+    assert sorted(int(lab["source_ids"][0]) for _, lab in single) == all_ids
+    with pytest.raises(dataloader.InputError, match="max_images"):
+        dataloader.InputReader(pattern, True, config, max_images=3)
 
 
 def test_eval_round_trip_voc_merged(tmp_path):

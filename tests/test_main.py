@@ -126,15 +126,21 @@ def test_eval_mode_once_and_eval_numbers_match_pycocotools(seed7_run, voc, tmp_p
     r = _main(["--mode=eval", "--model_name=efficientdet-d0", f"--model_dir={model_dir}",
                "--validation_file_pattern=tfrecord/pascal*.tfrecord",
                "--val_json_file=tfrecord/json_pascal.json", "--eval_batch_size=8",
-               "--eval_samples=16", f"--testdev_dir={tmp_path}"], voc)
+               "--eval_samples=24", f"--testdev_dir={tmp_path}"], voc)
     assert r.returncode == 0, r.stderr[-3000:]
     dets = tmp_path / "detections_test-dev2017_test_results.json"
     assert dets.exists()
-    # The same checkpoint evaluated against the json: our numbers equal pycocotools' own.
+    # Every image of the split is evaluated, though 18 is no multiple of the batch of 8.
+    json_ids = {i["id"] for i in json.loads((voc / "tfrecord" / "json_pascal.json").read_text())
+                ["images"]}
+    assert len(json_ids) == 18
+    assert {d["image_id"] for d in json.loads(dets.read_text())} == json_ids
+    # The same checkpoint evaluated against the json: our numbers equal pycocotools' own (which
+    # scores every image of the json).
     r = _main(["--mode=eval", "--model_name=efficientdet-d0", f"--model_dir={model_dir}",
                "--validation_file_pattern=tfrecord/pascal*.tfrecord",
                "--val_json_file=tfrecord/json_pascal.json", "--eval_batch_size=8",
-               "--eval_samples=16"], voc)
+               "--eval_samples=24"], voc)
     assert r.returncode == 0, r.stderr[-3000:]
     ours = json.loads((model_dir / "eval_history.json").read_text())["2"]
     direct = coco_metric.evaluate_detections_json(str(voc / "tfrecord" / "json_pascal.json"),
