@@ -31,7 +31,7 @@ import sys
 import tempfile
 from typing import Dict, List
 
-from machine import cpu_name
+from machine import cpu_name, print_and_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "images", "street.jpg")
@@ -117,10 +117,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     text = "\n".join(header + rows) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    print_and_save(text, args.out)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import statistics
 import subprocess
 import sys
+
+from machine import cpu_name, print_and_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINE = re.compile(r"per image mean ([\d.]+) ms, median ([\d.]+) ms, ([\d.]+) FPS; "
@@ -66,7 +67,7 @@ def main() -> None:
                             f"{ms / base:.3f} |")
                 print(rows[-1], flush=True)
     header = [
-        f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs; "
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; "
         f"TF {tf.__version__}; threads={args.threads or 'TF default'}; "
         f"precision={args.precision or 'float32'}; {args.runs} timed runs after 5 warm-ups, "
         f"median of {args.repeats} interleaved rounds.",
@@ -75,10 +76,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     text = "\n".join(header + rows) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    print_and_save(text, args.out)
 
 
 if __name__ == "__main__":

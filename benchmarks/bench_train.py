@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
+
+from machine import cpu_name, print_and_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,15 +79,12 @@ def main() -> None:
                         f"{r:.2f} |")
             print(rows[-1], flush=True)
     text = "\n".join([
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; TF {tf.__version__}; threads: "
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; TF {tf.__version__}; threads: "
         f"TF default; float32; median examples/sec over {args.steps} steps (every "
         f"{args.every}, first interval dropped), input pipeline excluded (--use_fake_data).",
         "", "| model | fpn | batch | image size | train images/s |", "|---|---|---|---|---|",
         *rows]) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    print_and_save(text, args.out)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""The machine line shared by the benchmark scripts (they run as `python benchmarks/<name>.py`,
-so this module is importable beside them)."""
+"""The machine line and table output shared by the benchmark scripts (they run as
+`python benchmarks/<name>.py`, so this module is importable beside them)."""
 
 from __future__ import annotations
 
 import platform
+from typing import Optional
 
 
 def cpu_name() -> str:
@@ -16,3 +17,11 @@ def cpu_name() -> str:
     except OSError:
         pass
     return f"{platform.machine()} {platform.processor()}".strip() or "unknown CPU"
+
+
+def print_and_save(text: str, out: Optional[str]) -> None:
+    """Prints a results table and, when `out` is set, writes it there (results_*.md)."""
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
