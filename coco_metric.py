@@ -43,6 +43,8 @@ from absl import logging
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+import errors
+
 # COCOeval.stats order (pycocotools/cocoeval.py summarize()).
 METRIC_NAMES: Tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                                  "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl")
@@ -61,7 +63,7 @@ UNDEFINED = -1.0
 LabelMap = Mapping[Any, str]
 
 
-class CocoMetricError(ValueError):
+class CocoMetricError(errors.DataError):
     """Eval input that cannot be evaluated; the message names the file or field and the fix."""
 
 

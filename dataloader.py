@@ -45,6 +45,7 @@ from absl import logging
 
 import anchors
 import coco_metric
+import errors
 import hparams_config
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -67,7 +68,7 @@ NON_RECORD_SUFFIXES = (".json", ".yaml", ".yml", ".txt", ".xml", ".csv", ".md", 
 _MAX_EXACT_ID = coco_metric.MAX_EXACT_FLOAT32_INT  # the integers float32 holds exactly
 
 
-class InputError(ValueError):
+class InputError(errors.UsageError):
     """A bad --training_file_pattern / --validation_file_pattern or batch size."""
 
 

@@ -20,6 +20,7 @@ from absl import logging
 
 import anchors
 import efficientdet_arch
+import errors
 import hparams_config
 import utils
 
@@ -33,7 +34,7 @@ _NEVER_RESTORED = re.compile(r"(^|.*/)(global_step|Momentum|Adam(_\d+)?|beta[12]
                              r"loss_scale|good_steps)(/.*|$)")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(errors.TrainingError):
     """Training produced a NaN or Inf loss."""
 
 

@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 import yaml
 
 import utils
+from errors import ConfigError
 
 __all__ = [
     "Config",
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-class HparamsError(ValueError):
+class HparamsError(ConfigError):
     """A bad hyper-parameter: unknown key, wrong type or inconsistent values."""
 
 

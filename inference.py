@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 import efficientdet_arch
+import errors
 import postprocess
 import utils
 
@@ -44,8 +45,7 @@ INPUT_NAME = "input"
 EMA_SUFFIX = "/ExponentialMovingAverage"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing or does not fit the model."""
+CheckpointError = errors.CheckpointError
 
 
 @dataclasses.dataclass
@@ -517,7 +517,7 @@ def split_detections(outputs: Dict[str, np.ndarray], count: Optional[int] = None
 # =================================================================================================
 # Detectors: one interface over a checkpoint, a SavedModel, a frozen graph, TFLite and ONNX
 # =================================================================================================
-class DetectorError(ValueError):
+class DetectorError(errors.ModelFileError):
     """A model file or directory that cannot be loaded; the message names it."""
 
 
@@ -963,7 +963,7 @@ def eval_ckpt(config: Any, ckpt_path: str, export_ckpt: Optional[str] = None
 # =================================================================================================
 # Images, label maps and drawing
 # =================================================================================================
-class ImageReadError(ValueError):
+class ImageReadError(errors.DataError):
     """An input image that is missing or cannot be decoded; the message names the file."""
 
 

@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import yaml
+
+import errors
+
+if TYPE_CHECKING:  # the config module imports TensorFlow; label maps stay light
+    from hparams_config import Config
 
 # The standard COCO 2017 detection categories: 80 classes over ids 1..90 (ids 12, 26, 29, 30,
 # 45, 66, 68, 69, 71 and 83 are unused, as in instances_*2017.json).
@@ -51,7 +56,7 @@ _BUILTIN = {"coco": COCO_LABEL_MAP, "voc": VOC_LABEL_MAP}
 LabelMapSpec = Union[None, str, Mapping[Any, Any]]
 
 
-class LabelMapError(ValueError):
+class LabelMapError(errors.ConfigError):
     """A label map that cannot be used; the message names the source and what to fix."""
 
 
@@ -131,6 +136,8 @@ def load_label_map_file(path: str) -> Dict[int, str]:
 def get_label_map(spec: LabelMapSpec = "coco") -> Dict[int, str]:
     """{class id: name} for 'coco' (also None), 'voc', a mapping, or a .json/.yaml path.
 
+    This reads a spec; which spec a model uses is decided by `for_config`.
+
     Returns a new dict, sorted by id; ids are >= 1.
     """
     if spec is None:
@@ -154,3 +161,42 @@ def num_classes_of(label_map: Mapping[int, str]) -> int:
 def name_to_id(label_map: Mapping[int, str]) -> Dict[str, int]:
     """The inverse map {name: id}."""
     return {name: class_id for class_id, name in label_map.items()}
+
+
+def for_config(config: Config) -> Dict[int, str]:
+    """The one label-map policy: {class id: name} that a model draws and evaluates with.
+
+    `config.label_map` is what training stored in `config.yaml` (a resolved {id: name}
+    mapping, see `resolve`) or what the user passed for a model without one: 'coco', 'voc', a
+    mapping or a .json/.yaml path. When it is None, a 90-class model (the public COCO
+    checkpoints) gets the COCO names and any other model gets none: its boxes are labelled
+    'class <id>' rather than with another dataset's names.
+    """
+    spec = config.label_map
+    if spec is None:
+        return dict(COCO_LABEL_MAP) if config.num_classes == 90 else {}
+    return get_label_map(spec)
+
+
+def resolve(spec: LabelMapSpec, num_classes: int,
+            found: Iterable[Tuple[str, Mapping[int, str]]] = ()) -> Optional[Dict[int, str]]:
+    """The {id: name} mapping a training run stores in `config.yaml` (or None: no names).
+
+    `spec` is the `label_map` hparam as given ('coco', 'voc', a mapping or a file path, read
+    here once so that the model directory no longer depends on it). When it is None, the first
+    non-empty mapping of `found` ((source, {id: name}) pairs, e.g. the categories of the
+    validation json, then the class texts of the training records) names the classes, then
+    the COCO names for a 90-class model. Ids above `num_classes` are an error naming the source.
+    """
+    if spec is not None:
+        source, mapping = (f"label_map '{spec}'" if isinstance(spec, str) else "label_map",
+                           get_label_map(spec))
+    else:
+        source, mapping = next(((s, dict(m)) for s, m in found if m), ("", None))
+        if mapping is None:
+            return dict(COCO_LABEL_MAP) if num_classes == 90 else None
+    if mapping and max(mapping) > num_classes:
+        raise LabelMapError(f"{source} has class id {max(mapping)} but num_classes is "
+                            f"{num_classes}; set num_classes to the largest class id (ids run "
+                            f"1..num_classes, no background entry).")
+    return dict(sorted(mapping.items()))

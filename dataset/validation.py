@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+import errors
 from dataset import tfrecord_util
 
 ON_ERROR_CHOICES = ("skip", "fail")
@@ -80,11 +81,11 @@ REASONS: Dict[str, Tuple[str, str]] = {
 }
 
 
-class DataError(ValueError):
+class DataError(errors.DataError):
     """Bad input under --on_error=fail (or a record problem); the message is one line."""
 
 
-class UsageError(ValueError):
+class UsageError(errors.UsageError):
     """A bad flag or path given to a tool; the message names the flag and what to do."""
 
 
