@@ -38,7 +38,7 @@ Python before any graph is built.
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 from absl import logging
@@ -151,7 +151,37 @@ def list_record_files(file_pattern: str, flag: str) -> List[str]:
             raise InputError(f"{flag}={file_pattern} matches {path}, which is not a TFRecord file "
                              f"(bad record header; compressed records are not supported); "
                              f"narrow the glob to the shards, e.g. {example}.")
+    if all(tf.io.gfile.stat(f).length == 0 for f in files):
+        raise InputError(f"{flag}={file_pattern}: every matching file is empty ({files[0]} ...); "
+                         f"re-create the records with the dataset converters.")
     return files
+
+
+def find_broken_record_file(files: Sequence[str]) -> Optional[Tuple[str, str]]:
+    """(path, what is wrong) of the first file whose record framing is broken, else None.
+
+    Walks each file's record headers (length, length checksum) without reading the payloads,
+    so it takes one small read per record: used after TensorFlow reported a corrupted or
+    truncated record without naming the file.
+    """
+    for path in files:
+        size = tf.io.gfile.stat(path).length
+        offset, index = 0, 0
+        with tf.io.gfile.GFile(path, "rb") as f:
+            while offset < size:
+                f.seek(offset)
+                head = f.read(12)
+                if len(head) < 12:
+                    return path, f"truncated header of record {index} at byte {offset}"
+                if _masked_crc32c(head[:8]) != struct.unpack("<I", head[8:12])[0]:
+                    return path, f"bad header checksum of record {index} at byte {offset}"
+                length = struct.unpack("<Q", head[:8])[0]
+                offset += 12 + length + 4
+                if offset > size:
+                    return path, (f"record {index} is truncated: it needs {offset - size} more "
+                                  f"bytes than the file holds")
+                index += 1
+    return None
 
 
 # -------------------------------------------------------------------------------------------------
@@ -435,13 +465,15 @@ class InputReader:
     files than pipelines.
     """
 
-    def __init__(self, file_pattern: str, is_training: bool, config: hparams_config.Config,
+    def __init__(self, file_pattern: Union[str, Sequence[str]], is_training: bool,
+                 config: hparams_config.Config,
                  use_fake_data: bool = False, cache: bool = False, seed: Optional[int] = None,
                  max_images: Optional[int] = None):
         """Checks the pattern now, so a typo fails before any graph is built.
 
         Args:
-          file_pattern: glob of TFRecord shards; several globs separated by commas.
+          file_pattern: glob of TFRecord shards, several globs separated by commas, or the
+            list of files `list_record_files` returned for it.
           is_training: augmentation, shuffling, repetition; errors name --training_file_pattern
             (else --validation_file_pattern).
           config: the detection config (image_size, levels/anchors, num_classes,
@@ -458,7 +490,8 @@ class InputReader:
             raise InputError(f"max_images={max_images!r}: a positive count of eval images "
                              "(training repeats the split and takes no limit).")
         self._flag = "--training_file_pattern" if is_training else "--validation_file_pattern"
-        self._files = list_record_files(file_pattern, self._flag)
+        self._files = (list_record_files(file_pattern, self._flag)
+                       if isinstance(file_pattern, str) else list(file_pattern))
         self._file_pattern = file_pattern
         self._is_training = bool(is_training)
         self._config = config
@@ -618,6 +651,6 @@ class InputReader:
         options.deterministic = deterministic
         options.experimental_optimization.map_parallelization = True
         ds = ds.with_options(options)
-        logging.info("%s: %d file(s), batch %d per replica, training=%s, cache=%s, fake=%s",
+        logging.debug("%s: %d file(s), batch %d per replica, training=%s, cache=%s, fake=%s",
                      self._flag, num_files, batch, training, self._cache, self._use_fake_data)
         return ds

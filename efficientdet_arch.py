@@ -113,9 +113,15 @@ def efficientdet(images: tf.Tensor, config: Any, training: bool) -> Outputs:
 
 
 def build_model(images: tf.Tensor, config: Any, training: bool) -> Outputs:
-    """`efficientdet` under the config's precision policy; outputs are always float32."""
-    return utils.build_model_with_precision(config.precision, efficientdet, images, config,
-                                            training)
+    """`efficientdet` under the config's precision policy; outputs are always float32.
+
+    Training batch norm layers update their moving statistics with the config's
+    `batch_norm_momentum`: it is set here, for the duration of this one build, because the
+    backbone's builder takes no config.
+    """
+    with utils.batch_norm_momentum(config.batch_norm_momentum):
+        return utils.build_model_with_precision(config.precision, efficientdet, images,
+                                                config, training)
 
 
 def freeze_vars(variables: List[tf.Variable], pattern: Optional[str]) -> List[tf.Variable]:

@@ -1,153 +1,191 @@
-"""The train / eval / train_and_eval loops behind main.py, importable and testable.
+"""The train / eval / train_and_eval runs behind main.py, importable and testable in-process.
 
-Life cycle of a run directory (`model_dir`):
-* `config.yaml`: the resolved hparams (label map included), written on every run and read back
-  as the base config by later runs, eval, export and inference on that directory.
-* checkpoints, TensorBoard summaries (losses, learning rate, examples/sec; eval metrics).
-* `eval_history.json`: the checkpoint steps already evaluated, so a restarted train_and_eval
-  never replays an evaluation.
-* `archive/`: the best checkpoint by AP, with `best_eval.json`.
+`run(RunOptions(...))` checks the options, resolves the config (the model directory's own
+`config.yaml` when it has one), checks the records against it, and only then creates or
+writes anything, through the table `MODES = {mode: function}`. What a model directory holds and
+who may write what there is `run_dir.py`'s contract.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 from absl import logging
 
 import dataloader
 import det_model_fn
+import errors
 import hparams_config
+import run_dir
+import train_hooks
+from dataset import label_maps
+from hparams_config import Config
+from run_options import RunOptions
 
 tf1 = tf.compat.v1
 
-
-class UsageError(ValueError):
-    """A bad flag combination or input found before training starts."""
-
-
-USER_ERRORS = (UsageError, hparams_config.HparamsError, det_model_fn.NonFiniteLossError,
-               ValueError)
-
-
 @dataclasses.dataclass
-class RunOptions:
-    """main.py's flags, as plain values."""
+class Prepared:
+    """A checked run: options, configs, record files and what it will evaluate."""
 
-    mode: str = "train"
-    model_name: str = "efficientdet-d1"
-    model_dir: Optional[str] = None
-    hparams: str = ""
-    training_file_pattern: Optional[str] = None
-    validation_file_pattern: Optional[str] = None
-    val_json_file: Optional[str] = None
-    testdev_dir: Optional[str] = None
-    backbone_ckpt: str = ""
-    ckpt: Optional[str] = None
-    train_batch_size: int = 64
-    eval_batch_size: int = 1
-    eval_samples: int = 5000
-    num_examples_per_epoch: int = 120000
-    num_epochs: Optional[int] = None
-    eval_after_training: bool = False
-    eval_continuous: bool = False
-    min_eval_interval: int = 180
-    eval_timeout: Optional[int] = None
-    tf_random_seed: Optional[int] = None
-    save_checkpoints_steps: Optional[int] = None
-    keep_checkpoint_max: int = 5
-    use_fake_data: bool = False
-    use_xla: bool = False
-    strategy: str = "default"
-    cpu_replicas: int = 0
-    use_tpu: bool = False
-    tpu: Optional[str] = None
-    gcp_project: Optional[str] = None
-    tpu_zone: Optional[str] = None
-    eval_master: str = ""
-    num_cores: int = 8
-    iterations_per_loop: int = 100
-    use_spatial_partition: bool = False
-    num_cores_per_replica: int = 8
-    input_partition_dims: Optional[List[int]] = None
-
-    @classmethod
-    def from_flags(cls, flags_obj) -> RunOptions:
-        values = {f.name: getattr(flags_obj, f.name) for f in dataclasses.fields(cls)}
-        return cls(**values)
+    opts: RunOptions
+    config: Config
+    eval_config: Config
+    run: det_model_fn.RunContext
+    train_files: Optional[List[str]]
+    eval_files: Optional[List[str]]
+    eval_set: Optional[run_dir.EvalSet]
+    total_steps: int
+    summary_writer: Any = None  # one per run, made by the first training call
 
 
 # -------------------------------------------------------------------------------------------------
-# Checks before anything is built
+# Checks before anything is read or written
 # -------------------------------------------------------------------------------------------------
-def _check_pattern(pattern: Optional[str], flag: str) -> List[str]:
-    if not pattern:
-        raise UsageError(f"--{flag} is required for this --mode.")
-    files = [f for f in sorted(tf.io.gfile.glob(pattern)) if not f.endswith(".json")]
-    if not files:
-        raise UsageError(f"--{flag}={pattern} matches no TFRecord file; make records with "
-                         f"dataset/create_coco_tfrecord.py or create_pascal_tfrecord.py.")
-    empty = [f for f in files if tf.io.gfile.stat(f).length == 0]
-    if len(empty) == len(files):
-        raise UsageError(f"--{flag}={pattern}: every matching file is empty ({empty[0]} ...).")
-    return files
+def check_options(opts: RunOptions) -> None:
+    """Flag-only checks (no I/O); each error names the flag."""
+    if not opts.model_dir:
+        raise errors.UsageError("--model_dir is required (checkpoints, summaries and "
+                                "config.yaml).")
+    if opts.ckpt and opts.backbone_ckpt:
+        raise errors.UsageError("--backbone_ckpt and --ckpt cannot be used together: "
+                                "--backbone_ckpt starts from a classifier, --ckpt from a "
+                                "detector.")
+    for flag in ("train_batch_size", "eval_batch_size", "num_examples_per_epoch",
+                 "log_every_n_steps"):
+        if getattr(opts, flag) < 1:
+            raise errors.UsageError(f"--{flag} must be >= 1, got {getattr(opts, flag)}.")
+    if opts.eval_samples < 1:
+        raise errors.UsageError(f"--eval_samples must be >= 1, got {opts.eval_samples} (it is "
+                                f"the number of validation images per evaluation).")
+    if opts.num_epochs is not None and opts.num_epochs < 1:
+        raise errors.UsageError(f"--num_epochs must be >= 1, got {opts.num_epochs}.")
+    needs_train = opts.mode in ("train", "train_and_eval")
+    needs_eval = opts.mode in ("eval", "train_and_eval") or opts.eval_after_training
+    if needs_train and not opts.training_file_pattern:
+        raise errors.UsageError(f"--training_file_pattern is required for --mode={opts.mode}.")
+    if needs_eval and not opts.validation_file_pattern:
+        raise errors.UsageError(f"--validation_file_pattern is required for --mode={opts.mode}"
+                                + (" with --eval_after_training" if opts.mode == "train"
+                                   else "") + ".")
 
 
-def _max_label_in_records(files: List[str], limit: int = 2000) -> int:
-    """Largest class label in the first `limit` records (a quick up-front consistency check)."""
-    best = 0
-    count = 0
+def _max_label_and_names(files: List[str], limit: int = 2000) -> Tuple[int, Dict[int, str]]:
+    """The largest class label and the {label: class text} seen in the first `limit` records."""
+    best, names, count = 0, {}, 0
     for path in files:
-        for raw in tf.data.TFRecordDataset(path).take(limit - count).as_numpy_iterator():
-            example = tf.train.Example.FromString(raw)
-            labels = example.features.feature["image/object/class/label"].int64_list.value
+        for raw in _records(path, limit - count):
+            feature = tf.train.Example.FromString(raw).features.feature
+            labels = list(feature["image/object/class/label"].int64_list.value)
+            texts = list(feature["image/object/class/text"].bytes_list.value)
             if labels:
                 best = max(best, max(labels))
+            for label, text in zip(labels, texts):
+                names.setdefault(int(label), text.decode("utf-8", "replace"))
             count += 1
         if count >= limit:
             break
-    return best
+    return best, names
 
 
-def check_num_classes(config: Any, files: List[str]) -> None:
-    """num_classes must cover the label map and the labels found in the records."""
-    label_map = _label_map_dict(config)
-    if label_map and max(label_map) > config.num_classes:
-        raise UsageError(f"the label map has class id {max(label_map)} but num_classes is "
-                         f"{config.num_classes}; "
-                         f"set num_classes to the number of real classes (ids run "
-                         f"1..num_classes).")
-    top = _max_label_in_records(files)
+def _records(path: str, limit: int):
+    """The first `limit` serialized records of `path`; a broken file is a DataError naming it."""
+    try:
+        yield from tf.data.TFRecordDataset(path).take(limit).as_numpy_iterator()
+    except tf.errors.DataLossError as e:
+        broken = dataloader.find_broken_record_file([path])
+        detail = broken[1] if broken else relevant_line(e.message)
+        raise errors.DataError(f"{path}: {detail}; re-create it with the dataset "
+                               f"converters.") from None
+
+
+def _json_categories(val_json_file: Optional[str]) -> Dict[int, str]:
+    if not val_json_file:
+        return {}
+    import json
+
+    with tf.io.gfile.GFile(val_json_file) as f:
+        data = json.load(f)
+    return {int(c["id"]): str(c["name"]) for c in data.get("categories", []) if "id" in c}
+
+
+def check_records_and_label_map(config: Config, opts: RunOptions, files: List[str]) -> None:
+    """Check num_classes against the records' labels; resolve the label map to {id: name}.
+
+    A path or built-in name given as `label_map` is read here, once, and the mapping is what
+    config.yaml stores, so a model directory runs anywhere after a move. With no label map,
+    the classes are named from the validation json or the records' class texts.
+    """
+    top, record_names = _max_label_and_names(files)
     if top > config.num_classes:
-        raise UsageError(f"records {files[0]} ... hold class id {top} but num_classes is "
-                         f"{config.num_classes}; pass --hparams=num_classes={top} (ids run "
-                         f"1..num_classes, no background entry).")
+        raise errors.DataError(
+            f"records {files[0]} ... hold class id {top} but num_classes is "
+            f"{config.num_classes}; pass --hparams=num_classes={top} (ids run 1..num_classes, no "
+            f"background entry).")
+    if not isinstance(config.label_map, dict):
+        found = [(f"--val_json_file={opts.val_json_file}", _json_categories(opts.val_json_file)),
+                 (f"the class texts of {files[0]} ...", record_names)]
+        config.label_map = label_maps.resolve(config.label_map, config.num_classes, found)
 
 
-def resolve_config(opts: RunOptions) -> hparams_config.Config:
-    config = hparams_config.load_run_config(opts.model_name, opts.hparams, opts.model_dir)
+def prepare(opts: RunOptions) -> Prepared:
+    """Everything a mode needs, checked, before anything is created or written."""
+    training = opts.mode in ("train", "train_and_eval")
+    exists = tf.io.gfile.isdir(opts.model_dir)
+    if not training and not exists and not opts.eval_continuous:
+        raise errors.UsageError(f"--model_dir={opts.model_dir} does not exist; train into it "
+                                f"first (only training creates a model directory).")
+    train_files = eval_files = None
+    if training:
+        train_files = dataloader.list_record_files(opts.training_file_pattern,
+                                                   "--training_file_pattern")
+    if opts.mode != "train" or opts.eval_after_training:
+        eval_files = dataloader.list_record_files(opts.validation_file_pattern,
+                                                  "--validation_file_pattern")
+    if opts.val_json_file and not tf.io.gfile.exists(opts.val_json_file):
+        raise errors.UsageError(f"--val_json_file={opts.val_json_file} does not exist.")
+
+    config = hparams_config.load_run_config(opts.model_name, opts.hparams, opts.model_dir,
+                                            training=training)
     if opts.num_epochs is not None:
         config.num_epochs = opts.num_epochs
-    config.use_tpu = opts.use_tpu
-    config.strategy = opts.strategy
-    if config.label_map is None:
-        config.label_map = "coco" if config.num_classes == 90 else None
     import vfpn
 
     vfpn.get_fpn_builder(config.fpn_name)  # an unknown name fails here, before any graph
-    return config
+    check_records_and_label_map(config, opts, train_files or eval_files)
+    total_steps = opts.num_examples_per_epoch * config.num_epochs // opts.train_batch_size
+    if training and total_steps < 1:
+        raise errors.UsageError(
+            f"--num_examples_per_epoch={opts.num_examples_per_epoch} x num_epochs="
+            f"{config.num_epochs} is less than one batch of --train_batch_size="
+            f"{opts.train_batch_size}: no training step would run.")
+    eval_config = Config(config.as_dict())
+    eval_config.is_training_bn = False
+    eval_config.input_rand_hflip = False
+    eval_set = (run_dir.EvalSet.describe(eval_files, opts.val_json_file, opts.eval_samples)
+                if eval_files else None)
+    return Prepared(opts, config, eval_config, _run_context(opts), train_files, eval_files,
+                    eval_set, total_steps)
 
 
-def write_config(config: hparams_config.Config, model_dir: str) -> str:
-    tf.io.gfile.makedirs(model_dir)
-    path = hparams_config.default_config_path(model_dir)
-    config.save_to_yaml(path)
-    return path
+def _run_context(opts: RunOptions) -> det_model_fn.RunContext:
+    use_tpu = bool(opts.use_tpu or opts.tpu)
+    shards = 1
+    if use_tpu:
+        shards = (opts.num_cores // opts.num_cores_per_replica if opts.use_spatial_partition
+                  else opts.num_cores)
+    return det_model_fn.RunContext(
+        model_dir=opts.model_dir, train_batch_size=opts.train_batch_size,
+        eval_batch_size=opts.eval_batch_size, num_examples_per_epoch=opts.num_examples_per_epoch,
+        backbone_ckpt=opts.backbone_ckpt or None, ckpt=opts.ckpt,
+        val_json_file=opts.val_json_file, testdev_dir=opts.testdev_dir, num_shards=shards,
+        use_tpu=use_tpu, log_every_n_steps=opts.log_every_n_steps,
+        log_every_secs=opts.log_every_secs)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -176,8 +214,8 @@ def _make_strategy(opts: RunOptions):
             cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=cpus[0].name))
     if opts.strategy == "multi_worker":
         if "TF_CONFIG" not in os.environ:
-            raise UsageError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                             "(cluster and task of each worker).")
+            raise errors.UsageError("--strategy=multi_worker needs the TF_CONFIG environment "
+                                    "variable (cluster and task of each worker).")
         return tf.distribute.experimental.MultiWorkerMirroredStrategy()
     return None
 
@@ -186,49 +224,21 @@ def num_replicas(strategy) -> int:
     return strategy.num_replicas_in_sync if strategy is not None else 1
 
 
-def build_params(config: hparams_config.Config, opts: RunOptions,
-                 replicas: int) -> Dict[str, Any]:
-    params = config.as_dict()
-    params.update(
-        batch_size=opts.train_batch_size, eval_batch_size=opts.eval_batch_size,
-        model_dir=opts.model_dir, num_examples_per_epoch=opts.num_examples_per_epoch,
-        backbone_ckpt=opts.backbone_ckpt or None, ckpt=opts.ckpt,
-        val_json_file=opts.val_json_file, testdev_dir=opts.testdev_dir, num_shards=replicas,
-        log_every_n_steps=opts.iterations_per_loop,
-        label_map_dict=_label_map_dict(config))
-    return params
-
-
-def _label_map_dict(config) -> Optional[Dict[int, str]]:
-    from dataset import label_maps
-
-    if config.label_map is None:
-        return None
-    return label_maps.get_label_map(config.label_map)
-
-
 def steps_per_epoch(opts: RunOptions) -> int:
     return max(1, opts.num_examples_per_epoch // opts.train_batch_size)
 
 
-def build_estimator(config: hparams_config.Config, opts: RunOptions):
-    strategy = _strategy(opts)
+def build_estimator(p: Prepared):
+    opts, run = p.opts, p.run
+    strategy = _strategy(opts) if not run.use_tpu else None
     replicas = num_replicas(strategy)
-    params = build_params(config, opts, replicas)
-    # Replicas block in all-reduce while holding an inter-op thread: leave room for all of them.
-    session = tf1.ConfigProto(allow_soft_placement=True,
-                              inter_op_parallelism_threads=max(2, 2 * replicas)
-                              if replicas > 1 else 0)
-    if opts.use_xla and not opts.use_tpu:
-        session.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
+    model_fn = det_model_fn.make_model_fn(p.config, run)
     save_steps = opts.save_checkpoints_steps or min(steps_per_epoch(opts), 1000)
-    if opts.use_tpu:
+    if run.use_tpu:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
             opts.tpu, zone=opts.tpu_zone, project=opts.gcp_project)
         tpu_config = tf1.estimator.tpu.TPUConfig(
-            opts.iterations_per_loop,
-            num_shards=(opts.num_cores // opts.num_cores_per_replica
-                        if opts.use_spatial_partition else opts.num_cores),
+            opts.iterations_per_loop, num_shards=run.num_shards,
             num_cores_per_replica=opts.num_cores_per_replica if opts.use_spatial_partition
             else None,
             input_partition_dims=[opts.input_partition_dims, None]
@@ -238,28 +248,37 @@ def build_estimator(config: hparams_config.Config, opts: RunOptions):
             cluster=resolver, evaluation_master=opts.eval_master, model_dir=opts.model_dir,
             tf_random_seed=opts.tf_random_seed, save_checkpoints_steps=save_steps,
             keep_checkpoint_max=opts.keep_checkpoint_max, tpu_config=tpu_config,
-            log_step_count_steps=opts.iterations_per_loop)
-        params.pop("batch_size")  # TPUEstimator sets the per-shard batch itself
-        params["num_shards"] = tpu_config.num_shards  # cross-replica BN groups
+            log_step_count_steps=opts.iterations_per_loop, checkpoint_save_graph_def=False)
         return tf1.estimator.tpu.TPUEstimator(
-            model_fn=det_model_fn.model_fn, use_tpu=True, train_batch_size=opts.train_batch_size,
-            eval_batch_size=opts.eval_batch_size, config=run_config, params=params)
+            model_fn=model_fn, use_tpu=True, train_batch_size=opts.train_batch_size,
+            eval_batch_size=opts.eval_batch_size, config=run_config)
+    # Replicas block in all-reduce while holding an inter-op thread: leave room for all of them.
+    session = tf1.ConfigProto(allow_soft_placement=True,
+                              inter_op_parallelism_threads=max(2, 2 * replicas)
+                              if replicas > 1 else 0)
+    if opts.use_xla:
+        session.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
+    # Summaries and checkpoints are written by the hooks of _hooks(): the graph (tens of MB
+    # for d0) goes into the events file once per model directory, not into graph.pbtxt, a
+    # .meta file per checkpoint and the events file once per epoch.
     run_config = tf.estimator.RunConfig(
         model_dir=opts.model_dir, tf_random_seed=opts.tf_random_seed,
         save_checkpoints_steps=save_steps, keep_checkpoint_max=opts.keep_checkpoint_max,
-        log_step_count_steps=min(opts.iterations_per_loop, save_steps),
-        save_summary_steps=min(opts.iterations_per_loop, save_steps),
-        train_distribute=strategy, session_config=session)
-    return tf.estimator.Estimator(model_fn=det_model_fn.model_fn, config=run_config,
-                                  params=params)
+        log_step_count_steps=None, save_summary_steps=None, train_distribute=strategy,
+        session_config=session, checkpoint_save_graph_def=False)
+    return tf.estimator.Estimator(model_fn=model_fn, config=run_config, params={})
 
 
-def _input_fn(pattern: str, training: bool, config, opts: RunOptions, replicas: int):
+def _input_fn(p: Prepared, training: bool):
+    opts = p.opts
+    config = p.config if training else p.eval_config
+    files = p.train_files if training else p.eval_files
     # Eval reads --eval_samples images (fewer when the split is smaller), every one of them:
     # the dataloader fills the last batch with blanks that the metric skips.
-    reader = dataloader.InputReader(pattern, training, config,
+    reader = dataloader.InputReader(files, training, config,
                                     use_fake_data=opts.use_fake_data and training,
                                     max_images=None if training else opts.eval_samples)
+    replicas = num_replicas(_strategy(opts)) if training and not p.run.use_tpu else 1
     global_batch = opts.train_batch_size if training else opts.eval_batch_size
     per_replica = max(1, global_batch // replicas) if training else global_batch
 
@@ -270,186 +289,237 @@ def _input_fn(pattern: str, training: bool, config, opts: RunOptions, replicas: 
     return input_fn
 
 
+class _GraphOnceHook(tf1.train.SessionRunHook):
+    """Adds the training graph to the events file when it is the directory's first."""
+
+    def __init__(self, writer):
+        self._writer = writer
+
+    def after_create_session(self, session, coord):
+        self._writer.add_graph(session.graph)
+        self._writer.flush()
+
+
+def _hooks(p: Prepared) -> List[tf1.train.SessionRunHook]:
+    """Progress lines, summaries and checkpoints through one graph-less writer (see
+    train_hooks): the events file grows by scalars, not by a graph per epoch."""
+    opts = p.opts
+    hooks: List[tf1.train.SessionRunHook] = []
+    if p.summary_writer is None:
+        first = not tf.io.gfile.glob(os.path.join(opts.model_dir, "events.out.tfevents.*"))
+        with tf.Graph().as_default():  # the writer is graph-free; this only passes its check
+            p.summary_writer = tf1.summary.FileWriter(opts.model_dir)
+        if first:
+            hooks.append(_GraphOnceHook(p.summary_writer))
+    hooks.append(train_hooks.ProgressHook(opts.train_batch_size, p.total_steps,
+                                          opts.log_every_n_steps, opts.log_every_secs,
+                                          p.summary_writer, p.run.progress))
+    if opts.strategy != "multi_worker":  # there the Estimator's chief-only saver must stay
+        save_steps = opts.save_checkpoints_steps or min(steps_per_epoch(opts), 1000)
+        hooks.append(train_hooks.QuietCheckpointSaverHook(opts.model_dir, save_steps,
+                                                          p.summary_writer))
+    return hooks
+
+
+def _train(p: Prepared, estimator, max_steps: int) -> float:
+    """Train to `max_steps` with progress lines; returns the seconds it took."""
+    start = time.time()
+    hooks = _hooks(p)
+    with tf_errors(p):
+        if p.opts.strategy == "multi_worker":
+            # Estimator runs multi-worker training only through train_and_evaluate, which
+            # starts each worker's part from TF_CONFIG; the chief writes the checkpoints.
+            tf.estimator.train_and_evaluate(
+                estimator, tf.estimator.TrainSpec(_input_fn(p, True), max_steps=max_steps,
+                                                  hooks=hooks),
+                tf.estimator.EvalSpec(_input_fn(p, True), steps=None,
+                                      start_delay_secs=10 ** 9, throttle_secs=10 ** 9))
+        else:
+            estimator.train(_input_fn(p, True), max_steps=max_steps, hooks=hooks)
+    p.summary_writer.flush()
+    return time.time() - start
+
+
 # -------------------------------------------------------------------------------------------------
-# Evaluation bookkeeping
+# TensorFlow errors we can attribute to the user's input
 # -------------------------------------------------------------------------------------------------
-def _history_path(model_dir: str) -> str:
-    return os.path.join(model_dir, "eval_history.json")
+_NOISE_LINES = ("Graph execution error", "Detected at node", "Defined at", "File \"",
+                "[[{{node", "Stack trace", "\t")
 
 
-def read_eval_history(model_dir: str) -> Dict[str, Dict[str, float]]:
-    path = _history_path(model_dir)
-    if not tf.io.gfile.exists(path):
-        return {}
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+def relevant_line(message: str) -> str:
+    """The line of a TensorFlow error message that says what went wrong."""
+    lines = [ln.strip() for ln in (message or "").splitlines()]
+    for line in lines:
+        if not line or line.startswith(_NOISE_LINES) or "root error(s) found" in line:
+            continue
+        line = line.split("\t [[", 1)[0].split(" [[", 1)[0].strip()
+        if line.startswith("(0) "):
+            line = line[4:]
+        return line
+    return lines[0] if lines else ""
 
 
-def record_eval(model_dir: str, step: int, metrics: Dict[str, Any]) -> None:
-    history = read_eval_history(model_dir)
-    history[str(step)] = {k: float(v) for k, v in metrics.items()
-                          if isinstance(v, (int, float)) or hasattr(v, "dtype")}
-    tmp = _history_path(model_dir) + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(history, f, indent=1, sort_keys=True)
-    tf.io.gfile.rename(tmp, _history_path(model_dir), overwrite=True)
+def attribute_tf_error(error: tf.errors.OpError, p: Prepared) -> Optional[errors.UserError]:
+    """The user error behind a TensorFlow runtime error, or None when it is not one we know."""
+    import coco_metric
+
+    message = error.message or str(error)
+    nonfinite = train_hooks.parse_nonfinite(message)
+    if nonfinite:
+        return nonfinite
+    ours = coco_metric.metric_error_message(error)
+    if ours:
+        return errors.DataError(ours)
+    if "TFRecord with image/source_id" in message:  # the dataloader's record checks
+        return errors.DataError(relevant_line(message[message.index("TFRecord with"):]))
+    if isinstance(error, tf.errors.DataLossError):
+        files = (p.train_files or []) + (p.eval_files or [])
+        broken = dataloader.find_broken_record_file(files)
+        where = f"{broken[0]}: {broken[1]}" if broken else ", ".join(files[:3])
+        return errors.DataError(f"a TFRecord file is corrupted or truncated ({where}); "
+                                f"re-create it with the dataset converters.")
+    if isinstance(error, tf.errors.ResourceExhaustedError):
+        return errors.TrainingError(
+            f"out of memory ({relevant_line(message)}); lower --train_batch_size or "
+            f"--eval_batch_size, the image_size hparam, or use precision=mixed_float16 on a GPU.")
+    return None
 
 
-def archive_if_best(model_dir: str, ckpt_path: str, metrics: Dict[str, Any],
-                    objective: str = "AP") -> bool:
-    """Copy `ckpt_path` into model_dir/archive when its `objective` beats the archived one."""
-    if objective not in metrics:
-        return False
-    value = float(metrics[objective])
-    archive = os.path.join(model_dir, "archive")
-    best_file = os.path.join(archive, "best_eval.json")
-    if tf.io.gfile.exists(best_file):
-        with tf.io.gfile.GFile(best_file) as f:
-            if value <= json.load(f)[objective]:
-                return False
-    if tf.io.gfile.exists(archive):
-        for old in tf.io.gfile.glob(os.path.join(archive, "*")):
-            tf.io.gfile.remove(old)
-    tf.io.gfile.makedirs(archive)
-    for src in tf.io.gfile.glob(ckpt_path + ".*"):
-        tf.io.gfile.copy(src, os.path.join(archive, os.path.basename(src)), overwrite=True)
-    with tf.io.gfile.GFile(os.path.join(archive, "checkpoint"), "w") as f:
-        f.write(f'model_checkpoint_path: "{os.path.basename(ckpt_path)}"\n')
-    with tf.io.gfile.GFile(best_file, "w") as f:
-        json.dump({objective: value, "checkpoint": os.path.basename(ckpt_path),
-                   "metrics": {k: float(v) for k, v in metrics.items()
-                               if isinstance(v, (int, float)) or hasattr(v, "dtype")}}, f,
-                  indent=1)
-    logging.warning("New best %s %.4f: archived %s", objective, value, ckpt_path)
-    return True
-
-
-def evaluate_checkpoint(estimator, eval_input_fn, opts: RunOptions,
-                        ckpt_path: str) -> Dict[str, Any]:
-    steps = -(-opts.eval_samples // opts.eval_batch_size)  # the last batch may hold blanks
-    metrics = estimator.evaluate(eval_input_fn, steps=steps, checkpoint_path=ckpt_path)
-    step = int(metrics.get("global_step", 0))
-    shown = ", ".join(f"{k}={float(v):.4f}" for k, v in sorted(metrics.items())
-                      if k in ("AP", "AP50", "AP75", "loss"))
-    print(f"eval at step {step}: {shown}", flush=True)
-    record_eval(opts.model_dir, step, metrics)
-    archive_if_best(opts.model_dir, ckpt_path, metrics)
-    return metrics
+@contextlib.contextmanager
+def tf_errors(p: Prepared):
+    """Turn attributable TensorFlow errors into user errors (the original stays the cause)."""
+    try:
+        yield
+    except tf.errors.OpError as e:
+        user = attribute_tf_error(e, p)
+        if user is None:
+            raise
+        raise user from e
 
 
 # -------------------------------------------------------------------------------------------------
 # Modes
 # -------------------------------------------------------------------------------------------------
-def run(opts: RunOptions) -> Optional[Dict[str, Any]]:
-    """Run `opts.mode`; returns the last eval metrics, if any."""
-    if opts.tpu:
-        opts.use_tpu = True
-    if opts.strategy == "multi_worker":
-        # Collective ops must be configured before TensorFlow runs anything (the checks below
-        # read records), so the strategy is made first.
-        _strategy(opts)
-    if not opts.model_dir:
-        raise UsageError("--model_dir is required (checkpoints, summaries and config.yaml).")
-    if opts.ckpt and opts.backbone_ckpt:
-        raise UsageError("--backbone_ckpt and --ckpt cannot be used together: --backbone_ckpt "
-                         "starts from a classifier, --ckpt from a detector.")
-    if opts.train_batch_size < 1 or opts.eval_batch_size < 1:
-        raise UsageError("--train_batch_size and --eval_batch_size must be >= 1.")
-    if opts.eval_samples < 1:
-        raise UsageError(f"--eval_samples must be >= 1, got {opts.eval_samples} (it is the "
-                         "number of validation images per evaluation).")
-    train_files = eval_files = None
+def evaluate_checkpoint(p: Prepared, estimator, ckpt_path: str,
+                        claim_archive: bool = False) -> Dict[str, Any]:
+    """Evaluate one checkpoint on the validation set; record it, archive it if best."""
+    opts = p.opts
+    steps = -(-opts.eval_samples // opts.eval_batch_size)  # the last batch may hold blanks
+    with tf_errors(p):
+        metrics = estimator.evaluate(_input_fn(p, False), steps=steps, checkpoint_path=ckpt_path)
+    step = int(metrics.get("global_step", 0))
+    shown = ", ".join(f"{k}={float(v):.4f}" for k, v in sorted(metrics.items())
+                      if k in ("AP", "AP50", "AP75", "loss"))
+    print(f"eval at step {step}: {shown}", flush=True)
+    if opts.testdev_dir:
+        return metrics  # test-dev has no ground truth: nothing to record or archive
+    run_dir.record_eval(opts.model_dir, p.eval_set, step, metrics, claim_archive)
+    run_dir.archive_if_best(opts.model_dir, p.eval_set, ckpt_path, metrics)
+    return metrics
+
+
+def _start(p: Prepared) -> Any:
+    """Create/record what this run owns in model_dir; then build the estimator."""
+    opts = p.opts
     if opts.mode in ("train", "train_and_eval"):
-        train_files = _check_pattern(opts.training_file_pattern, "training_file_pattern")
-    if opts.mode in ("eval", "train_and_eval") or opts.eval_after_training:
-        eval_files = _check_pattern(opts.validation_file_pattern, "validation_file_pattern")
-    if opts.val_json_file and not tf.io.gfile.exists(opts.val_json_file):
-        raise UsageError(f"--val_json_file={opts.val_json_file} does not exist.")
+        if run_dir.create_for_training(opts.model_dir, p.config):
+            logging.info("wrote %s", hparams_config.config_path(opts.model_dir))
+    options = {k: v for k, v in dataclasses.asdict(opts).items() if v not in (None, "")}
+    run_dir.write_run_record(opts.model_dir, opts.mode, options, p.config)
+    return build_estimator(p)
 
-    config = resolve_config(opts)
-    check_num_classes(config, train_files or eval_files)
-    write_config(config, opts.model_dir)
 
-    eval_config = hparams_config.Config(config.as_dict())
-    eval_config.is_training_bn = False
-    eval_config.input_rand_hflip = False
-    estimator = build_estimator(config, opts)
-    replicas = num_replicas(estimator.config.train_distribute) if not opts.use_tpu else 1
-    total_steps = opts.num_examples_per_epoch * config.num_epochs // opts.train_batch_size
-    per_epoch = steps_per_epoch(opts)
-    last = None
+def _closing_train_line(p: Prepared, seconds: float) -> None:
+    state = p.run.progress
+    loss = state.values.get("loss")
+    print(f"trained to step {state.last_step} in {seconds:.0f} s"
+          + (f", last loss {loss:.4f}" if loss is not None else ""), flush=True)
 
-    if opts.mode == "train":
-        train_fn = _input_fn(opts.training_file_pattern, True, config, opts, replicas)
-        if opts.strategy == "multi_worker":
-            # Estimator runs multi-worker training only through train_and_evaluate, which
-            # starts each worker's part from TF_CONFIG; the chief writes the checkpoints.
-            tf.estimator.train_and_evaluate(
-                estimator, tf.estimator.TrainSpec(train_fn, max_steps=total_steps),
-                tf.estimator.EvalSpec(_input_fn(opts.training_file_pattern, False,
-                                                eval_config, opts, 1), steps=None,
-                                      start_delay_secs=10 ** 9, throttle_secs=10 ** 9))
-        else:
-            estimator.train(train_fn, max_steps=total_steps)
-        if opts.eval_after_training:
-            eval_fn = _input_fn(opts.validation_file_pattern, False, eval_config, opts, 1)
-            last = evaluate_checkpoint(estimator, eval_fn, opts,
-                                       tf.train.latest_checkpoint(opts.model_dir))
-    elif opts.mode == "eval":
-        eval_fn = _input_fn(opts.validation_file_pattern, False, eval_config, opts, 1)
-        if not opts.eval_continuous:
-            ckpt = tf.train.latest_checkpoint(opts.model_dir)
-            if not ckpt:
-                raise UsageError(f"--model_dir={opts.model_dir} holds no checkpoint to "
-                                 f"evaluate; train first, or pass --eval_continuous to wait "
-                                 f"for one.")
-            last = evaluate_checkpoint(estimator, eval_fn, opts, ckpt)
-        else:
-            logging.warning("Waiting for new checkpoints in %s (every %ds%s).", opts.model_dir,
-                            opts.min_eval_interval,
-                            f", timeout {opts.eval_timeout}s" if opts.eval_timeout else "")
-            for ckpt in tf.train.checkpoints_iterator(opts.model_dir, opts.min_eval_interval,
-                                                      timeout=opts.eval_timeout):
-                last = evaluate_checkpoint(estimator, eval_fn, opts, ckpt)
-                step = int(os.path.basename(ckpt).split("-")[-1])
-                if step >= total_steps:
-                    break
-                logging.warning("Waiting for the next checkpoint in %s.", opts.model_dir)
-    else:  # train_and_eval
-        train_fn = _input_fn(opts.training_file_pattern, True, config, opts, replicas)
-        eval_fn = _input_fn(opts.validation_file_pattern, False, eval_config, opts, 1)
-        history = read_eval_history(opts.model_dir)
-        num_epochs = max(1, total_steps // per_epoch)
-        for epoch in range(1, num_epochs + 1):
-            end = total_steps if epoch == num_epochs else epoch * per_epoch
-            if str(end) in history:
-                continue  # evaluated before a restart: never replayed
-            start = time.time()
-            estimator.train(train_fn, max_steps=end)
-            logging.warning("epoch %d/%d trained to step %d in %.0fs", epoch, num_epochs, end,
-                            time.time() - start)
-            last = evaluate_checkpoint(estimator, eval_fn, opts,
-                                       tf.train.latest_checkpoint(opts.model_dir))
+
+def run_train(p: Prepared) -> Optional[Dict[str, Any]]:
+    estimator = _start(p)
+    seconds = _train(p, estimator, p.total_steps)
+    if p.run.progress.last_step is None:
+        print(f"nothing to train: {p.opts.model_dir} is already at step {p.total_steps}",
+              flush=True)
+    else:
+        _closing_train_line(p, seconds)
+    if not p.opts.eval_after_training:
+        return None
+    return evaluate_checkpoint(p, estimator, tf.train.latest_checkpoint(p.opts.model_dir),
+                               claim_archive=True)
+
+
+def run_eval(p: Prepared) -> Optional[Dict[str, Any]]:
+    opts = p.opts
+    if not opts.eval_continuous:
+        ckpt = tf.train.latest_checkpoint(opts.model_dir)
+        if not ckpt:
+            raise errors.UsageError(f"--model_dir={opts.model_dir} holds no checkpoint to "
+                                    f"evaluate; train first, or pass --eval_continuous to wait "
+                                    f"for one.")
+        return evaluate_checkpoint(p, _start(p), ckpt)
+    logging.info("Waiting for new checkpoints in %s (every %ds%s).", opts.model_dir,
+                 opts.min_eval_interval,
+                 f", timeout {opts.eval_timeout}s" if opts.eval_timeout else "")
+    estimator, last = None, None
+    for ckpt in tf.train.checkpoints_iterator(opts.model_dir, opts.min_eval_interval,
+                                              timeout=opts.eval_timeout):
+        estimator = estimator or _start(p)  # model_dir exists now: training made it
+        last = evaluate_checkpoint(p, estimator, ckpt)
+        if int(os.path.basename(ckpt).split("-")[-1]) >= p.total_steps:
+            break
+        logging.info("Waiting for the next checkpoint in %s.", opts.model_dir)
     return last
 
 
-def list_checkpoint_steps(model_dir: str) -> List[int]:
-    state = tf.train.get_checkpoint_state(model_dir)
-    if not state:
-        return []
-    return sorted(int(p.split("-")[-1]) for p in state.all_model_checkpoint_paths)
+def run_train_and_eval(p: Prepared) -> Optional[Dict[str, Any]]:
+    opts = p.opts
+    estimator = _start(p)
+    done = set(run_dir.evaluated_steps(opts.model_dir, p.eval_set))
+    per_epoch = steps_per_epoch(opts)
+    num_epochs = max(1, p.total_steps // per_epoch)
+    last, trained = None, 0.0
+    for epoch in range(1, num_epochs + 1):
+        end = p.total_steps if epoch == num_epochs else epoch * per_epoch
+        if end in done:
+            continue  # evaluated before a restart: never replayed
+        trained += _train(p, estimator, end)
+        logging.info("epoch %d/%d: trained to step %d", epoch, num_epochs, end)
+        last = evaluate_checkpoint(p, estimator, tf.train.latest_checkpoint(opts.model_dir),
+                                   claim_archive=True)
+    if p.run.progress.last_step is not None:
+        _closing_train_line(p, trained)
+    best = run_dir.best_on(opts.model_dir, p.eval_set)
+    if best:
+        archived = run_dir.read_history(opts.model_dir).get("archive_set") == p.eval_set.key
+        where = (f"archived in {os.path.join(opts.model_dir, run_dir.ARCHIVE_DIR)}" if archived
+                 else "not archived: archive/ belongs to another validation set")
+        print(f"best AP {best['AP']:.4f} at step {best['step']} on validation set "
+              f"{p.eval_set.key}; {where}", flush=True)
+    return last
 
 
-def short_tf_error(error: tf.errors.OpError) -> str:
-    """One line from a TensorFlow runtime error: our own message when we raised it."""
-    import coco_metric
+MODES: Dict[str, Callable[[Prepared], Optional[Dict[str, Any]]]] = {
+    "train": run_train,
+    "eval": run_eval,
+    "train_and_eval": run_train_and_eval,
+}
 
-    ours = coco_metric.metric_error_message(error)
-    if ours:
-        return ours
-    nonfinite = det_model_fn.parse_nonfinite(error.message or "")
-    if nonfinite:
-        return str(nonfinite)
-    message = (error.message or str(error)).strip()
-    # Graph errors append op context ("\n\t [[node ...]]"); the first line carries the cause.
-    return message.split("\n")[0].strip()
+
+def run(opts: RunOptions) -> Optional[Dict[str, Any]]:
+    """Run `opts.mode`; returns the last eval metrics, if any."""
+    if opts.mode not in MODES:
+        raise errors.UsageError(f"unknown --mode={opts.mode}; valid: {', '.join(MODES)}.")
+    check_options(opts)
+    if opts.strategy == "multi_worker":
+        # Collective ops must be configured before TensorFlow runs anything (prepare reads
+        # records), so the strategy is made first.
+        _strategy(opts)
+    prepared = prepare(opts)
+    try:
+        return MODES[opts.mode](prepared)
+    finally:
+        if prepared.summary_writer is not None:
+            prepared.summary_writer.close()

@@ -41,6 +41,7 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
 
+import errors  # noqa: E402
 from dataset import tfrecord_util, validation  # noqa: E402
 from dataset.tfrecord_util import WorkerResult  # noqa: E402
 from dataset.validation import Problem, Summary, UsageError  # noqa: E402
@@ -304,6 +305,7 @@ def create_coco_tfrecord(image_dir: str, output_file_prefix: str,
         raise UsageError("--output_file_prefix is required, e.g. tfrecord/train.")
     if num_shards < 1:
         raise UsageError(f"--num_shards must be >= 1, got {num_shards}.")
+    tfrecord_util.check_output_prefix(output_file_prefix, "--output_file_prefix")
     if num_classes < 1:
         raise UsageError(f"--num_classes must be >= 1, got {num_classes}.")
     if max_instances_per_image < 1:
@@ -362,7 +364,7 @@ def main(argv: List[str]) -> None:
             image_info_file=f.image_info_file, num_shards=f.num_shards,
             num_threads=f.num_threads, include_masks=f.include_masks, on_error=f.on_error,
             num_classes=f.num_classes, max_instances_per_image=f.max_instances_per_image)
-    except (UsageError, validation.DataError) as e:
+    except errors.UserError as e:  # bad flags, paths or data; a bug keeps its traceback
         raise SystemExit(f"error: {e}") from None
     print(summary.format())
     if summary.images_written == 0:

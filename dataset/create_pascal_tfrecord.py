@@ -41,6 +41,7 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
 
+import errors  # noqa: E402
 from dataset import label_maps, tfrecord_util, validation  # noqa: E402
 from dataset.tfrecord_util import WorkerResult  # noqa: E402
 from dataset.validation import Problem, Summary, UsageError  # noqa: E402
@@ -281,6 +282,7 @@ def create_pascal_tfrecord(data_dir: str, output_path: str, set_name: str = "tra
         raise UsageError(f"--year must be one of {', '.join(YEARS)}, got '{year}'.")
     if num_shards < 1:
         raise UsageError(f"--num_shards must be >= 1, got {num_shards}.")
+    tfrecord_util.check_output_prefix(output_path, "--output_path")
     if num_images is not None and num_images < 1:
         raise UsageError(f"--num_images must be >= 1 (or unset for all), got {num_images}.")
     if label_map_json_path:
@@ -372,7 +374,7 @@ def main(argv: List[str]) -> None:
             num_images=f.num_images, ignore_difficult_instances=f.ignore_difficult_instances,
             on_error=f.on_error, num_threads=f.num_threads,
             max_instances_per_image=f.max_instances_per_image)
-    except (UsageError, validation.DataError) as e:
+    except errors.UserError as e:  # bad flags, paths or data; a bug keeps its traceback
         raise SystemExit(f"error: {e}") from None
     print(summary.format())
     if summary.images_written == 0:

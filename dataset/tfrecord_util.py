@@ -161,6 +161,27 @@ def shard_filenames(prefix: str, num_shards: int) -> List[str]:
     return [shard_filename(prefix, i, num_shards) for i in range(num_shards)]
 
 
+def check_output_prefix(prefix: str, flag: str) -> None:
+    """Fail now, naming `flag`, when shards cannot be written under `prefix` (its directory
+    cannot be created, or is not writable), rather than after converting every image."""
+    import tensorflow as tf
+
+    import errors
+
+    out_dir = os.path.dirname(prefix) or "."
+    probe = os.path.join(out_dir, f".{os.path.basename(prefix)}.probe-{uuid.uuid4().hex}")
+    try:
+        tf.io.gfile.makedirs(out_dir)
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as e:
+        reason = getattr(e, "message", "") or str(e)
+        raise errors.OutputError(f"{flag}={prefix}: cannot write into '{out_dir}' "
+                                 f"({reason.splitlines()[0] if reason else type(e).__name__}); "
+                                 f"choose a writable directory.") from None
+
+
 class ShardedWriter:
     """Writes records round robin (record i -> shard i % num_shards) into hidden temporary files
     and moves them to `<prefix>-%05d-of-%05d.tfrecord` only on `commit()`.

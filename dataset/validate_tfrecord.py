@@ -29,6 +29,7 @@ import dataclasses  # noqa: E402
 from collections import Counter  # noqa: E402
 from typing import Dict, List, Mapping, Optional  # noqa: E402
 
+import errors  # noqa: E402
 from dataset import label_maps, tfrecord_util, validation  # noqa: E402
 from dataset.validation import Problem, UsageError  # noqa: E402
 
@@ -142,13 +143,12 @@ def validate_with_config(file_pattern: str, model_name: str, hparams: str = "",
 
     try:
         config = hparams_config.get_detection_config(model_name, hparams or None)
-    except ValueError as e:  # HparamsError is a ValueError
+    except hparams_config.HparamsError as e:
         raise UsageError(f"--model_name/--hparams: {e}") from None
-    spec = config.get("label_map") or config.get("label_id_mapping")
     label_map = None
-    if spec is not None:
+    if config.label_map is not None:
         try:
-            label_map = label_maps.get_label_map(spec)
+            label_map = label_maps.get_label_map(config.label_map)
         except label_maps.LabelMapError as e:
             raise UsageError(f"hparam label_map: {e}") from None
     height, width = hparams_config.image_hw(config)
@@ -181,7 +181,7 @@ def main(argv: List[str]) -> None:
     try:
         report = validate_with_config(f.file_pattern or "", f.model_name, f.hparams,
                                       f.decode_images)
-    except UsageError as e:
+    except errors.UserError as e:  # bad flags or paths; a bug keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(report.format(f.max_lines))

@@ -1,0 +1,234 @@
+"""A model directory's contract: what runs may create, read and write there.
+
+* `config.yaml` — the resolved config (label map included), written by the training run that
+  creates the directory (or the first one to train in it) and never overwritten afterwards.
+  Eval, export and inference only read it.
+* `eval_history.json` — every evaluation, keyed by what was evaluated: the validation set
+  (`EvalSet`: record files by name and size, the ground-truth json by content hash, and
+  `eval_samples`) and the checkpoint step. An evaluation on another set gets its own entry and
+  never replaces one of another set.
+* `archive/` — the best checkpoint by AP on the archive set: the validation set of the first
+  run that evaluated while training (train_and_eval, or train with --eval_after_training), or
+  of the first eval. Evaluations on any other set are never archived.
+* `runs/` — one record per run: its options, its config and when it started.
+
+Files are replaced atomically (write to a temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+from typing import Any, Dict, List, Mapping, Optional
+
+import tensorflow as tf
+import yaml
+from absl import logging
+
+import hparams_config
+from hparams_config import Config
+
+HISTORY_FILE = "eval_history.json"
+ARCHIVE_DIR = "archive"
+BEST_FILE = "best_eval.json"
+RUNS_DIR = "runs"
+_FORMAT = 2
+# Entries written before validation sets were tracked (a flat {step: metrics} file).
+LEGACY_SET = "unknown-set"
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while True:
+            block = f.read(1 << 22)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -------------------------------------------------------------------------------------------------
+# What was evaluated
+# -------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    """The identity of a validation set, stable when the dataset directory moves."""
+
+    records: tuple  # ((basename, size in bytes), ...) sorted
+    val_json: Optional[str]  # basename of the ground-truth json, if any
+    val_json_sha256: Optional[str]
+    eval_samples: int
+
+    @classmethod
+    def describe(cls, record_files: List[str], val_json_file: Optional[str],
+                 eval_samples: int) -> EvalSet:
+        records = tuple(sorted((os.path.basename(f), int(tf.io.gfile.stat(f).length))
+                               for f in record_files))
+        json_sha = _sha256(val_json_file) if val_json_file else None
+        return cls(records, os.path.basename(val_json_file) if val_json_file else None, json_sha,
+                   int(eval_samples))
+
+    @property
+    def key(self) -> str:
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    def summary(self) -> Dict[str, Any]:
+        names = [r[0] for r in self.records]
+        return {"records": names[:4] + (["..."] if len(names) > 4 else []),
+                "num_record_files": len(names), "bytes": sum(r[1] for r in self.records),
+                "val_json": self.val_json, "val_json_sha256": self.val_json_sha256,
+                "eval_samples": self.eval_samples}
+
+
+# -------------------------------------------------------------------------------------------------
+# config.yaml and run records
+# -------------------------------------------------------------------------------------------------
+def create_for_training(model_dir: str, config: Config) -> bool:
+    """Create `model_dir` if needed and write `config.yaml` if it has none; True if written.
+
+    A directory that already holds a config keeps it byte for byte: the caller has checked
+    (hparams_config.load_run_config) that the run agrees with it on every model key.
+    """
+    tf.io.gfile.makedirs(model_dir)
+    path = hparams_config.config_path(model_dir)
+    if tf.io.gfile.exists(path):
+        return False
+    _atomic_write(path, str(config))
+    return True
+
+
+def write_run_record(model_dir: str, mode: str, options: Mapping[str, Any],
+                     config: Config) -> str:
+    """`runs/<UTC time>-<mode>.yaml`: this run's options and config (a new file every run)."""
+    directory = os.path.join(model_dir, RUNS_DIR)
+    tf.io.gfile.makedirs(directory)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    stem = f"{now:%Y%m%d-%H%M%S}-{mode}"
+    path = os.path.join(directory, f"{stem}.yaml")
+    n = 1
+    while tf.io.gfile.exists(path):
+        n += 1
+        path = os.path.join(directory, f"{stem}-{n}.yaml")
+    record = {"mode": mode, "started_utc": now.isoformat(timespec="seconds"),
+              "tensorflow": tf.__version__, "options": dict(options),
+              "config": yaml.safe_load(str(config))}
+    _atomic_write(path, yaml.safe_dump(record, default_flow_style=False, sort_keys=False))
+    return path
+
+
+# -------------------------------------------------------------------------------------------------
+# Eval history and archive
+# -------------------------------------------------------------------------------------------------
+def _history_path(model_dir: str) -> str:
+    return os.path.join(model_dir, HISTORY_FILE)
+
+
+def read_history(model_dir: str) -> Dict[str, Any]:
+    """{'format': 2, 'archive_set': key or None, 'sets': {key: {'set': ..., 'steps': {step:
+    metrics}}}}; a flat file of an older version is read as the set LEGACY_SET."""
+    path = _history_path(model_dir)
+    if not tf.io.gfile.exists(path):
+        return {"format": _FORMAT, "archive_set": None, "sets": {}}
+    with tf.io.gfile.GFile(path) as f:
+        data = json.load(f)
+    if data.get("format") == _FORMAT:
+        return data
+    legacy = {k: v for k, v in data.items() if k.isdigit()}
+    return {"format": _FORMAT, "archive_set": None,
+            "sets": {LEGACY_SET: {"set": {"note": "evaluated before validation sets were "
+                                                  "recorded"}, "steps": legacy}}}
+
+
+def evaluated_steps(model_dir: str, eval_set: EvalSet) -> List[int]:
+    """Checkpoint steps already evaluated on `eval_set`."""
+    entry = read_history(model_dir)["sets"].get(eval_set.key, {})
+    return sorted(int(s) for s in entry.get("steps", {}))
+
+
+def _numbers(metrics: Mapping[str, Any]) -> Dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) or hasattr(v, "dtype")}
+
+
+def record_eval(model_dir: str, eval_set: EvalSet, step: int, metrics: Mapping[str, Any],
+                claim_archive: bool = False) -> Dict[str, Any]:
+    """Add (or refresh) the entry of `step` on `eval_set`; other sets' entries stay as they are.
+
+    With `claim_archive`, `eval_set` becomes the archive set when none is recorded yet; so does
+    the first set ever evaluated. Returns the updated history.
+    """
+    history = read_history(model_dir)
+    entry = history["sets"].setdefault(eval_set.key, {"set": eval_set.summary(), "steps": {}})
+    entry["steps"][str(step)] = _numbers(metrics)
+    if history.get("archive_set") is None and (claim_archive or len(history["sets"]) == 1):
+        history["archive_set"] = eval_set.key
+    _atomic_write(_history_path(model_dir), json.dumps(history, indent=1, sort_keys=True))
+    return history
+
+
+def archive_if_best(model_dir: str, eval_set: EvalSet, ckpt_path: str,
+                    metrics: Mapping[str, Any], objective: str = "AP") -> bool:
+    """Copy `ckpt_path` into model_dir/archive when it is the best on the archive set so far.
+
+    Evaluations on any other set never touch the archive. An archive written before sets were
+    recorded (no 'set' in its best_eval.json) is kept as it is.
+    """
+    history = read_history(model_dir)
+    if objective not in metrics or history.get("archive_set") != eval_set.key:
+        return False
+    value = float(metrics[objective])
+    archive = os.path.join(model_dir, ARCHIVE_DIR)
+    best_file = os.path.join(archive, BEST_FILE)
+    if tf.io.gfile.exists(best_file):
+        with tf.io.gfile.GFile(best_file) as f:
+            best = json.load(f)
+        if best.get("set") != eval_set.key:
+            logging.warning("%s holds a checkpoint archived for another or an unrecorded "
+                            "validation set; it is kept as it is.", archive)
+            return False
+        if value <= best[objective]:
+            return False
+    # Copy the new files first, then replace the index files, then remove the old checkpoint:
+    # an interrupted copy never leaves the archive without a complete checkpoint.
+    tf.io.gfile.makedirs(archive)
+    old = [p for p in tf.io.gfile.glob(os.path.join(archive, "*"))
+           if os.path.basename(p) not in ("checkpoint", BEST_FILE)]
+    new = []
+    for src in tf.io.gfile.glob(ckpt_path + ".*"):
+        dst = os.path.join(archive, os.path.basename(src))
+        tf.io.gfile.copy(src, dst, overwrite=True)
+        new.append(dst)
+    _atomic_write(os.path.join(archive, "checkpoint"),
+                  f'model_checkpoint_path: "{os.path.basename(ckpt_path)}"\n')
+    _atomic_write(best_file, json.dumps({objective: value, "set": eval_set.key,
+                                         "checkpoint": os.path.basename(ckpt_path),
+                                         "metrics": _numbers(metrics)}, indent=1))
+    for path in old:
+        if path not in new:
+            tf.io.gfile.remove(path)
+    logging.info("New best %s %.4f on validation set %s: archived %s in %s", objective, value,
+                 eval_set.key, os.path.basename(ckpt_path), archive)
+    return True
+
+
+def best_on(model_dir: str, eval_set: EvalSet, objective: str = "AP"
+            ) -> Optional[Dict[str, Any]]:
+    """{'step', objective, ...} of the best evaluation on `eval_set`, or None."""
+    steps = read_history(model_dir)["sets"].get(eval_set.key, {}).get("steps", {})
+    scored = [(m[objective], int(s)) for s, m in steps.items() if objective in m]
+    if not scored:
+        return None
+    value, step = max(scored)
+    return {"step": step, objective: value}

@@ -1,0 +1,381 @@
+"""trainer.run in-process on the sample VOC records: the seed's section 7 and 8 runs, the model
+directory contract (config.yaml, eval history per validation set, archive), progress and closing
+lines, bounded events files, and one clear error per user mistake.
+
+Small on purpose: 128x128 images and a slim network, two steps per epoch.
+"""
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cli
+import errors
+import run_dir
+import trainer
+from backbone import efficientnet
+from conftest import tiny_hparams
+from run_options import RunOptions
+
+tf1 = tf.compat.v1
+
+
+def _classifier_checkpoint(directory):
+    """An EfficientNet-B0 classifier checkpoint laid out like the public ones (EMA included)."""
+    with tf.Graph().as_default():
+        efficientnet.build_model(tf1.placeholder(tf.float32, [1, 64, 64, 3]), "efficientnet-b0",
+                                 False)
+        ema = tf1.train.ExponentialMovingAverage(0.9999)
+        ema_op = ema.apply(tf1.trainable_variables())
+        with tf1.Session() as s:
+            s.run(tf1.global_variables_initializer())
+            s.run(ema_op)
+            tf1.train.Saver().save(s, os.path.join(directory, "model.ckpt"))
+
+
+def _opts(voc, model_dir=None, **kw):
+    """The seed's section-7 command shape on the sample records, slimmed down."""
+    values = dict(
+        mode="train_and_eval", model_name="efficientdet-d0",
+        model_dir=None if model_dir is None else str(model_dir),
+        training_file_pattern=str(voc / "tfrecord" / "pascal*.tfrecord"),
+        validation_file_pattern=str(voc / "tfrecord" / "pascal*.tfrecord"),
+        val_json_file=str(voc / "tfrecord" / "json_pascal.json"), train_batch_size=8,
+        eval_batch_size=8, eval_samples=24, num_examples_per_epoch=16, num_epochs=1,
+        hparams=tiny_hparams(num_classes=20, moving_average_decay=0))
+    values.update(kw)
+    return RunOptions(**values)
+
+
+class _Captured:
+    """stdout and INFO log lines of a run."""
+
+    def __init__(self):
+        self.stdout = ""
+        self.log: list = []
+
+
+@contextlib.contextmanager
+def _capture():
+    got = _Captured()
+    handler = logging.Handler()
+    handler.emit = lambda record: got.log.append(record.getMessage())
+    absl = logging.getLogger("absl")
+    absl.addHandler(handler)
+    old_level = absl.level
+    absl.setLevel(logging.INFO)
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            yield got
+    finally:
+        absl.removeHandler(handler)
+        absl.setLevel(old_level)
+        got.stdout = out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(voc_records):
+    """Seed section 7: train from a classifier backbone checkpoint, then evaluate."""
+    backbone = voc_records / "efficientnet-b0"
+    backbone.mkdir()
+    _classifier_checkpoint(str(backbone))
+    model_dir = voc_records / "efficientdet-d0-scratch"
+    opts = _opts(voc_records, model_dir, backbone_ckpt=str(backbone), log_every_n_steps=1)
+    with _capture() as out:
+        metrics = trainer.run(opts)
+    return {"dir": model_dir, "out": out, "metrics": metrics, "opts": opts}
+
+
+def _events_bytes(model_dir) -> int:
+    return sum(os.path.getsize(p) for p in tf.io.gfile.glob(str(model_dir / "events.out.*")))
+
+
+def test_seed_section7_backbone_ckpt(trained, voc_records):
+    model_dir = trained["dir"]
+    assert "AP50" in trained["metrics"]
+    assert "eval at step 2: AP=" in trained["out"].stdout
+    assert any("Initialised 304 variables from backbone checkpoint" in m
+               for m in trained["out"].log)
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith("model.ckpt-2")
+    saved = (model_dir / "config.yaml").read_text()
+    assert "num_classes: 20" in saved and "fpn_name: vfpn" in saved
+    history = run_dir.read_history(str(model_dir))
+    (key,) = history["sets"]
+    assert history["archive_set"] == key
+    assert list(history["sets"][key]["steps"]) == ["2"]
+    best = json.loads((model_dir / "archive" / "best_eval.json").read_text())
+    assert best["set"] == key and best["checkpoint"] == "model.ckpt-2"
+    # The backbone really came from the classifier (its EMA-free raw values at step 0).
+    reader = tf.train.load_checkpoint(str(model_dir / "model.ckpt-0"))
+    cls = tf.train.load_checkpoint(str(voc_records / "efficientnet-b0" / "model.ckpt"))
+    name = "efficientnet-b0/stem/conv2d/kernel"
+    np.testing.assert_array_equal(reader.get_tensor(name), cls.get_tensor(name))
+
+
+def test_config_is_self_contained(trained):
+    """The label map is stored resolved (no label map given: the json's category names)."""
+    import yaml
+
+    saved = yaml.safe_load((trained["dir"] / "config.yaml").read_text())
+    assert saved["label_map"][1] == "aeroplane" and saved["label_map"][20] == "tvmonitor"
+    assert "use_tpu" not in saved and "strategy" not in saved
+    records = list((trained["dir"] / "runs").glob("*-train_and_eval.yaml"))
+    assert len(records) == 1
+    assert yaml.safe_load(records[0].read_text())["options"]["mode"] == "train_and_eval"
+
+
+def test_progress_and_closing_lines(trained):
+    log = "\n".join(trained["out"].log)
+    assert "step 1/2, loss " in log and "first step" in log
+    line = next(m for m in trained["out"].log if m.startswith("step 2/2"))
+    for part in ("loss ", "(class ", "box ", "lr ", "img/s"):
+        assert part in line, line
+    assert "trained to step 2 in " in trained["out"].stdout
+    assert "last loss " in trained["out"].stdout
+    assert "best AP " in trained["out"].stdout and "archived in" in trained["out"].stdout
+
+
+def test_resume_evaluates_new_epochs_only_and_events_stay_small(trained, tmp_path):
+    model_dir = tmp_path / "resumed"
+    shutil.copytree(trained["dir"], model_dir)
+    before = _events_bytes(model_dir)
+    config_bytes = (model_dir / "config.yaml").read_bytes()
+    opts = _opts(_voc(trained), model_dir, num_epochs=2)
+    with _capture() as out:
+        trainer.run(opts)
+    assert out.stdout.count("eval at step") == 1 and "eval at step 4:" in out.stdout
+    history = run_dir.read_history(str(model_dir))
+    (entry,) = history["sets"].values()
+    assert sorted(entry["steps"], key=int) == ["2", "4"]
+    # One more epoch adds scalars, not another copy of the graph (tens of MB).
+    assert _events_bytes(model_dir) - before < 1_000_000
+    assert (model_dir / "config.yaml").read_bytes() == config_bytes
+    assert not list(model_dir.glob("*.meta")) and not (model_dir / "graph.pbtxt").exists()
+
+
+def _voc(trained):
+    return trained["dir"].parent
+
+
+def test_eval_with_other_hparams_changes_nothing(trained):
+    model_dir = trained["dir"]
+    files = {p: p.read_bytes() for p in (model_dir / "config.yaml",
+                                         model_dir / run_dir.HISTORY_FILE)}
+    opts = _opts(_voc(trained), model_dir, mode="eval",
+                 hparams="num_classes=5,image_size=512")
+    with pytest.raises(errors.ConfigError) as e:
+        trainer.run(opts)
+    message = str(e.value)
+    assert "num_classes: trained with 20, given 5" in message
+    assert "image_size: trained with 128, given 512" in message
+    for path, data in files.items():
+        assert path.read_bytes() == data, path
+
+
+def test_eval_of_missing_dir_creates_nothing(voc_records, tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(errors.UsageError, match="does not exist; train into it first"):
+        trainer.run(_opts(voc_records, missing, mode="eval"))
+    assert not missing.exists()
+
+
+def test_eval_on_another_set_keeps_the_training_sets_history_and_archive(trained, tmp_path):
+    model_dir = tmp_path / "copy"
+    shutil.copytree(trained["dir"], model_dir)
+    archive = {p.name: p.read_bytes() for p in (model_dir / "archive").iterdir()}
+    train_set = run_dir.read_history(str(model_dir))["sets"]
+    voc = _voc(trained)
+    one_shard = str(voc / "tfrecord" / "pascal-00000-of-00002.tfrecord")
+    with _capture() as out:
+        trainer.run(_opts(voc, model_dir, mode="eval", validation_file_pattern=one_shard))
+    assert "eval at step 2:" in out.stdout
+    history = run_dir.read_history(str(model_dir))
+    assert len(history["sets"]) == 2
+    for key, entry in train_set.items():
+        assert history["sets"][key] == entry
+        assert history["archive_set"] == key
+    assert {p.name: p.read_bytes() for p in (model_dir / "archive").iterdir()} == archive
+
+
+def test_eval_numbers_match_pycocotools(trained, tmp_path):
+    import coco_metric
+
+    model_dir = tmp_path / "copy"
+    shutil.copytree(trained["dir"], model_dir)
+    voc = _voc(trained)
+    trainer.run(_opts(voc, model_dir, mode="eval", testdev_dir=str(tmp_path)))
+    dets = tmp_path / "detections_test-dev2017_test_results.json"
+    # Every image of the split is evaluated, though 18 is no multiple of the batch of 8.
+    json_file = voc / "tfrecord" / "json_pascal.json"
+    json_ids = {i["id"] for i in json.loads(json_file.read_text())["images"]}
+    assert len(json_ids) == 18
+    assert {d["image_id"] for d in json.loads(dets.read_text())} == json_ids
+    # The same checkpoint evaluated against the json: our numbers equal pycocotools' own.
+    ours = trainer.run(_opts(voc, model_dir, mode="eval"))
+    direct = coco_metric.evaluate_detections_json(str(json_file), str(dets))
+    for key in ("AP", "AP50", "AP75", "ARmax100"):
+        assert float(ours[key]) == pytest.approx(direct[key], abs=1e-9), key
+
+
+def test_seed_section8_finetune_from_detector(trained, tmp_path):
+    voc = _voc(trained)
+    yaml_file = tmp_path / "voc_config.yaml"
+    slim = tiny_hparams().replace("=", ": ").replace(",", "\n")
+    yaml_file.write_text(f"num_classes: 20\nmoving_average_decay: 0\n{slim}\n")
+    model_dir = tmp_path / "finetune"
+    with _capture() as out:
+        trainer.run(_opts(voc, model_dir, mode="train", ckpt=str(trained["dir"]),
+                          hparams=str(yaml_file)))
+    assert any("from detector checkpoint" in m and "skipped 0" in m for m in out.log)
+    # global_step is never taken from --ckpt: the new run starts at 0 and ends at 2.
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith("model.ckpt-2")
+
+
+def test_checkpoint_from_another_model(trained, tmp_path):
+    opts = _opts(_voc(trained), tmp_path / "d1", mode="train", model_name="efficientdet-d1",
+                 ckpt=str(trained["dir"]), train_batch_size=2, num_examples_per_epoch=2,
+                 hparams="num_classes=20,image_size=128")
+    with pytest.raises(errors.CheckpointError, match="does not fit this model "
+                                                     r"\(efficientdet-d1"):
+        trainer.run(opts)
+
+
+def test_loss_falls_on_repeated_batch(voc_records, tmp_path):
+    """Learning is real: on one repeated batch the loss drops well below its start."""
+    opts = _opts(voc_records, tmp_path, mode="train", train_batch_size=4,
+                 num_examples_per_epoch=4, num_epochs=30, use_fake_data=True, tf_random_seed=1,
+                 save_checkpoints_steps=30, log_every_n_steps=5,
+                 hparams=tiny_hparams(num_classes=20, moving_average_decay=0, optimizer="adam",
+                                      learning_rate=0.16, lr_warmup_epoch=0))
+    with _capture() as out:
+        trainer.run(opts)
+    losses = []
+    for event_file in tf.io.gfile.glob(str(tmp_path / "events.out.tfevents*")):
+        for event in tf1.train.summary_iterator(event_file):
+            for v in event.summary.value:
+                if v.tag == "det_loss":
+                    losses.append((event.step, tf.make_ndarray(v.tensor)
+                                   if v.HasField("tensor") else v.simple_value))
+    losses.sort()
+    assert len(losses) == 6, losses  # a summary every --log_every_n_steps=5 steps
+    first, last = float(losses[0][1]), float(losses[-1][1])
+    assert last < 0.5 * first, losses
+    assert "trained to step 30 in " in out.stdout
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(voc_records, tmp_path):
+    opts = _opts(voc_records, tmp_path, mode="train", train_batch_size=4,
+                 num_examples_per_epoch=4, num_epochs=20, save_checkpoints_steps=1,
+                 hparams=tiny_hparams(num_classes=20, moving_average_decay=0,
+                                      learning_rate=1e30, lr_warmup_epoch=0,
+                                      clip_gradients_norm=0))
+    with pytest.raises(errors.TrainingError) as e:
+        trainer.run(opts)
+    line = str(e.value)
+    assert line.startswith("non-finite loss at step ") and "validate_tfrecord" in line
+    bad_step = int(line.split("at step ")[1].split(":")[0])
+    last = int(tf.train.latest_checkpoint(str(tmp_path)).split("-")[-1])
+    assert last <= bad_step
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
+    assert np.isfinite(reader.get_tensor("class_net/class-predict/bias")).all()
+
+
+def test_mixed_float16_training(voc_records, tmp_path):
+    opts = _opts(voc_records, tmp_path, mode="train", train_batch_size=1,
+                 num_examples_per_epoch=1, num_epochs=1,
+                 hparams=tiny_hparams(num_classes=20, precision="mixed_float16"))
+    trainer.run(opts)
+    ckpt = tf.train.latest_checkpoint(str(tmp_path))
+    assert ckpt.endswith("model.ckpt-1")
+    reader = tf.train.load_checkpoint(ckpt)
+    dtypes = reader.get_variable_to_dtype_map()
+    # variables stay float32; float16 training also keeps its dynamic loss scale
+    assert dtypes["class_net/class-predict/bias"] == tf.float32
+    assert np.isfinite(reader.get_tensor("class_net/class-predict/bias")).all()
+    assert any("loss_scale" in name for name in dtypes)
+
+
+def test_truncated_record_file_is_named(voc_records, tmp_path):
+    good = voc_records / "tfrecord" / "pascal-00000-of-00002.tfrecord"
+    bad = tmp_path / "bad-00000-of-00001.tfrecord"
+    bad.write_bytes(good.read_bytes()[:200])  # a valid header, then the file ends
+    opts = _opts(voc_records, tmp_path / "m", mode="train", training_file_pattern=str(bad),
+                 train_batch_size=1, num_examples_per_epoch=1)
+    with pytest.raises(errors.DataError, match=f"{bad}: record 0 is truncated"):
+        trainer.run(opts)
+
+
+def test_a_bug_in_our_code_keeps_its_traceback(voc_records, tmp_path, monkeypatch):
+    import efficientdet_arch
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(efficientdet_arch, "build_model", broken)
+    opts = _opts(voc_records, tmp_path / "m", mode="train", train_batch_size=1,
+                 num_examples_per_epoch=1)
+    with pytest.raises(ValueError, match="boom") as e:
+        cli.run_and_report("main.py", trainer.run, opts)
+    assert not isinstance(e.value, errors.UserError)
+
+
+def test_comma_separated_globs_are_one_pattern_policy(voc_records, tmp_path):
+    tf_dir = voc_records / "tfrecord"
+    opts = _opts(voc_records, tmp_path / "m", mode="train", training_file_pattern=(
+        f"{tf_dir}/pascal-00000-*.tfrecord,{tf_dir}/pascal-00001-*.tfrecord"))
+    trainer.check_options(opts)
+    prepared = trainer.prepare(opts)
+    assert [os.path.basename(f) for f in prepared.train_files] == [
+        "pascal-00000-of-00002.tfrecord", "pascal-00001-of-00002.tfrecord"]
+    assert not (tmp_path / "m").exists()  # prepare writes nothing
+
+
+@pytest.mark.parametrize("kw,error,message", [
+    (dict(training_file_pattern="nothing/*.tfrecord"), errors.UsageError,
+     "--training_file_pattern=nothing/*.tfrecord matches no file"),
+    (dict(training_file_pattern=None), errors.UsageError, "--training_file_pattern is required"),
+    (dict(num_epochs=0), errors.UsageError, "--num_epochs must be >= 1, got 0"),
+    (dict(num_examples_per_epoch=4), errors.UsageError,
+     "less than one batch of --train_batch_size=8"),
+    (dict(hparams="num_classes=2"), errors.DataError, "hold class id 3 but num_classes is 2"),
+    (dict(hparams="num_classes=20,label_map={1: 'a', 21: 'b'}"), errors.ConfigError,
+     "ids 1..21 but num_classes is 20"),
+    (dict(mode="predict"), errors.UsageError, "unknown --mode=predict"),
+    (dict(backbone_ckpt="x", ckpt="y"), errors.UsageError, "cannot be used together"),
+    (dict(model_dir=None), errors.UsageError, "--model_dir is required"),
+    (dict(val_json_file="missing.json"), errors.UsageError, "missing.json does not exist"),
+])
+def test_bad_input_is_one_clear_user_error(voc_records, tmp_path, kw, error, message):
+    kw = dict(kw, model_dir=str(tmp_path / "m")) if "model_dir" not in kw else kw
+    opts = _opts(voc_records, **{"mode": "train", **kw})
+    if "val_json_file" in kw:
+        opts.mode = "train_and_eval"
+    with pytest.raises(error) as e:
+        trainer.run(opts)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "m").exists()  # nothing is created before the checks pass
+
+
+def test_not_a_tfrecord_file_is_named(voc_records, tmp_path):
+    text = tmp_path / "notes-00000.tfrecord"
+    text.write_text("these are not records\n")
+    opts = _opts(voc_records, tmp_path / "m", mode="train", training_file_pattern=str(text))
+    with pytest.raises(errors.UsageError, match=f"matches {text}, which is not a TFRecord"):
+        trainer.run(opts)
+
+
+def test_empty_record_files(tmp_path, voc_records):
+    (tmp_path / "empty-00000.tfrecord").write_bytes(b"")
+    opts = _opts(voc_records, tmp_path / "m", mode="train",
+                 training_file_pattern=f"{tmp_path}/empty-*")
+    with pytest.raises(errors.UsageError, match="every matching file is empty"):
+        trainer.run(opts)

@@ -1,0 +1,203 @@
+"""What a training run shows and guards: progress lines, throughput summaries, the NaN guard.
+
+* `assert_finite_losses` makes the update depend on finite losses, so a NaN/Inf step changes
+  nothing and is never checkpointed; `parse_nonfinite` turns its failure into a
+  `NonFiniteLossError` naming the step and the bad loss.
+* `ProgressHook` logs one line every `every_n_steps` steps or `every_secs` seconds, whichever
+  comes first: step / total, total loss, class and box loss, learning rate, images/s and ETA; it
+  writes the TensorBoard summaries every `every_n_steps` steps and an `examples/sec` summary
+  with each line, and keeps the last values for the run's closing line. The tensors it shows
+  are registered by the model_fn with `add_progress_tensor`.
+* `QuietCheckpointSaverHook` saves checkpoints as the Estimator's own hook does, without adding
+  the graph and meta graph to the events file each time a session starts.
+
+Both write through one graph-less summary writer per model directory, so the events file grows
+by the scalars only; the training graph is added once, by the first run in a directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable, Dict, Optional
+
+import tensorflow as tf
+from absl import logging
+
+import errors
+
+tf1 = tf.compat.v1
+
+NONFINITE_TAG = "VFPN_NONFINITE_LOSS"
+PROGRESS_COLLECTION = "vfpn_progress_tensors"
+
+
+class NonFiniteLossError(errors.TrainingError):
+    """Training produced a NaN or Inf loss."""
+
+
+def assert_finite_losses(losses: Dict[str, tf.Tensor], global_step: tf.Tensor) -> tf.Operation:
+    """An op that fails the training step, before any variable changes, when a loss is NaN/Inf.
+
+    The update depends on it, so the step that produced the bad loss applies nothing and is
+    never checkpointed: the last checkpoint on disk is the last good one.
+    """
+    names = sorted(losses)
+    finite = tf.reduce_all([tf.math.is_finite(losses[n]) for n in names])
+    data = [NONFINITE_TAG, "step", global_step]
+    for n in names:
+        data += [n, losses[n]]
+    return tf.debugging.Assert(finite, data, summarize=4 * len(data), name="finite_losses")
+
+
+def parse_nonfinite(message: str) -> Optional[NonFiniteLossError]:
+    """The `NonFiniteLossError` behind an `assert_finite_losses` failure, else None."""
+    if NONFINITE_TAG not in message:
+        return None
+    body = message.split(NONFINITE_TAG, 1)[1].split("\n")[0]
+    tokens = [t.strip(" []") for t in body.split("] [")]
+    tokens = [t for t in tokens if t]
+    step = tokens[1] if len(tokens) > 1 else "?"
+    pairs = dict(zip(tokens[2::2], tokens[3::2]))
+    bad = [f"{k}={v}" for k, v in pairs.items() if v.lower() in ("nan", "inf", "-inf")]
+    return NonFiniteLossError(
+        f"non-finite loss at step {step}: {', '.join(bad) or body}. The last good checkpoint "
+        f"is kept in model_dir. Bad boxes are the usual cause: check the records with `python "
+        f"dataset/validate_tfrecord.py --file_pattern=... --model_name=...`; also consider a "
+        f"lower learning_rate for small batches.")
+
+
+def add_progress_tensor(name: str, tensor: tf.Tensor) -> None:
+    """Register a scalar for the progress line (the first registration of a name wins, so
+    under a distribution strategy the first replica's value is shown)."""
+    tf1.add_to_collection(PROGRESS_COLLECTION, (name, tensor))
+
+
+def format_seconds(seconds: float) -> str:
+    """'42s', '3m05s' or '2h07m'."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+@dataclasses.dataclass
+class ProgressState:
+    """What the run's closing line needs: first and last step seen, last values, wall time."""
+
+    first_step: Optional[int] = None
+    last_step: Optional[int] = None
+    values: Dict[str, float] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class ProgressHook(tf1.train.SessionRunHook):
+    """Logs `step S/T: loss L (class C, box B), lr R, X img/s, ETA E` lines (see module doc)."""
+
+    def __init__(self, batch_size: int, total_steps: int, every_n_steps: int = 100,
+                 every_secs: float = 30.0, summary_writer=None,
+                 state: Optional[ProgressState] = None,
+                 log: Callable[[str], None] = logging.info):
+        self._batch_size = batch_size
+        self._total = total_steps
+        self._every_n = max(1, every_n_steps)
+        self._every_secs = every_secs
+        self._writer = summary_writer
+        self.state = state if state is not None else ProgressState()
+        self._log = log
+
+    def begin(self):
+        self._step_tensor = tf1.train.get_global_step()
+        tensors: Dict[str, tf.Tensor] = {}
+        for name, tensor in tf1.get_collection(PROGRESS_COLLECTION):
+            tensors.setdefault(name, tensor)
+        self._tensors = tensors
+        self._summary_op = tf1.summary.merge_all() if self._writer is not None else None
+        self._start = time.perf_counter()
+        self._last_time: Optional[float] = None
+        self._last_step: Optional[int] = None
+
+    def before_run(self, run_context):
+        fetches = {"step": self._step_tensor, "values": self._tensors}
+        upcoming = (self.state.last_step or 0) + 1
+        if self._summary_op is not None and upcoming % self._every_n == 0:
+            fetches["summary"] = self._summary_op
+        return tf1.train.SessionRunArgs(fetches)
+
+    def after_run(self, run_context, run_values):
+        step = int(run_values.results["step"])  # the step before this run's update
+        values = {k: float(v) for k, v in run_values.results["values"].items()}
+        if "summary" in run_values.results:
+            self._writer.add_summary(run_values.results["summary"], step + 1)
+        now = time.perf_counter()
+        done = step + 1
+        if self.state.first_step is None:
+            self.state.first_step = step
+        self.state.last_step = done
+        self.state.values = values
+        self.state.seconds = now - self._start
+        if self._last_time is None:
+            # The first step includes graph start-up: show it at once, as a sign of life.
+            self._line(done, values, None, f"first step {now - self._start:.1f}s")
+            self._last_time, self._last_step = now, done
+            return
+        steps = done - self._last_step
+        elapsed = now - self._last_time
+        if steps >= self._every_n or elapsed >= self._every_secs or done >= self._total:
+            rate = steps / elapsed if elapsed > 0 else 0.0
+            self._line(done, values, rate, None)
+            self._write_speed(done, rate)
+            self._last_time, self._last_step = now, done
+
+    def _line(self, step: int, values: Dict[str, float], steps_per_sec: Optional[float],
+              note: Optional[str]) -> None:
+        parts = [f"step {step}/{self._total}"]
+        if "loss" in values:
+            detail = ", ".join(f"{label} {values[key]:.4g}" for key, label in
+                               (("cls_loss", "class"), ("box_loss", "box")) if key in values)
+            parts.append(f"loss {values['loss']:.4g}" + (f" ({detail})" if detail else ""))
+        if "learning_rate" in values:
+            parts.append(f"lr {values['learning_rate']:.3g}")
+        if steps_per_sec:
+            parts.append(f"{steps_per_sec * self._batch_size:.1f} img/s")
+            if step < self._total:
+                parts.append(f"ETA {format_seconds((self._total - step) / steps_per_sec)}")
+        if note:
+            parts.append(note)
+        self._log(", ".join(parts))
+
+    def _write_speed(self, step: int, steps_per_sec: float) -> None:
+        if self._writer is None or not math.isfinite(steps_per_sec) or steps_per_sec <= 0:
+            return
+        summary = tf1.Summary(value=[tf1.Summary.Value(
+            tag="examples/sec", simple_value=steps_per_sec * self._batch_size)])
+        self._writer.add_summary(summary, step)
+
+
+class QuietCheckpointSaverHook(tf1.train.CheckpointSaverHook):
+    """The Estimator's checkpoint saving (a checkpoint when the session starts, every
+    `save_steps` steps and at the end) through `summary_writer`, without the graph.
+
+    The base class adds the whole graph and meta graph (tens of MB for d0) to the events file
+    every time a session starts, i.e. once per epoch in train_and_eval; this subclass replaces
+    the two methods that do so. It relies on the base class's private `_save`, `_timer` and
+    `_listeners`, which is safe with the pinned TensorFlow (2.15).
+    """
+
+    def __init__(self, model_dir: str, save_steps: int, summary_writer):
+        super().__init__(model_dir, save_steps=save_steps, save_graph_def=False)
+        self._writer = summary_writer
+
+    def begin(self):
+        self._summary_writer = self._writer
+        self._global_step_tensor = tf1.train.get_global_step()
+        for listener in self._listeners:
+            listener.begin()
+
+    def after_create_session(self, session, coord):
+        step = session.run(self._global_step_tensor)
+        self._save(session, step)
+        self._timer.update_last_triggered_step(step)
