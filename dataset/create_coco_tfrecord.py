@@ -30,7 +30,7 @@ import sys
 
 # Make `import dataset.*` work when run as `python dataset/create_coco_tfrecord.py` without
 # PYTHONPATH: put the repository root (this file's parent directory) first on sys.path.
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 

@@ -21,7 +21,7 @@ import os
 import sys
 
 # Runnable as `python dataset/validate_tfrecord.py` without PYTHONPATH (repo root first).
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import errors
 from dataset import create_coco_tfrecord as coco
 from dataset import sample_dataset, tfrecord_util, validation
 
@@ -454,3 +455,17 @@ def test_cli_fail_policy_prints_one_error_line(sample, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {file}: ") and item in last and reason in last
     assert glob.glob(str(tmp_path / "val*")) == []
+
+
+def test_unwritable_output_prefix_is_one_line_naming_the_flag(sample, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    prefix = str(blocker / "tfrecord" / "val")
+    with pytest.raises(errors.OutputError, match=f"--output_file_prefix={prefix}: cannot write"):
+        coco.create_coco_tfrecord(sample.image_dir, prefix, sample.instances_file,
+                                  progress=False)
+    proc = _run_cli([f"--image_dir={sample.image_dir}",
+                     f"--object_annotations_file={sample.instances_file}",
+                     f"--output_file_prefix={prefix}"])
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --output_file_prefix={prefix}")

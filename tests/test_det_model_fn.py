@@ -6,7 +6,9 @@ import pytest
 import tensorflow as tf
 
 import det_model_fn
+import errors
 import hparams_config
+import train_hooks
 
 tf1 = tf.compat.v1
 
@@ -72,22 +74,25 @@ def test_iou_losses_known_values(kind, value):
     assert zero == 0
 
 
-def _params(**kw):
-    p = hparams_config.get_detection_config("efficientdet-d0").as_dict()
-    p.update(batch_size=32, num_examples_per_epoch=320, num_epochs=10, lr_warmup_epoch=1.0)
-    p.update(kw)
-    return p
+def _config_and_run(**kw):
+    config = hparams_config.get_detection_config("efficientdet-d0")
+    config.override(dict(num_epochs=10, lr_warmup_epoch=1.0))
+    config.override(kw)
+    run = det_model_fn.RunContext(model_dir="unused", train_batch_size=32,
+                                  num_examples_per_epoch=320)
+    return config, run
 
 
 @pytest.mark.parametrize("method", ["cosine", "polynomial", "stepwise", "constant"])
 def test_learning_rate_schedule(method):
-    p = _params(lr_decay_method=method, first_lr_drop_epoch=6.0, second_lr_drop_epoch=8.5)
-    adjusted, warmup, total = det_model_fn.schedule_steps(p)
+    config, run = _config_and_run(lr_decay_method=method, first_lr_drop_epoch=6.0,
+                                  second_lr_drop_epoch=8.5)
+    adjusted, warmup, total = det_model_fn.schedule_steps(config, run)
     assert (adjusted, warmup, total) == (0.04, 10, 100)  # 0.08 * 32 / 64
     steps = [0, 5, 10, 55, 60, 85, 100]
     with tf.Graph().as_default():
         step = tf1.placeholder(tf.int64, [])
-        lr = det_model_fn.learning_rate_schedule(p, step)
+        lr = det_model_fn.learning_rate_schedule(config, run, step)
         with tf1.Session() as s:
             got = [s.run(lr, {step: v}) for v in steps]
     np.testing.assert_allclose(got[0], 0.008, rtol=1e-6)
@@ -104,7 +109,7 @@ def test_learning_rate_schedule(method):
         np.testing.assert_allclose(got[2:], 0.04, rtol=1e-6)
 
 
-def test_init_var_map_skips_mismatch_and_optimizer_state(tmp_path):
+def _saved_checkpoint(tmp_path):
     with tf.Graph().as_default():
         tf1.get_variable("net/a", [2])
         tf1.get_variable("class_net/class-predict/bias", [9])
@@ -112,7 +117,11 @@ def test_init_var_map_skips_mismatch_and_optimizer_state(tmp_path):
         tf1.train.get_or_create_global_step()
         with tf1.Session() as s:
             s.run(tf1.global_variables_initializer())
-            path = tf1.train.Saver().save(s, str(tmp_path / "ckpt"))
+            return tf1.train.Saver().save(s, str(tmp_path / "ckpt"))
+
+
+def test_init_var_map_skips_mismatch_and_optimizer_state(tmp_path):
+    path = _saved_checkpoint(tmp_path)
     with tf.Graph().as_default():
         a = tf1.get_variable("net/a", [2])
         ema = tf1.get_variable("net/a/ExponentialMovingAverage", [2])
@@ -127,9 +136,36 @@ def test_init_var_map_skips_mismatch_and_optimizer_state(tmp_path):
     assert all("Momentum" not in k and "global_step" not in k for k in var_map)
 
 
-def test_backbone_and_detector_checkpoint_together_is_an_error():
-    with pytest.raises(ValueError, match="cannot be used together"):
-        det_model_fn.initialize_from_checkpoints({"backbone_ckpt": "a", "ckpt": "b"})
+def test_var_exclude_expr_applies_whatever_skip_mismatch_says(tmp_path):
+    """var_exclude_expr used to be ignored unless skip_mismatch was off."""
+    with tf.Graph().as_default():
+        for name in ("net/a", "net/b", "class_net/class-predict/bias"):
+            tf1.get_variable(name, [2], initializer=tf1.ones_initializer())
+        with tf1.Session() as s:
+            s.run(tf1.global_variables_initializer())
+            path = tf1.train.Saver().save(s, str(tmp_path / "ones"))
+    config, _ = _config_and_run(var_exclude_expr=".*/class-predict/.*", skip_mismatch=True)
+    run = det_model_fn.RunContext(model_dir="unused", ckpt=path)
+    with tf.Graph().as_default():
+        zeros = tf1.zeros_initializer()
+        kept = [tf1.get_variable(n, [2], initializer=zeros) for n in ("net/a", "net/b")]
+        head = tf1.get_variable("class_net/class-predict/bias", [2], initializer=zeros)
+        det_model_fn.initialize_from_checkpoints(config, run)
+        with tf1.Session() as s:
+            s.run(tf1.global_variables_initializer())
+            np.testing.assert_array_equal(s.run(kept), np.ones([2, 2]))
+            np.testing.assert_array_equal(s.run(head), [0, 0])  # excluded: starts afresh
+
+
+def test_shape_mismatch_without_skip_mismatch_is_an_error(tmp_path):
+    path = _saved_checkpoint(tmp_path)
+    config, _ = _config_and_run(skip_mismatch=False)
+    run = det_model_fn.RunContext(model_dir="unused", ckpt=path)
+    with tf.Graph().as_default():
+        tf1.get_variable("net/a", [2])
+        tf1.get_variable("class_net/class-predict/bias", [27])
+        with pytest.raises(errors.CheckpointError, match="skip_mismatch is off"):
+            det_model_fn.initialize_from_checkpoints(config, run)
 
 
 def test_finite_loss_assertion_blocks_the_update_and_names_the_loss():
@@ -137,7 +173,7 @@ def test_finite_loss_assertion_blocks_the_update_and_names_the_loss():
         step = tf1.train.get_or_create_global_step()
         v = tf1.get_variable("w", [], initializer=tf1.ones_initializer())
         box = tf1.placeholder(tf.float32, [])
-        check = det_model_fn.assert_finite_losses({"cls_loss": v * 2, "box_loss": box}, step)
+        check = train_hooks.assert_finite_losses({"cls_loss": v * 2, "box_loss": box}, step)
         with tf.control_dependencies([check]):
             train = tf1.assign_add(v, 1.0)
         with tf1.Session() as s:
@@ -146,14 +182,17 @@ def test_finite_loss_assertion_blocks_the_update_and_names_the_loss():
             with pytest.raises(tf.errors.InvalidArgumentError) as e:
                 s.run(train, {box: float("nan")})
             assert s.run(v) == 2.0  # the failing step changed nothing
-    err = det_model_fn.parse_nonfinite(e.value.message)
-    assert isinstance(err, det_model_fn.NonFiniteLossError)
+    err = train_hooks.parse_nonfinite(e.value.message)
+    assert isinstance(err, train_hooks.NonFiniteLossError)
+    assert isinstance(err, errors.TrainingError)
     assert str(err).startswith("non-finite loss at step 0: box_loss=nan.")
     assert "validate_tfrecord" in str(err)
-    assert det_model_fn.parse_nonfinite("some other error") is None
+    assert train_hooks.parse_nonfinite("some other error") is None
 
 
-def test_global_batch_on_tpu_counts_every_shard():
-    p = _params(use_tpu=True, num_shards=8, batch_size=8)  # TPUEstimator: per-shard batch
-    assert det_model_fn.global_batch_size(p) == 64
-    assert det_model_fn.schedule_steps(p)[0] == pytest.approx(0.08)
+def test_learning_rate_scales_with_the_global_batch():
+    """On TPU too: RunContext holds the global batch (all shards), never the per-shard one."""
+    config, _ = _config_and_run()
+    run = det_model_fn.RunContext(model_dir="unused", train_batch_size=64, num_shards=8,
+                                  use_tpu=True)
+    assert det_model_fn.schedule_steps(config, run)[0] == pytest.approx(0.08)

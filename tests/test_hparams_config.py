@@ -119,10 +119,38 @@ def test_yaml_errors_name_the_file(tmp_path):
 def test_load_run_config_prefers_model_dir_yaml(tmp_path):
     c = hparams_config.get_detection_config("efficientdet-d0", "num_classes=7,image_size=256")
     c.save_to_yaml(str(tmp_path / "config.yaml"))
-    run = hparams_config.load_run_config("efficientdet-d0", "image_size=384", str(tmp_path))
-    assert (run.num_classes, run.image_size) == (7, 384)
+    run = hparams_config.load_run_config("efficientdet-d0", "nms_configs.score_thresh=0.1",
+                                         str(tmp_path))
+    assert (run.num_classes, run.image_size, run.nms_configs.score_thresh) == (7, 256, 0.1)
+    # No model name: whatever the directory was trained as.
+    assert hparams_config.load_run_config(None, None, str(tmp_path)).name == "efficientdet-d0"
     with pytest.raises(HparamsError, match="written for efficientdet-d0.*--model_name"):
         hparams_config.load_run_config("efficientdet-d1", None, str(tmp_path))
+
+
+def test_hparams_that_change_the_model_disagree_with_the_saved_config(tmp_path):
+    c = hparams_config.get_detection_config("efficientdet-d0", "num_classes=7,image_size=256")
+    c.save_to_yaml(str(tmp_path / "config.yaml"))
+    with pytest.raises(HparamsError) as e:
+        hparams_config.load_run_config("efficientdet-d0", "image_size=384,num_classes=5,"
+                                       "nms_configs.iou_thresh=0.6", str(tmp_path))
+    message = str(e.value)
+    assert "image_size: trained with 256, given 384" in message
+    assert "num_classes: trained with 7, given 5" in message
+    assert "iou_thresh" not in message  # NMS settings may differ
+    # Precision is a runtime choice for eval/inference, part of the model when resuming training.
+    assert hparams_config.load_run_config(
+        "efficientdet-d0", "precision=mixed_float16", str(tmp_path)).precision == "mixed_float16"
+    with pytest.raises(HparamsError, match="precision: trained with None"):
+        hparams_config.load_run_config("efficientdet-d0", "precision=mixed_float16",
+                                       str(tmp_path), training=True)
+
+
+def test_retired_keys_of_older_config_files_are_ignored(tmp_path):
+    c = hparams_config.get_detection_config("efficientdet-d0")
+    (tmp_path / "config.yaml").write_text(str(c) + "use_tpu: false\nstrategy: null\n")
+    assert "use_tpu" not in hparams_config.load_run_config("efficientdet-d0", None,
+                                                           str(tmp_path))
 
 
 def test_label_map_dict_with_int_ids(tmp_path):

@@ -1,0 +1,99 @@
+"""Tests for run_dir.py: the model directory contract."""
+
+import json
+import os
+import shutil
+
+import hparams_config
+import run_dir
+from conftest import tiny_config
+
+
+def _records(directory, names=("val-00000-of-00001.tfrecord",), size=100):
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for name in names:
+        path = os.path.join(directory, name)
+        with open(path, "wb") as f:
+            f.write(b"x" * size)
+        paths.append(path)
+    return paths
+
+
+def test_eval_set_identity_survives_a_move_but_not_a_content_change(tmp_path):
+    files = _records(tmp_path / "a")
+    (tmp_path / "gt.json").write_text('{"images": []}')
+    one = run_dir.EvalSet.describe(files, str(tmp_path / "gt.json"), 64)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.copy(tmp_path / "gt.json", tmp_path / "b" / "gt.json")
+    moved = run_dir.EvalSet.describe([str(tmp_path / "b" / os.path.basename(files[0]))],
+                                     str(tmp_path / "b" / "gt.json"), 64)
+    assert moved.key == one.key
+    assert run_dir.EvalSet.describe(files, str(tmp_path / "gt.json"), 32).key != one.key
+    (tmp_path / "gt.json").write_text('{"images": [1]}')
+    assert run_dir.EvalSet.describe(files, str(tmp_path / "gt.json"), 64).key != one.key
+    assert run_dir.EvalSet.describe(files, None, 64).key != one.key
+
+
+def _fake_checkpoint(model_dir, step):
+    prefix = os.path.join(model_dir, f"model.ckpt-{step}")
+    for ext in (".index", ".data-00000-of-00001"):
+        with open(prefix + ext, "w") as f:
+            f.write(f"step {step}")
+    return prefix
+
+
+def test_history_and_archive_are_per_validation_set(tmp_path):
+    model_dir = str(tmp_path)
+    val = run_dir.EvalSet.describe(_records(tmp_path / "val"), None, 64)
+    train = run_dir.EvalSet.describe(_records(tmp_path / "train", size=999), None, 64)
+    ckpt = _fake_checkpoint(model_dir, 384)
+    run_dir.record_eval(model_dir, val, 384, {"AP": 0.669}, claim_archive=True)
+    assert run_dir.archive_if_best(model_dir, val, ckpt, {"AP": 0.669})
+    archived = {p: open(os.path.join(model_dir, "archive", p), "rb").read()
+                for p in os.listdir(os.path.join(model_dir, "archive"))}
+    # The same checkpoint on another set: its own entry, never the archive.
+    run_dir.record_eval(model_dir, train, 384, {"AP": 0.0002}, claim_archive=True)
+    assert not run_dir.archive_if_best(model_dir, train, ckpt, {"AP": 0.9})
+    history = run_dir.read_history(model_dir)
+    assert history["archive_set"] == val.key
+    assert history["sets"][val.key]["steps"]["384"]["AP"] == 0.669
+    assert history["sets"][train.key]["steps"]["384"]["AP"] == 0.0002
+    assert {p: open(os.path.join(model_dir, "archive", p), "rb").read()
+            for p in os.listdir(os.path.join(model_dir, "archive"))} == archived
+    assert run_dir.evaluated_steps(model_dir, val) == [384]
+    assert run_dir.best_on(model_dir, val) == {"step": 384, "AP": 0.669}
+
+
+def test_a_better_checkpoint_replaces_the_archived_one(tmp_path):
+    model_dir = str(tmp_path)
+    val = run_dir.EvalSet.describe(_records(tmp_path / "val"), None, 64)
+    for step, ap in ((100, 0.2), (200, 0.5), (300, 0.4)):
+        run_dir.record_eval(model_dir, val, step, {"AP": ap}, claim_archive=True)
+        run_dir.archive_if_best(model_dir, val, _fake_checkpoint(model_dir, step), {"AP": ap})
+    archive = sorted(os.listdir(os.path.join(model_dir, "archive")))
+    assert archive == ["best_eval.json", "checkpoint", "model.ckpt-200.data-00000-of-00001",
+                       "model.ckpt-200.index"]
+
+
+def test_an_older_flat_history_is_kept_under_its_own_set(tmp_path):
+    (tmp_path / "eval_history.json").write_text(json.dumps({"384": {"AP": 0.669}}))
+    val = run_dir.EvalSet.describe(_records(tmp_path / "val"), None, 64)
+    run_dir.record_eval(str(tmp_path), val, 384, {"AP": 0.1})
+    history = run_dir.read_history(str(tmp_path))
+    assert history["sets"][run_dir.LEGACY_SET]["steps"] == {"384": {"AP": 0.669}}
+    assert history["sets"][val.key]["steps"] == {"384": {"AP": 0.1}}
+
+
+def test_config_is_written_once_and_never_overwritten(tmp_path):
+    model_dir = str(tmp_path / "new")
+    assert run_dir.create_for_training(model_dir, tiny_config())
+    first = open(hparams_config.config_path(model_dir), "rb").read()
+    assert not run_dir.create_for_training(model_dir, tiny_config(num_classes=5))
+    assert open(hparams_config.config_path(model_dir), "rb").read() == first
+
+
+def test_every_run_gets_its_own_record(tmp_path):
+    a = run_dir.write_run_record(str(tmp_path), "eval", {"mode": "eval"}, tiny_config())
+    b = run_dir.write_run_record(str(tmp_path), "eval", {"mode": "eval"}, tiny_config())
+    assert a != b and os.path.exists(a) and os.path.exists(b)
