@@ -2,9 +2,9 @@
 
 Boxes are [ymin, xmin, ymax, xmax] in absolute pixels of the network input unless stated.
 Anchor order: level (min_level first), then position (row-major), then anchor index
-a = scale_index * len(aspect_ratios) + aspect_index (reference §3.8). Box targets are
+a = scale_index * len(aspect_ratios) + aspect_index, as in the released checkpoints. Box targets are
 (ty, tx, th, tw) = ((yc - yca) / ha, (xc - xca) / wa, log(h / ha), log(w / wa)) with no scale
-factors (reference §3.9).
+factors.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 import utils
+from hparams_config import Config
 
 BOX_EPSILON = 1e-8  # added to heights/widths before division and log, as the reference coder
 MATCH_THRESHOLD = 0.5
@@ -64,7 +65,7 @@ class Anchors:
         self.feat_sizes = utils.get_feat_sizes(self.image_size, max_level)
 
     @classmethod
-    def from_config(cls, config) -> Anchors:
+    def from_config(cls, config: Config) -> Anchors:
         return cls(config.min_level, config.max_level, config.num_scales, config.aspect_ratios,
                    config.anchor_scale, config.image_size)
 

@@ -11,7 +11,7 @@ Box conventions (all coordinates in pixels of the ORIGINAL image, not the resize
   with (x, y) the top-left corner. Rows with score <= 0 or class <= 0 are padding (the
   post-processing pads every image to a fixed number of rows) and are ignored.
 - groundtruth_data: rows ``(ymin, xmin, ymax, xmax, is_crowd, area, class)`` as the dataloader
-  emits them (reference §5.2), padded with rows of -1 (class <= 0 marks padding). ``area`` is the
+  emits them, padded with rows of -1 (class <= 0 marks padding). ``area`` is the
   object's pixel area (COCO's segment area for COCO records); a missing area (<= 0) is replaced by
   the box area.
 - class ids are the dataset's own label ids, 1..num_classes (COCO: 1..90 with gaps), never 0.
@@ -24,7 +24,7 @@ With ``testdev_dir`` set, detections are written to
 is -1 (test-dev has no public annotations).
 
 The records' ``image/source_id`` must equal the json's image ids. When they do not, pycocotools
-fails late with "Results do not correspond to current coco set" (automl#154); here the first
+fails late with "Results do not correspond to current coco set"; here the first
 batch with an unknown id raises `CocoMetricError` naming the json and what to do.
 """
 
@@ -235,7 +235,7 @@ def metric_error_message(error: BaseException) -> Optional[str]:
 
     In graph mode an error raised by `update_state` reaches the caller as a
     tf.errors.InvalidArgumentError whose text is a TF stack around our one line; a CLI can print
-    just that line (DESIGN §7)."""
+    just that line."""
     if isinstance(error, CocoMetricError):
         return str(error)
     marker = CocoMetricError.__name__ + ": "

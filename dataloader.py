@@ -1,6 +1,6 @@
 """The tf.data input pipeline: TFRecords -> batches of (images, labels) for training and eval.
 
-Records use the keys of reference §5.2 (written by dataset/create_coco_tfrecord.py and
+Records use the keys of dataset/tfrecord_util.py (written by dataset/create_coco_tfrecord.py and
 dataset/create_pascal_tfrecord.py). Conventions used throughout this module:
 
 * boxes are [ymin, xmin, ymax, xmax]; "normalized" means divided by the original image height or
@@ -11,7 +11,7 @@ dataset/create_pascal_tfrecord.py). Conventions used throughout this module:
   coordinate p / scale (training: per axis, see `preprocess_for_train`);
 * `image_scales` = 1 / scale: network pixels * image_scale = original pixels.
 
-Preprocessing (reference §3.12, reordered for speed; pain point c2): resizing happens first, on
+Preprocessing (the EfficientDet release's, reordered for speed): resizing happens first, on
 the uint8 image, so normalization, flipping and padding touch only network-size pixels; in
 training only the source window that survives the random crop is resized, never the whole
 jittered image (up to 4x the output's pixels at scale 2).
@@ -29,7 +29,7 @@ jittered image (up to 4x the output's pixels at scale 2).
   0 after normalization, i.e. the mean colour.
 
 Data problems stop the pipeline with one readable line naming the record's image/source_id, the
-key and the fix (pain points a1, a5, d6): more instances than config.max_instances_per_image, class
+key and the fix: more instances than config.max_instances_per_image, class
 ids outside 1..num_classes, per-object lists of different lengths, non-numeric source ids or ids
 that float32 cannot hold exactly, inverted or non-finite boxes. File patterns are checked in
 Python before any graph is built.
@@ -47,6 +47,7 @@ import anchors
 import coco_metric
 import errors
 import hparams_config
+from dataset import tfrecord_util
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -57,10 +58,10 @@ INTERLEAVE_CYCLE = 32
 READ_BUFFER_BYTES = 8 * 1024 * 1024  # per open file; large sequential reads help on GCS
 
 # Training boxes thinner than this (network pixels) after crop/scale are dropped: they show no
-# object, and their log-size box targets would be huge (pain point a1).
+# object, and their log-size box targets would be huge (a cause of NaN losses).
 MIN_TRAIN_BOX_SIDE = 0.5
 
-# Files a glob may catch next to the shards that are certainly not TFRecords (automl#141: the
+# Files a glob may catch next to the shards that are certainly not TFRecords (e.g. the
 # VOC converter's json lies in the output directory). They are skipped with a warning.
 NON_RECORD_SUFFIXES = (".json", ".yaml", ".yml", ".txt", ".xml", ".csv", ".md", ".jpg", ".jpeg",
                        ".png", ".py", ".log")
@@ -119,7 +120,7 @@ def list_record_files(file_pattern: str, flag: str) -> List[str]:
     Each glob must match at least one file. Matches that end in `NON_RECORD_SUFFIXES` (e.g. the
     ground-truth json written next to the shards) and directories are skipped with a warning;
     any other file whose header is not a TFRecord header is an error, because reading it would
-    fail deep inside the graph with an opaque message (automl#141).
+    fail deep inside the graph with an opaque message.
 
     Raises:
       InputError: empty pattern, a glob without matches, no TFRecord file left, or a file that is
@@ -187,17 +188,19 @@ def find_broken_record_file(files: Sequence[str]) -> Optional[Tuple[str, str]]:
 # -------------------------------------------------------------------------------------------------
 # Parsing and checks
 # -------------------------------------------------------------------------------------------------
-_FEATURES = {
-    "image/encoded": tf.io.FixedLenFeature((), tf.string),
-    "image/source_id": tf.io.FixedLenFeature((), tf.string, default_value=""),
-    "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
-    "image/object/class/label": tf.io.VarLenFeature(tf.int64),
-    "image/object/is_crowd": tf.io.VarLenFeature(tf.int64),
-    "image/object/area": tf.io.VarLenFeature(tf.float32),
-}
+def _feature_spec(key: str):
+    """How the pipeline parses `key`: per-object lists are variable-length, image keys scalar."""
+    dtype = {tfrecord_util.INT64: tf.int64, tfrecord_util.FLOAT: tf.float32,
+             tfrecord_util.BYTES: tf.string}[tfrecord_util.FEATURE_TYPES[key]]
+    if key.startswith("image/object/"):
+        return tf.io.VarLenFeature(dtype)
+    return tf.io.FixedLenFeature((), dtype, default_value="" if key != "image/encoded" else None)
+
+
+# The keys the pipeline reads, typed by the one record schema (dataset/tfrecord_util.py).
+_FEATURES = {key: _feature_spec(key) for key in (
+    "image/encoded", "image/source_id", *tfrecord_util.BBOX_KEYS, "image/object/class/label",
+    "image/object/is_crowd", "image/object/area")}
 
 
 def _dense(sparse: tf.SparseTensor) -> tf.Tensor:

@@ -14,34 +14,35 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
 import utils
 import vfpn
 from backbone import efficientnet
+from hparams_config import Config
 
 tf1 = tf.compat.v1
 
-PRIOR_PROBABILITY = 0.01  # class-predict bias -log((1 - p) / p), reference §3.7
+PRIOR_PROBABILITY = 0.01  # class-predict bias -log((1 - p) / p), as in RetinaNet
 Outputs = Tuple[Dict[int, tf.Tensor], Dict[int, tf.Tensor]]
 
 
-def num_anchors(config: Any) -> int:
+def num_anchors(config: Config) -> int:
     return config.num_scales * len(config.aspect_ratios)
 
 
-def build_backbone(images: tf.Tensor, config: Any, training: bool) -> Dict[int, tf.Tensor]:
+def build_backbone(images: tf.Tensor, config: Config, training: bool) -> Dict[int, tf.Tensor]:
     """Backbone features {3: stride 8, 4: stride 16, 5: stride 32} of `config.backbone_name`."""
     name = config.backbone_name
-    # Stochastic depth in the backbone is off for b0 and 0.8 for larger ones (reference §3.3).
+    # Stochastic depth in the backbone is off for b0 and 0.8 for larger ones, as released.
     survival = None if name.endswith("-b0") else efficientnet.DEFAULT_SURVIVAL_PROB
     feats = efficientnet.build_features(images, name, training, survival)
     return {level: feats[level] for level in (3, 4, 5)}
 
 
-def build_feature_network(features: Dict[int, tf.Tensor], config: Any,
+def build_feature_network(features: Dict[int, tf.Tensor], config: Config,
                           training: bool) -> Dict[int, tf.Tensor]:
     """P3-P5 from the backbone, P6/P7 by resampling, then the named feature network."""
     if config.min_level < 3:
@@ -63,7 +64,7 @@ def build_feature_network(features: Dict[int, tf.Tensor], config: Any,
     return vfpn.get_fpn_builder(config.fpn_name)(feats, config, training)
 
 
-def _head_conv(x: tf.Tensor, filters: int, config: Any, name: str,
+def _head_conv(x: tf.Tensor, filters: int, config: Config, name: str,
                bias_init: float = 0.0) -> tf.Tensor:
     bias_initializer = tf1.constant_initializer(bias_init)
     if config.separable_conv:
@@ -76,7 +77,7 @@ def _head_conv(x: tf.Tensor, filters: int, config: Any, name: str,
                         bias_initializer=bias_initializer)
 
 
-def _head(feats: Dict[int, tf.Tensor], config: Any, training: bool, scope: str, prefix: str,
+def _head(feats: Dict[int, tf.Tensor], config: Config, training: bool, scope: str, prefix: str,
           out_channels: int, bias_init: float) -> Dict[int, tf.Tensor]:
     """A tower shared across levels (convs shared, BN per level), then the predictor."""
     outputs = {}
@@ -93,7 +94,7 @@ def _head(feats: Dict[int, tf.Tensor], config: Any, training: bool, scope: str, 
     return outputs
 
 
-def build_heads(feats: Dict[int, tf.Tensor], config: Any, training: bool) -> Outputs:
+def build_heads(feats: Dict[int, tf.Tensor], config: Config, training: bool) -> Outputs:
     """Class and box heads over every level."""
     anchors = num_anchors(config)
     prior_bias = -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
@@ -103,7 +104,7 @@ def build_heads(feats: Dict[int, tf.Tensor], config: Any, training: bool) -> Out
     return class_outputs, box_outputs
 
 
-def efficientdet(images: tf.Tensor, config: Any, training: bool) -> Outputs:
+def efficientdet(images: tf.Tensor, config: Config, training: bool) -> Outputs:
     """The raw network in the dtype of `images` (see module docstring for the outputs)."""
     if config.data_format != "channels_last":
         raise ValueError("only data_format=channels_last is supported")
@@ -112,7 +113,7 @@ def efficientdet(images: tf.Tensor, config: Any, training: bool) -> Outputs:
     return build_heads(feats, config, training)
 
 
-def build_model(images: tf.Tensor, config: Any, training: bool) -> Outputs:
+def build_model(images: tf.Tensor, config: Config, training: bool) -> Outputs:
     """`efficientdet` under the config's precision policy; outputs are always float32.
 
     Training batch norm layers update their moving statistics with the config's

@@ -391,7 +391,7 @@ def validate(config: Config) -> Config:
 
 
 def default_detection_configs() -> Config:
-    """Every detection hparam with its default (reference §2.1 plus this project's keys)."""
+    """Every detection hparam with its default (the release's keys plus this project's)."""
     h = Config()
     # model name; the backbone is filled in per model.
     h.name = "efficientdet-d1"
@@ -458,7 +458,7 @@ def default_detection_configs() -> Config:
     h.fpn_name = "vfpn"  # 'vfpn' (default), 'bifpn', 'bifpn_sum'
     h.fpn_weight_method = None  # None: the fpn_name's own (fastattn for vfpn/bifpn)
     h.fpn_config = None
-    # VFPN vertical stage (DESIGN §5).
+    # VFPN vertical stage (see vfpn.py and README.md, Architecture).
     h.vfpn_aggregation = "concat"  # 'concat' (1x1 conv over R*W), 'fastattn', 'sum'
     h.vfpn_refine_convs = 2  # full 3x3 convs after the aggregation
     h.vfpn_residual = True
@@ -479,7 +479,7 @@ def default_detection_configs() -> Config:
     h.nms_configs = {
         "method": "hard",  # 'hard' or 'gaussian' (soft-NMS)
         "iou_thresh": 0.5,
-        "score_thresh": 0.4,  # inference/export threshold; eval uses none (reference §3.11)
+        "score_thresh": 0.4,  # inference/export threshold; COCO eval uses none
         "sigma": 0.5,  # gaussian soft-NMS
         "max_output_size": 100,
         "max_nms_inputs": 5000,  # top-k before NMS
@@ -488,7 +488,7 @@ def default_detection_configs() -> Config:
     return h
 
 
-# Per-model settings (reference §2.2). fpn_name defaults to 'vfpn'; d6/d7 keep the reference's
+# Per-model settings, as released. fpn_name defaults to 'vfpn'; d6/d7 keep the reference's
 # sum fusion through fpn_weight_method so that fpn_name=bifpn reproduces the reference exactly.
 efficientdet_model_param_dict: Dict[str, Dict[str, Any]] = {
     "efficientdet-d0": dict(name="efficientdet-d0", backbone_name="efficientnet-b0",

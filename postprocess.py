@@ -2,7 +2,7 @@
 
 One function, `generate_detections`, serves COCO eval, checkpoint inference and every export
 (SavedModel, frozen graph, TFLite, ONNX), so all of them give the same detections. It follows
-reference §3.11 with the HEAD-era `nms_configs` (reference §6):
+the EfficientDet release, with its later `nms_configs` (hard or soft NMS, class-agnostic):
 
 1. Flatten the levels (min_level first; per level row-major positions, then anchors) to class
    logits [B, N, C] and box codes [B, N, 4], N = number of anchors.
@@ -36,6 +36,7 @@ from absl import logging
 
 import anchors as anchors_lib
 import utils
+from hparams_config import Config
 
 # Class id of padding rows; real class ids run 1..num_classes.
 PAD_CLASS = 0
@@ -46,7 +47,7 @@ Number = Union[int, float]
 _logged_choices: set = set()
 
 
-def nms_description(config: Any, score_thresh: Any = None,
+def nms_description(config: Config, score_thresh: Any = None,
                     max_output_size: Optional[int] = None) -> str:
     """One human-readable line describing the post-processing `config` selects."""
     nms = config.nms_configs
@@ -64,7 +65,7 @@ def nms_description(config: Any, score_thresh: Any = None,
             f"(anchor, class) candidates per image")
 
 
-def log_nms_choice(config: Any, score_thresh: Any = None,
+def log_nms_choice(config: Config, score_thresh: Any = None,
                    max_output_size: Optional[int] = None) -> str:
     """Log the NMS choice once per distinct setting in this process; returns the line."""
     line = nms_description(config, score_thresh, max_output_size)
@@ -141,7 +142,7 @@ def top_candidates(logits: Union[tf.Tensor, Sequence[tf.Tensor]], k: int
     return values, anchor_idx, class_idx
 
 
-def _nms_one_image(boxes: tf.Tensor, scores: tf.Tensor, classes: tf.Tensor, config: Any,
+def _nms_one_image(boxes: tf.Tensor, scores: tf.Tensor, classes: tf.Tensor, config: Config,
                    score_thresh: Any, max_output_size: int
                    ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """NMS for one image; outputs padded to `max_output_size` rows.
@@ -209,7 +210,7 @@ def _per_image_loop(fn, elems: Tuple[tf.Tensor, ...], max_output_size: int
 
 
 def generate_detections(cls_outputs: Dict[int, tf.Tensor], box_outputs: Dict[int, tf.Tensor],
-                        config: Any, image_scales: Optional[tf.Tensor] = None,
+                        config: Config, image_scales: Optional[tf.Tensor] = None,
                         score_thresh: Union[Number, tf.Tensor, None] = None,
                         max_output_size: Optional[int] = None,
                         original_sizes: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 tf1 = tf.compat.v1
 
-# Batch-norm defaults of the released checkpoints (reference §3.1).
+# Batch-norm defaults of the released checkpoints.
 BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-3
 MOVING_VARS = "moving_vars"
@@ -193,7 +193,7 @@ def dense(x: tf.Tensor, units: int, name: str = "dense") -> tf.Tensor:
 
 def cross_replica_group_assignment(num_shards: int) -> Optional[List[List[int]]]:
     """TPU replica groups for cross-replica BN: None (one group) up to 8 shards, else groups of
-    max(8, num_shards // 8) consecutive replicas (reference §3.1)."""
+    max(8, num_shards // 8) consecutive replicas, as the released models were trained."""
     if num_shards <= 8:
         return None
     group_size = max(8, num_shards // 8)
@@ -241,7 +241,7 @@ def batch_norm_momentum(momentum: float):
 @contextlib.contextmanager
 def cross_replica_batch_norm(num_shards: int):
     """Inside this context, training batch norm takes its statistics across `num_shards` TPU
-    replicas (reference §3.1). Used by det_model_fn when training on TPU."""
+    replicas. Used by det_model_fn when training on TPU."""
     previous = _CROSS_REPLICA_SHARDS[0]
     _CROSS_REPLICA_SHARDS[0] = num_shards if num_shards > 1 else 0
     try:

@@ -4,8 +4,8 @@ Mingxing Tan, Quoc V. Le. EfficientNet: Rethinking Model Scaling for Convolution
 Networks. ICML 2019. https://arxiv.org/abs/1905.11946
 
 Variables carry the names of the public EfficientNet checkpoints, e.g.
-``efficientnet-b0/blocks_1/depthwise_conv2d/depthwise_kernel`` (reference §4.1), so a classifier
-checkpoint restores into the detector's backbone unchanged. Images are NHWC, already normalised.
+``efficientnet-b0/blocks_1/depthwise_conv2d/depthwise_kernel``, so a classifier checkpoint
+restores into the detector's backbone unchanged. Images are NHWC, already normalised.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def _squeeze_excite(x: tf.Tensor, input_filters: int, se_ratio: float) -> tf.Ten
 def mbconv_block(x: tf.Tensor, block: BlockArgs, stride: int, training: bool,
                  survival_prob: Optional[float]) -> tf.Tensor:
     """Inverted bottleneck: [expand 1x1 -> BN -> swish] -> depthwise -> BN -> swish -> SE
-    -> project 1x1 -> BN [-> drop connect + residual]. Variable names follow reference §4.1."""
+    -> project 1x1 -> BN [-> drop connect + residual]. Variable names follow the released
+    checkpoints."""
     inputs = x
     bn_names = iter(["tpu_batch_normalization", "tpu_batch_normalization_1",
                      "tpu_batch_normalization_2"])

@@ -11,7 +11,7 @@ The examples are the `images` of --image_info_file, else of --object_annotations
 --caption_annotations_file. So a captions file alone (the seed README's eval recipe) or
 `image_info_test-dev2017.json` alone gives image-only records, one per listed image.
 
-Records (reference §5.2): image/source_id is str(COCO image id); boxes are
+Records (keys: dataset/tfrecord_util.py): image/source_id is str(COCO image id); boxes are
 image/object/bbox/{ymin,xmin,ymax,xmax} normalized to [0, 1] by the image height/width, made from
 the json's [x, y, w, h] absolute-pixel boxes; image/object/class/label is the raw COCO
 category_id (1..num_classes, COCO: 1..90 with gaps); image/object/area is the json's pixel area.

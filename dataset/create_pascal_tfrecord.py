@@ -17,10 +17,10 @@ Ids: image ids are one counter from 1 over the written images of all years (so -
 gives unique ids), and image/source_id = str(image id) = the json image id; annotation ids are one
 counter from 1. The json has the categories once (ids of the label map, 1..20 for VOC, no
 background entry), boxes [x, y, w, h] in absolute pixels, area = w*h, iscrowd 0. Records carry
-the §5.2 PASCAL keys (bbox normalized ymin/xmin/ymax/xmax, class text/label, difficult,
-truncated, view) plus image/object/area (pixels, as in the json) and image/object/is_crowd (0), so
-evaluation from records agrees with evaluation from the json. VOC boxes are used as written
-(xmin/width etc.), as the reference does.
+the PASCAL keys of dataset/tfrecord_util.py (bbox normalized ymin/xmin/ymax/xmax, class
+text/label, difficult, truncated, view) plus image/object/area (pixels, as in the json) and
+image/object/is_crowd (0), so evaluation from records agrees with evaluation from the json. VOC
+boxes are used as written (xmin/width etc.), as the reference does.
 
 Bad objects and images are checked as in dataset/validation.py; --on_error=skip|fail.
 """

@@ -1,6 +1,6 @@
 """Label maps: {class id: class name} with ids 1..num_classes (0 is never a class).
 
-One meaning everywhere (DESIGN §6): `num_classes` counts the real classes and label ids run
+One meaning everywhere: `num_classes` counts the real classes and label ids run
 1..num_classes. COCO keeps its original, non-contiguous category ids (80 classes spread over ids
 1..90, so a COCO model has num_classes=90); VOC uses 1..20.
 

@@ -4,9 +4,9 @@ and an ordered worker pool.
 TensorFlow is imported lazily (inside the functions that build or write records) so that worker
 processes, which only decode and re-encode images with Pillow, start in well under a second.
 
-Record schema (reference §5.2): boxes are four float lists ``image/object/bbox/{ymin,xmin,ymax,
-xmax}`` normalized to [0, 1] by the image height/width; decoders return them in the order
-[ymin, xmin, ymax, xmax].
+Record schema (`FEATURE_TYPES`, the keys of the EfficientDet release): boxes are four float
+lists ``image/object/bbox/{ymin,xmin,ymax,xmax}`` normalized to [0, 1] by the
+image height/width; decoders return them in the order [ymin, xmin, ymax, xmax].
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ INT64 = "int64"
 FLOAT = "float"
 BYTES = "bytes"
 
-# Every key a converter writes, with its list type (reference §5.2 plus area/is_crowd for VOC).
+# Every key a converter writes, with its list type (area/is_crowd also for VOC). The one
+# schema: dataloader.py parses the keys it needs from here.
 FEATURE_TYPES: Dict[str, str] = {
     "image/height": INT64,
     "image/width": INT64,
