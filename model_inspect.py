@@ -36,8 +36,8 @@ there is none (e.g. opencv-python-headless or no DISPLAY), it says so and still 
 on every frame, then reports the speed (exit status 0).
 
 Inputs that fail (a missing or corrupt image among several) are reported by name, the others are
-processed, and the exit status is 1. The logic lives in `inference.py`; this file only parses
-flags and reports.
+processed, and the exit status is 1. The logic lives in `inference.py` and the modules below it
+(export, detectors, visualize); this file only parses flags and reports.
 """
 
 from __future__ import annotations
@@ -137,10 +137,14 @@ def _report_failures(problems) -> None:
         sys.exit(1)
 
 
-def _run_images(inference, detector, config) -> None:
-    paths, problems = inference.expand_image_inputs(_require("input_image"))
+def _run_images(detector, config) -> None:
+    import inference
+    import visualize
+    from dataset import label_maps
+
+    paths, problems = visualize.expand_image_inputs(_require("input_image"))
     summary = inference.detect_images(
-        detector, paths, FLAGS.output_image_dir, inference.label_map_of(config),
+        detector, paths, FLAGS.output_image_dir, label_maps.for_config(config),
         FLAGS.min_score_thresh, FLAGS.max_boxes_to_draw, FLAGS.line_thickness,
         batch_size=max(1, FLAGS.batch_size))
     n = len(summary.written)
@@ -149,7 +153,16 @@ def _run_images(inference, detector, config) -> None:
     _report_failures(problems + summary.failed)
 
 
-def _run(hparams_config, inference, vfpn) -> None:
+def _run() -> None:
+    import tensorflow as tf
+
+    import detectors
+    import export
+    import hparams_config
+    import inference
+    import postprocess
+    import vfpn
+
     mode = FLAGS.runmode
     exported_model_modes = ("saved_model_infer", "saved_model_benchmark", "saved_model_video")
     if mode in exported_model_modes:
@@ -162,11 +175,11 @@ def _run(hparams_config, inference, vfpn) -> None:
     logging.info("config:\n%s", config)
 
     if mode == "dry":
-        out = inference.save_dry_run(config, FLAGS.logdir, FLAGS.model_name, FLAGS.ckpt_path,
+        out = export.save_dry_run(config, FLAGS.logdir, FLAGS.model_name, FLAGS.ckpt_path,
                                      _batch_size(False))
         print(f"wrote checkpoint {out['checkpoint']} and graph {out['graph']}")
     elif mode == "freeze":
-        path = inference.save_frozen(config, FLAGS.logdir, FLAGS.model_name, FLAGS.ckpt_path,
+        path = export.save_frozen(config, FLAGS.logdir, FLAGS.model_name, FLAGS.ckpt_path,
                                      _batch_size(False))
         print(f"wrote frozen graph {path}")
     elif mode == "bm":
@@ -175,7 +188,7 @@ def _run(hparams_config, inference, vfpn) -> None:
             ckpt_path=FLAGS.ckpt_path, trace_filename=FLAGS.trace_filename)
         print(result.summary())
     elif mode == "ckpt":
-        info = inference.eval_ckpt(config, _require("ckpt_path"), FLAGS.export_ckpt)
+        info = export.eval_ckpt(config, _require("ckpt_path"), FLAGS.export_ckpt)
         print(f"restored {info['variables']} variables from {info['checkpoint']} "
               f"({'EMA values' if info['ema'] else 'raw values, no EMA shadows found'})")
         if info["exported"]:
@@ -183,13 +196,13 @@ def _run(hparams_config, inference, vfpn) -> None:
     elif mode == "infer":
         if not FLAGS.ckpt_path or FLAGS.ckpt_path == "_":
             print(f"{PROG}: no --ckpt_path: running with random weights", file=sys.stderr)
-        print(inference.postprocess.nms_description(config, FLAGS.min_score_thresh,
+        print(postprocess.nms_description(config, FLAGS.min_score_thresh,
                                                     FLAGS.max_boxes_to_draw))
-        with inference.CheckpointDetector(config, FLAGS.ckpt_path, 1, FLAGS.min_score_thresh,
+        with detectors.CheckpointDetector(config, FLAGS.ckpt_path, 1, FLAGS.min_score_thresh,
                                           FLAGS.max_boxes_to_draw, FLAGS.threads) as det:
-            _run_images(inference, det, config)
+            _run_images(det, config)
     elif mode == "saved_model":
-        result = inference.export_saved_model(
+        result = export.export_saved_model(
             config, FLAGS.saved_model_dir, FLAGS.model_name, FLAGS.ckpt_path,
             _batch_size(True), FLAGS.min_score_thresh, FLAGS.max_boxes_to_draw,
             FLAGS.tflite_path)
@@ -204,30 +217,40 @@ def _run(hparams_config, inference, vfpn) -> None:
               f"threshold at run time")
     elif mode == "onnx":
         path = FLAGS.onnx_path or os.path.join(FLAGS.saved_model_dir, f"{FLAGS.model_name}.onnx")
-        inference.export_onnx(config, path, FLAGS.ckpt_path, _batch_size(True),
+        export.export_onnx(config, path, FLAGS.ckpt_path, _batch_size(True),
                               FLAGS.min_score_thresh, FLAGS.max_boxes_to_draw)
         print(f"wrote ONNX model {path} (input image_arrays:0 uint8 [B, h, w, 3]; optional "
               f"input score_thresh:0)")
     else:
-        settings = inference.read_export_settings(FLAGS.saved_model_dir)
+        if not tf.io.gfile.exists(FLAGS.saved_model_dir):
+            fail(f"--saved_model_dir '{FLAGS.saved_model_dir}' does not exist: give a SavedModel "
+                 f"directory or a .pb, .tflite or .onnx file written by --runmode=saved_model or "
+                 f"onnx")
+        settings = export.read_export_settings(FLAGS.saved_model_dir)
         if settings.get("nms"):
             print(f"model {FLAGS.saved_model_dir}: {settings['nms']}")
-        with inference.load_detector(FLAGS.saved_model_dir, FLAGS.threads) as det:
+        with detectors.load_detector(FLAGS.saved_model_dir, FLAGS.threads) as det:
             if mode == "saved_model_infer":
-                _run_images(inference, det, config)
+                _run_images(det, config)
             elif mode == "saved_model_benchmark":
-                _benchmark(inference, det, config)
+                _benchmark(det, config)
             else:
-                _video(inference, det, config)
+                _video(det, config)
 
 
-def _benchmark(inference, det, config) -> None:
-    paths, problems = inference.expand_image_inputs(_require("input_image"))
+def _benchmark(det, config) -> None:
+    import numpy as np
+
+    import inference
+    import visualize
+    from dataset import label_maps
+
+    paths, problems = visualize.expand_image_inputs(_require("input_image"))
     images, failed = [], []
     for path in paths:
         try:
-            images.append(inference.read_image(path))
-        except inference.ImageReadError as e:
+            images.append(visualize.read_image(path))
+        except visualize.ImageReadError as e:
             failed.append(str(e))
     if not images:
         _report_failures(problems + failed)
@@ -236,8 +259,6 @@ def _benchmark(inference, det, config) -> None:
     if len(same) < len(images):
         print(f"{PROG}: benchmarking the {len(same)} image(s) of size {first.shape[1]}x"
               f"{first.shape[0]} (a batch holds one size)", file=sys.stderr)
-    import numpy as np
-
     result = inference.benchmark_detector(det, np.stack(same), max(1, FLAGS.batch_size),
                                           FLAGS.bm_runs, name=FLAGS.saved_model_dir,
                                           trace_filename=FLAGS.trace_filename,
@@ -247,24 +268,28 @@ def _benchmark(inference, det, config) -> None:
         found = det.predict(first[None], FLAGS.min_score_thresh)[0]
         thresh = det.score_thresh if FLAGS.min_score_thresh is None else FLAGS.min_score_thresh
         out = os.path.join(FLAGS.output_image_dir, "0.jpg")
-        inference.write_image(inference.draw_detections(
-            first, found, inference.label_map_of(config), thresh, FLAGS.max_boxes_to_draw,
+        visualize.write_image(visualize.draw_detections(
+            first, found, label_maps.for_config(config), thresh, FLAGS.max_boxes_to_draw,
             FLAGS.line_thickness), out)
         print(f"wrote {out} ({len(found.filter(thresh))} detections)")
     _report_failures(problems + failed)
 
 
-def _video(inference, det, config) -> None:
+def _video(det, config) -> None:
+    import inference
+    import visualize
+    from dataset import label_maps
+
     video = _require("input_video")
     show = False
     if not FLAGS.output_video:
-        show, why = inference.display_available()
+        show, why = visualize.display_available()
         if not show:
             print(f"{PROG}: cannot show the frames: {why}. Running detection on every frame "
                   f"without showing it; pass --output_video=out.mp4 to save the annotated "
                   f"video.", file=sys.stderr)
     summary = inference.detect_video(det, video, FLAGS.output_video,
-                                     inference.label_map_of(config), FLAGS.min_score_thresh,
+                                     label_maps.for_config(config), FLAGS.min_score_thresh,
                                      FLAGS.max_boxes_to_draw, FLAGS.line_thickness, show=show)
     fps = summary.frames / summary.seconds if summary.seconds else 0.0
     print(f"processed {summary.frames} frames of {video} ({fps:.1f} frames/s)"
@@ -276,14 +301,10 @@ def main(argv):
     # Imported here so that --help and flag errors come back without loading TensorFlow.
     import tensorflow as tf
 
-    import hparams_config
-    import inference
-    import vfpn
-
     tf.get_logger().setLevel("ERROR")
     try:
-        _run(hparams_config, inference, vfpn)
-    except (ValueError, inference.CheckpointError, inference.DetectorError) as e:
+        _run()
+    except ValueError as e:  # errors.UserError and the fpn_name check
         fail(str(e))
 
 

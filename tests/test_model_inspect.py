@@ -13,11 +13,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from test_inference import STREET, assert_same_detections, make_test_checkpoint, needs_onnx, street
 
+import detectors
 import hparams_config
-import inference
-from conftest import SHARED
+from conftest import (
+    SHARED,
+    STREET,
+    assert_same_detections,
+    make_test_checkpoint,
+    needs_onnx,
+    street,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "image_size=128,fpn_num_filters=16,fpn_cell_repeats=2,box_class_repeats=1,num_classes=3"
@@ -64,7 +70,7 @@ def test_dry_then_freeze_from_its_checkpoint(tmp_path):
     ops = {n.op for n in graph_def.node}
     assert "VarHandleOp" not in ops and "Const" in ops
     names = {n.name for n in graph_def.node}
-    assert {"input", "class_outputs_3", "box_outputs_7"} <= names
+    assert {"input", "cls_outputs_3", "box_outputs_7"} <= names
 
 
 def test_bm_with_checkpoint_batch_and_trace(tmp_path):
@@ -205,11 +211,11 @@ def test_seed_section_3_end_to_end_latency(seed_dir):
     # The static-batch export (batch 1, the seed default) agrees with checkpoint inference too.
     config = hparams_config.load_run_config("efficientdet-d0", "",
                                             str(seed_dir / "efficientdet-d0"))
-    with inference.CheckpointDetector(config, str(seed_dir / "efficientdet-d0")) as det:
+    with detectors.CheckpointDetector(config, str(seed_dir / "efficientdet-d0")) as det:
         want = det.predict(street()[None])[0]
     assert len(want) > 0
     for path in (frozen, seed_dir / "tmp" / "benchmark"):
-        with inference.load_detector(str(path)) as det:
+        with detectors.load_detector(str(path)) as det:
             assert det.batch_size == 1
             assert_same_detections(want, det.predict(street()[None])[0], str(path))
 
