@@ -18,7 +18,7 @@ The work is done by the modules below it, one job each:
   graph, TFLite, ONNX); `load_detector` picks one for an exported model.
 * `export`: dry run, frozen network, SavedModel (+ frozen graph, TFLite), TFLite, ONNX,
   checkpoint re-export, export settings, and the one way outputs are written.
-* `visualize`: reading, drawing and writing images.
+* `visualize`: reading images (16-bit ones scaled to 8 bits), drawing and writing them.
 
 Here: `detect_images`, `detect_video`, `benchmark_network` (the raw network, frozen) and
 `benchmark_detector` (pre-processing + network + NMS), which share one timing loop.
@@ -265,11 +265,26 @@ class VideoSummary:
 
 
 def open_video(path: str):
-    """A cv2.VideoCapture of video file `path`; DataError naming it if OpenCV cannot open it."""
+    """A cv2.VideoCapture of video file `path`; DataError naming it if it is not a video.
+
+    A text file is refused before OpenCV sees it: FFmpeg renders text files as video frames.
+    """
     import cv2
 
     if not os.path.isfile(path):
         raise errors.DataError(f"video '{path}': no such file")
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        raise errors.DataError(f"video '{path}' is empty")
+    if b"\0" not in head:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            raise errors.DataError(f"'{path}' is a text file, not a video; give a video file "
+                                   f"(e.g. .mp4, .mov or .avi)")
     capture = cv2.VideoCapture(path)
     if not capture.isOpened():
         raise errors.DataError(f"'{path}': OpenCV cannot open it as a video")

@@ -2,7 +2,9 @@
 detections with class names, write the result, and say whether a window can be shown.
 
 `read_image` gives uint8 RGB whatever the file holds: grayscale is expanded, alpha and
-palettes are dropped. Errors name the file (`ImageReadError`, a `errors.DataError`).
+palettes are dropped, and 16-bit images are scaled to 8 bits the way the dataset converters do
+(`dataset.validation.to_rgb`), so a 16-bit PNG is not clipped to white. Errors name the file
+(`ImageReadError`, a `errors.DataError`).
 
 Labels come from a {class id: name} label map (see `dataset.label_maps.for_config`); a class id
 it lacks is drawn as 'class <id>'.
@@ -20,6 +22,7 @@ import numpy as np
 
 import errors
 import export
+from dataset import validation
 from detectors import Detections
 
 # Box colours by class id (RGB).
@@ -42,9 +45,8 @@ def read_image(path: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()  # decode now, so truncated files fail here
-            if image.mode != "RGB":
-                image = image.convert("RGB")
-            return np.array(image, dtype=np.uint8)
+            rgb, _ = validation.to_rgb(image)
+            return np.array(rgb, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ImageReadError(f"'{path}': cannot decode it as an image ({e})") from None
 

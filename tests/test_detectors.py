@@ -1,8 +1,11 @@
 """detectors: every format (checkpoint, SavedModel, frozen graph, TFLite, ONNX) gives the same
 detections, per image in a dynamic batch, with the score threshold as a run-time input; the
-base64 signature decodes every image kind; load errors name the path; a new format is one class
-plus one table entry."""
+base64 signature decodes every image kind (16-bit PNGs too); load errors name the path; a new
+format is one class plus one table entry."""
 
+import io
+
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -63,13 +66,22 @@ def test_dynamic_batch_gives_each_image_its_own_detections(loaded, key):
     assert not np.allclose(together[0].boxes[:3], together[1].boxes[:3])
 
 
+def _png16(gray8):
+    """A 16-bit grayscale PNG whose values are the 8-bit ones scaled to 0..65535."""
+    ok, data = cv2.imencode(".png", gray8.astype(np.uint16) * 257)
+    assert ok
+    assert Image.open(io.BytesIO(data.tobytes())).mode.startswith("I;16")
+    return data.tobytes()
+
+
 def test_base64_signature_matches_arrays_for_every_image_kind(exported_models, loaded):
     gray = np.asarray(Image.open(STREET).convert("L"))
-    images = [street(), street(300, 200), gray]
+    images = [street(), street(300, 200), gray, gray]
     encoded = []
-    for im in images:
+    for im in images[:3]:
         with tf.Graph().as_default(), tf1.Session() as sess:
             encoded.append(sess.run(tf.io.encode_png(im if im.ndim == 3 else im[..., None])))
+    encoded.append(_png16(gray))  # decoded to the same 8-bit pixels as its 8-bit copy
     with tf.Graph().as_default() as graph, tf1.Session(graph=graph) as sess:
         meta = tf1.saved_model.loader.load(sess, ["serve"], exported_models["saved_model"])
         sig = meta.signature_def["serving_base64"]
@@ -81,7 +93,7 @@ def test_base64_signature_matches_arrays_for_every_image_kind(exported_models, l
         want = loaded["saved_model"].predict(rgb[None])[0]
         assert len(want) > 0
         assert_same_detections(want, got[i], f"base64 image {i}")
-    assert out["detections"].shape == (3, 100, 7)
+    assert out["detections"].shape == (4, 100, 7)
     np.testing.assert_array_equal(out["detections"][2, :, 0], 2)  # image index column
 
 

@@ -1,6 +1,6 @@
-"""inference: the drivers. Images of every kind with bad ones reported by name, labels from the
-model's label map, video in and out, and the network and end-to-end benchmarks with their one
-timing loop."""
+"""inference: the drivers. Images of every kind (a 16-bit PNG detects like its 8-bit copy) with
+bad ones reported by name, labels from the model's label map, video in and out (a text file is
+not a video), and the network and end-to-end benchmarks with their one timing loop."""
 
 import os
 
@@ -12,7 +12,7 @@ from PIL import Image
 import errors
 import inference
 import visualize
-from conftest import STREET, TINY, street, tiny_config
+from conftest import STREET, TINY, assert_same_detections, street, tiny_config
 from dataset import label_maps
 from detectors import Detector
 
@@ -50,6 +50,19 @@ def test_images_of_every_kind_and_bad_ones_reported(checkpoint_detector, tmp_pat
     assert logs[0].startswith(f"{paths[0]}: {len(summary.detections[paths[0]])} detections: "
                               f"class ")
     assert not any("person" in line for line in logs)
+
+
+def test_16bit_png_detects_like_its_8bit_copy(checkpoint_detector, tmp_path):
+    gray = np.asarray(Image.open(STREET).convert("L"))
+    Image.fromarray(gray).save(tmp_path / "gray8.png")
+    cv2.imwrite(str(tmp_path / "gray16.png"), gray.astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "rgb16.png"), street()[..., ::-1].astype(np.uint16) * 257)
+    paths = [str(tmp_path / n) for n in ("gray8.png", "gray16.png", "rgb16.png")]
+    summary = inference.detect_images(checkpoint_detector, paths, None, {}, log=lambda _: None)
+    eight, sixteen, rgb16 = (summary.detections[p] for p in paths)
+    assert len(eight) > 0
+    assert_same_detections(eight, sixteen, "16-bit gray PNG")
+    assert_same_detections(checkpoint_detector.predict(street()[None])[0], rgb16, "16-bit RGB")
 
 
 class _OneBox(Detector):
@@ -103,6 +116,20 @@ def test_detect_video_writes_annotated_frames(checkpoint_detector, tmp_path):
     assert ok and first.shape == (120, 160, 3)
     diff = np.abs(first[..., ::-1].astype(np.int16) - street(160, 120)).max(axis=2)
     assert (diff > 80).mean() > 0.002  # boxes were drawn
+
+
+def test_a_text_file_is_not_a_video(checkpoint_detector, tmp_path):
+    # FFmpeg renders text files as frames: OpenCV alone would "read" this one.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("".join(f"line {i}: notes about the experiment\n" for i in range(200)))
+    out = tmp_path / "out.mp4"
+    with pytest.raises(errors.DataError, match=f"'{notes}' is a text file, not a video; give a "
+                                               f"video file"):
+        inference.detect_video(checkpoint_detector, str(notes), str(out), {}, progress=False)
+    assert not out.exists()
+    (tmp_path / "empty.mov").write_bytes(b"")
+    with pytest.raises(errors.DataError, match="empty.mov' is empty"):
+        inference.open_video(str(tmp_path / "empty.mov"))
 
 
 def test_a_video_opencv_cannot_open_is_one_error(tmp_path):

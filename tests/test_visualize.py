@@ -1,6 +1,7 @@
-"""visualize: reading every image kind, image specs, drawing boxes with label-map names, and
-errors that name the file."""
+"""visualize: reading every image kind (16-bit scaled like the dataset converters), image specs,
+drawing boxes with label-map names, and errors that name the file."""
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,11 +20,15 @@ def test_read_image_converts_every_kind_to_uint8_rgb(tmp_path):
     rgba.putalpha(128)
     rgba.save(tmp_path / "alpha.png")
     Image.open(STREET).convert("P").save(tmp_path / "palette.png")
-    for name in ("gray.png", "alpha.png", "palette.png"):
+    cv2.imwrite(str(tmp_path / "gray16.png"), gray.astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "rgb16.png"), rgb[..., ::-1].astype(np.uint16) * 257)
+    assert Image.open(tmp_path / "gray16.png").mode.startswith("I;16")
+    for name in ("gray.png", "alpha.png", "palette.png", "gray16.png", "rgb16.png"):
         image = visualize.read_image(str(tmp_path / name))
         assert image.dtype == np.uint8 and image.shape == (636, 1024, 3), name
-    np.testing.assert_array_equal(visualize.read_image(str(tmp_path / "gray.png")),
+    np.testing.assert_array_equal(visualize.read_image(str(tmp_path / "gray16.png")),
                                   np.repeat(gray[..., None], 3, axis=2))
+    np.testing.assert_array_equal(visualize.read_image(str(tmp_path / "rgb16.png")), rgb)
     np.testing.assert_array_equal(visualize.read_image(str(tmp_path / "alpha.png")), rgb)
 
 
