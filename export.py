@@ -11,8 +11,11 @@
   records its score threshold, detections per image and NMS, so detectors can report them.
 
 Outputs: every file is written through `write_file` after `ensure_parent`, and a failure is an
-`errors.OutputError` naming the path. A SavedModel goes into a new or empty directory
-(`nonempty_dir_problem` says why not, without writing anything).
+`errors.OutputError` naming the path. `output_problem`, `nonempty_dir_problem` and
+`other_run_problem` say, without writing anything, why a location cannot be used, so a CLI can
+refuse up front and name its flag. No export deletes or overwrites what another run wrote: a
+SavedModel goes into a new or empty directory, and the raw network is never written where a
+training run (or an earlier dry run) left `config.yaml` or a checkpoint.
 """
 
 from __future__ import annotations
@@ -34,17 +37,63 @@ import utils
 tf1 = tf.compat.v1
 
 EXPORT_SETTINGS = "export_settings.yaml"
+# What a training run (or a dry run) leaves in its directory: never written over.
+_CHECKPOINT_STATE = "checkpoint"
 
 
 # -------------------------------------------------------------------------------------------------
 # Output locations
 # -------------------------------------------------------------------------------------------------
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def output_problem(path: str, directory: bool) -> Optional[str]:
+    """Why `path` cannot be written as a directory (or a file), or None; creates nothing.
+
+    Remote paths (gs://, ...) are not checked here: their writes fail with their own error.
+    """
+    if _is_remote(path):
+        return None
+    full = os.path.abspath(path)
+    if os.path.exists(full):
+        if directory and not os.path.isdir(full):
+            return "is a file, not a directory"
+        if not directory and os.path.isdir(full):
+            return "is a directory, not a file"
+        target = full if directory else os.path.dirname(full)
+        return None if os.access(target, os.W_OK | os.X_OK) else "is not writable"
+    ancestor = os.path.dirname(full)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return f"cannot be created: '{ancestor}' is a file, not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot be created: '{ancestor}' is not writable"
+    return None
+
+
 def nonempty_dir_problem(path: str) -> Optional[str]:
     """Why a new export directory `path` cannot be used (it exists and is not empty), or None."""
     if tf.io.gfile.exists(path) and (not tf.io.gfile.isdir(path) or tf.io.gfile.listdir(path)):
         return ("already exists and is not empty; remove it or choose another directory "
                 "(nothing was overwritten)")
     return None
+
+
+def other_run_problem(directory: str) -> Optional[str]:
+    """Why `directory` must not receive a checkpoint or config.yaml: it already holds those of
+    another run (training or an earlier dry run). None when it is new or holds neither."""
+    if not tf.io.gfile.isdir(directory):
+        return None
+    names = tf.io.gfile.listdir(directory)
+    found = sorted({n.rstrip("/") for n in names
+                    if n == os.path.basename(hparams_config.default_config_path(directory))
+                    or n == _CHECKPOINT_STATE or n.endswith(".index")})
+    if not found:
+        return None
+    return (f"already holds {', '.join(found[:3])} of another run; choose a new or empty "
+            f"directory (nothing was overwritten)")
 
 
 def ensure_dir(path: str) -> str:
@@ -131,7 +180,8 @@ def save_dry_run(config: hparams_config.Config, logdir: str, model_name: str,
     """Build, restore or initialise, run once, then write a checkpoint `<logdir>/<model_name>`,
     the graph `<logdir>/<model_name>_train.pb`, a TensorBoard graph event file and the config
     as `<logdir>/config.yaml` (so a checkpoint path of `logdir` picks the same hparams up
-    later)."""
+    later). Refuses a `logdir` holding another run's checkpoint or config.yaml."""
+    _refuse(logdir, other_run_problem(logdir))
     ensure_dir(logdir)
     net = serving.build_raw_network(config, batch_size)
     with net.graph.as_default(), tf1.Session(graph=net.graph) as sess:
@@ -150,7 +200,9 @@ def save_dry_run(config: hparams_config.Config, logdir: str, model_name: str,
 
 def save_frozen(config: hparams_config.Config, logdir: str, model_name: str,
                 ckpt_path: Optional[str] = None, batch_size: int = 1) -> str:
-    """Write `<logdir>/<model_name>_frozen.pb`: the raw network with its variables folded in."""
+    """Write `<logdir>/<model_name>_frozen.pb`: the raw network with its variables folded in.
+    Refuses a `logdir` holding another run's checkpoint or config.yaml."""
+    _refuse(logdir, other_run_problem(logdir))
     net = serving.build_raw_network(config, batch_size)
     with tf1.Session(graph=net.graph) as sess:
         serving.restore_or_init(net, sess, ckpt_path, config)
@@ -299,11 +351,14 @@ def eval_ckpt(config: hparams_config.Config, ckpt_path: str, export_ckpt: Option
     With `export_ckpt`, save a checkpoint (prefix `export_ckpt`, plus a `checkpoint` index file
     beside it) whose raw variables hold the restored (EMA) values and, when the config uses
     EMA, whose `<var>/ExponentialMovingAverage` shadows hold the same values, so it restores the
-    same either way.
+    same either way. Refuses a directory holding another run's checkpoint or config.yaml.
 
     Returns {'checkpoint': prefix read, 'variables': count, 'ema': shadows were read,
     'exported': export_ckpt or None}.
     """
+    if export_ckpt:
+        parent = os.path.dirname(export_ckpt) or "."
+        _refuse(parent, other_run_problem(parent))
     net = serving.build_raw_network(config, 1)
     use_ema = checkpoint_io.use_ema(config)
     with net.graph.as_default(), tf1.Session(graph=net.graph) as sess:

@@ -1,5 +1,6 @@
 """export: what each export writes (SavedModel, frozen graph, TFLite, settings), checkpoint
-re-export with EMA folded in, writing outputs, and refusing a non-empty SavedModel directory."""
+re-export with EMA folded in, the output-location checks, and refusing to write over another
+run's files."""
 
 import os
 
@@ -70,10 +71,45 @@ def test_ckpt_export_folds_ema_into_raw_variables(test_checkpoint, checkpoint_de
     assert_same_detections(checkpoint_detector.predict(street()[None])[0], got, "exported ckpt")
 
 
-def test_saved_model_dir_must_be_new_or_empty(exported_models):
+def _fake_run(directory, *names):
+    os.makedirs(directory, exist_ok=True)
+    for name in names:
+        with open(os.path.join(directory, name), "w") as f:
+            f.write("another run's file")
+
+
+def test_nothing_is_written_over_another_run(tmp_path):
+    config = tiny_config(**TINY)
+    train_dir = str(tmp_path / "train")
+    _fake_run(train_dir, "config.yaml", "checkpoint", "model.ckpt-5.index")
+    with pytest.raises(errors.OutputError, match="'.*train' already holds checkpoint, "
+                                                 "config.yaml, model.ckpt-5.index of another "
+                                                 "run; choose a new or empty directory"):
+        export.save_dry_run(config, train_dir, "efficientdet-d0")
+    with pytest.raises(errors.OutputError, match="already holds"):
+        export.save_frozen(config, train_dir, "efficientdet-d0")
+    with pytest.raises(errors.OutputError, match="already holds"):
+        export.eval_ckpt(config, "_", os.path.join(train_dir, "ema"))
     with pytest.raises(errors.OutputError, match="already exists and is not empty"):
-        export.export_saved_model(exported_models["config"], exported_models["saved_model"],
-                                  "efficientdet-d0")
+        export.export_saved_model(config, train_dir, "efficientdet-d0")
+    for name in os.listdir(train_dir):
+        assert open(os.path.join(train_dir, name)).read() == "another run's file"
+    assert export.other_run_problem(str(tmp_path / "new")) is None
+    _fake_run(str(tmp_path / "notes"), "notes.txt")
+    assert export.other_run_problem(str(tmp_path / "notes")) is None
+
+
+def test_output_problem_says_why_without_writing(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert export.output_problem(str(tmp_path / "new" / "dir"), directory=True) is None
+    assert export.output_problem(str(afile / "sub"), directory=True) == (
+        f"cannot be created: '{afile}' is a file, not a directory")
+    assert export.output_problem(str(afile), directory=True) == "is a file, not a directory"
+    assert export.output_problem(str(tmp_path), directory=False) == "is a directory, not a file"
+    assert export.output_problem(str(afile), directory=False) is None
+    assert export.output_problem("gs://bucket/out", directory=True) is None
+    assert sorted(os.listdir(tmp_path)) == ["afile"]
 
 
 def test_outputs_are_written_one_way(tmp_path):
