@@ -96,11 +96,13 @@ def test_config_comes_from_the_model_directory(test_checkpoint, exported_models,
     loaded = model_inspect.load_config(options("--runmode=bm", f"--ckpt_path={ckpt_dir}"))
     assert loaded.num_classes == 3 and loaded.fpn_num_filters == 16
     assert "config:\n" in caplog.text  # logged at DEBUG, shown with --verbose
-    # An export knows its model, whatever --model_name says.
+    # An export knows its model, whatever --model_name says; --hparams apply on top.
     loaded = model_inspect.load_config(options(
         "--runmode=saved_model_infer", "--model_name=efficientdet-d3",
-        f"--saved_model_dir={exported_models['saved_model']}", "--hparams=image_size=256"))
-    assert loaded.name == "efficientdet-d0" and loaded.image_size == 256
+        f"--saved_model_dir={exported_models['saved_model']}",
+        "--hparams=nms_configs.score_thresh=0.25"))
+    assert loaded.name == "efficientdet-d0" and loaded.num_classes == 3
+    assert loaded.nms_configs.score_thresh == 0.25
 
 
 # -------------------------------------------------------------------------------------------------
@@ -203,10 +205,13 @@ def test_a_text_file_given_as_video_is_one_line(exported_models, tmp_path):
 
 
 def test_checkpoint_from_another_model_is_clear(test_checkpoint, tmp_path):
+    # The checkpoint without its config.yaml, as downloaded checkpoints come.
+    bare = tmp_path / "bare"
+    shutil.copytree(test_checkpoint[0], bare, ignore=shutil.ignore_patterns("config.yaml"))
     with pytest.raises(errors.CheckpointError) as e:
         inspect("--runmode=freeze", f"--logdir={tmp_path / 'f'}",
                 f"--hparams={TINY.replace('num_classes=3', 'num_classes=5')}",
-                f"--ckpt_path={test_checkpoint[0]}")
+                f"--ckpt_path={bare}")
     assert "does not fit this model" in str(e.value) and "class-predict" in str(e.value)
 
 
