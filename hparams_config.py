@@ -548,8 +548,9 @@ CONFIG_FILE = "config.yaml"
 # change neither the variables nor the data the model was trained on. Everything else is the
 # model, and a run that disagrees with the saved value stops before building anything.
 RUNTIME_KEYS = ("nms_configs", "label_map", "num_epochs")
-# Eval, export and inference may also run at another precision than training did.
-INFERENCE_RUNTIME_KEYS = RUNTIME_KEYS + ("precision",)
+# Eval, export and inference may also run at another input size or precision than training
+# did (the variables are the same; e.g. export at 1920x1280 a model trained at 512).
+INFERENCE_RUNTIME_KEYS = RUNTIME_KEYS + ("image_size", "precision")
 # Keys of older config.yaml files that are no longer hparams (run options now); ignored on read.
 _RETIRED_KEYS = ("use_tpu", "strategy")
 

@@ -35,258 +35,457 @@ saved_model_video without --output_video shows the frames when a display is avai
 there is none (e.g. opencv-python-headless or no DISPLAY), it says so and still runs detection
 on every frame, then reports the speed (exit status 0).
 
-Inputs that fail (a missing or corrupt image among several) are reported by name, the others are
-processed, and the exit status is 1. The logic lives in `inference.py`; this file only parses
-flags and reports.
+Options are checked before any graph is built (`check_options`): batch sizes, the flags each
+runmode needs, and every output location (one line naming the flag). dry and freeze never write
+into a --logdir that holds another run's config.yaml or checkpoint, and saved_model never into a
+non-empty --saved_model_dir. Inputs that fail (a missing or corrupt image among several) are
+reported by name, the others are processed, and the exit status is 1.
+
+`run(InspectOptions(...))` runs one runmode in-process and returns the exit status; the work
+is done by inference.py and the modules below it. --verbose also logs the resolved config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
-from absl import app, flags, logging
+from absl import app, logging
 
-RUNMODES = ("dry", "freeze", "bm", "ckpt", "infer", "saved_model", "saved_model_infer",
-            "saved_model_benchmark", "saved_model_video", "onnx")
+import cli
+import errors
 
-flags.DEFINE_string("model_name", "efficientdet-d0", "Model: efficientdet-d0 .. efficientdet-d7.")
-flags.DEFINE_string("logdir", "/tmp/deff/", "Output directory for dry and freeze. Never deleted.")
-flags.DEFINE_enum("runmode", "dry", RUNMODES, "What to do.")
-flags.DEFINE_string("hparams", "", "Overrides: 'k=v,k2=v2', a .yaml file, or both.")
-flags.DEFINE_integer("batch_size", 1, "Batch size. 0 exports a dynamic-batch model "
-                     "(saved_model, onnx); dry, freeze and bm need >= 1.")
-flags.DEFINE_integer("bm_runs", 10, "Timed runs in bm and saved_model_benchmark (after 5 "
-                     "warm-up runs).")
-flags.DEFINE_integer("threads", 0, "Intra-op threads (0: TensorFlow's default).")
-flags.DEFINE_bool("xla", False, "bm: run with XLA JIT (global_jit_level ON_2).")
-flags.DEFINE_string("ckpt_path", None,
-                    "Checkpoint prefix or directory to restore; '_' or unset: random weights. A "
-                    "directory's config.yaml (written by training) sets the hparams.")
-flags.DEFINE_string("export_ckpt", None, "ckpt: save the restored (EMA) weights as a new "
-                    "checkpoint with this prefix.")
-flags.DEFINE_string("trace_filename", None, "bm, saved_model_benchmark: also write a Chrome "
-                    "trace of one run here.")
-flags.DEFINE_string("input_image", None, "Image path, glob pattern, or comma-separated list of "
-                    "them (infer, saved_model_infer, saved_model_benchmark).")
-flags.DEFINE_string("output_image_dir", None, "Where annotated images are written as <i>.jpg.")
-flags.DEFINE_string("input_video", None, "saved_model_video: the input video file.")
-flags.DEFINE_string("output_video", None, "saved_model_video: write the annotated video here "
-                    "(mp4v codec).")
-flags.DEFINE_integer("line_thickness", None, "Box line thickness in pixels (default: scaled to "
-                     "the image).")
-flags.DEFINE_integer("max_boxes_to_draw", None, "Most detections per image (default "
-                     "nms_configs.max_output_size); at export, the number of output rows.")
-flags.DEFINE_float("min_score_thresh", None, "Score threshold (default "
-                   "nms_configs.score_thresh); at export, the model's default threshold.")
-flags.DEFINE_string("saved_model_dir", "/tmp/saved_model", "SavedModel directory (exported "
-                    "or read), or a .pb, .tflite or .onnx file to read.")
-flags.DEFINE_string("tflite_path", None, "saved_model: also convert to TFLite here.")
-flags.DEFINE_string("onnx_path", None, "onnx: output file (default "
-                    "<saved_model_dir>/<model_name>.onnx).")
-FLAGS = flags.FLAGS
+if TYPE_CHECKING:
+    from detectors import Detector
+    from hparams_config import Config
 
 PROG = "model_inspect.py"
+# Runmodes that run an exported model given by --saved_model_dir.
+EXPORTED_MODEL_MODES = ("saved_model_infer", "saved_model_benchmark", "saved_model_video")
 
 
-def fail(message: str) -> None:
-    sys.exit(f"{PROG}: error: {message}")
+# -------------------------------------------------------------------------------------------------
+# The config of a run
+# -------------------------------------------------------------------------------------------------
+def config_dir(path: Optional[str]) -> Optional[str]:
+    """The directory whose config.yaml describes `path` (a model or SavedModel directory, or a
+    checkpoint prefix or model file inside one), or None. Read through tf.io.gfile (gs:// too).
+    """
+    import tensorflow as tf
+
+    import hparams_config
+
+    if not path or path == "_":
+        return None
+    directory = path if tf.io.gfile.isdir(path) else os.path.dirname(path) or "."
+    return (directory if tf.io.gfile.exists(hparams_config.default_config_path(directory))
+            else None)
 
 
-def _ckpt_model_dir(ckpt_path: str) -> str:
-    """The directory whose config.yaml describes `ckpt_path` (a directory or a prefix)."""
-    if not ckpt_path or ckpt_path == "_":
-        return ""
-    if os.path.isdir(ckpt_path):
-        return ckpt_path
-    parent = os.path.dirname(ckpt_path) or "."
-    return parent if os.path.isfile(os.path.join(parent, "config.yaml")) else ""
+def load_config(opts: InspectOptions) -> Config:
+    """The model's config: --model_name, then the config.yaml of the exported model (for the
+    runmodes that run one) or of --ckpt_path's directory, then --hparams. Validated."""
+    import hparams_config
+    import vfpn
+
+    name, model_dir = opts.model_name, None
+    if opts.runmode in EXPORTED_MODEL_MODES:
+        model_dir = config_dir(opts.saved_model_dir)
+        if model_dir:  # an export knows its model, whatever --model_name says
+            saved = hparams_config.Config.load_from_yaml(
+                hparams_config.default_config_path(model_dir))
+            name = saved.get("name") or name
+    model_dir = model_dir or config_dir(opts.ckpt_path)
+    config = hparams_config.load_run_config(name, opts.hparams, model_dir)
+    if config.fpn_name not in vfpn.FPN_BUILDERS:
+        raise errors.ConfigError(f"unknown fpn_name '{config.fpn_name}'; valid names: "
+                                 f"{', '.join(sorted(vfpn.FPN_BUILDERS))}")
+    config.is_training_bn = False
+    logging.debug("config:\n%s", config)
+    return config
 
 
-def _model_config(hparams_config, path: str):
-    """Config for an exported model: its own config.yaml when there is one (then --hparams)."""
-    where = path if os.path.isdir(path) else os.path.dirname(path) or "."
-    saved = os.path.join(where, "config.yaml")
-    if os.path.isfile(saved):
-        name = hparams_config.Config.load_from_yaml(saved).get("name") or FLAGS.model_name
-        return hparams_config.load_run_config(name, FLAGS.hparams, where)
-    return hparams_config.load_run_config(FLAGS.model_name, FLAGS.hparams,
-                                          _ckpt_model_dir(FLAGS.ckpt_path) or None)
-
-
-def _batch_size(allow_dynamic: bool):
-    if FLAGS.batch_size < 0 or (FLAGS.batch_size == 0 and not allow_dynamic):
-        fail(f"--batch_size must be >= 1 for --runmode={FLAGS.runmode}"
-             + (" (0, a dynamic batch, is for export runmodes)" if not allow_dynamic else ""))
-    return FLAGS.batch_size or None
-
-
-def _require(flag: str) -> str:
-    value = getattr(FLAGS, flag)
-    if not value:
-        fail(f"--runmode={FLAGS.runmode} needs --{flag}")
-    return value
-
-
-def _report_failures(problems) -> None:
+# -------------------------------------------------------------------------------------------------
+# Runmodes: each takes the options and returns the exit status
+# -------------------------------------------------------------------------------------------------
+def _report_failures(problems: Sequence[str]) -> int:
+    """Print each failed input and a summary to stderr; the exit status (1 if any failed)."""
+    for p in problems:
+        print(f"{PROG}: skipped {p}", file=sys.stderr)
     if problems:
-        for p in problems:
-            print(f"{PROG}: skipped {p}", file=sys.stderr)
         print(f"{PROG}: {len(problems)} input(s) failed (see above); the others were processed.",
               file=sys.stderr)
-        sys.exit(1)
+    return 1 if problems else 0
 
 
-def _run_images(inference, detector, config) -> None:
-    paths, problems = inference.expand_image_inputs(_require("input_image"))
+def _dry(opts: InspectOptions) -> int:
+    import export
+
+    out = export.save_dry_run(load_config(opts), opts.logdir, opts.model_name, opts.ckpt_path,
+                              opts.batch_size)
+    print(f"wrote checkpoint {out['checkpoint']} and graph {out['graph']}")
+    return 0
+
+
+def _freeze(opts: InspectOptions) -> int:
+    import export
+
+    path = export.save_frozen(load_config(opts), opts.logdir, opts.model_name, opts.ckpt_path,
+                              opts.batch_size)
+    print(f"wrote frozen graph {path}")
+    return 0
+
+
+def _bm(opts: InspectOptions) -> int:
+    import inference
+
+    result = inference.benchmark_network(
+        load_config(opts), opts.batch_size, opts.bm_runs, threads=opts.threads, xla=opts.xla,
+        ckpt_path=opts.ckpt_path, trace_filename=opts.trace_filename)
+    print(result.summary())
+    return 0
+
+
+def _ckpt(opts: InspectOptions) -> int:
+    import export
+
+    info = export.eval_ckpt(load_config(opts), opts.ckpt_path, opts.export_ckpt)
+    print(f"restored {info['variables']} variables from {info['checkpoint']} "
+          f"({'EMA values' if info['ema'] else 'raw values, no EMA shadows found'})")
+    if info["exported"]:
+        print(f"wrote checkpoint {info['exported']}")
+    return 0
+
+
+def _detect_images(opts: InspectOptions, detector: Detector, config: Config) -> int:
+    import inference
+    import visualize
+    from dataset import label_maps
+
+    paths, problems = visualize.expand_image_inputs(opts.input_image)
     summary = inference.detect_images(
-        detector, paths, FLAGS.output_image_dir, inference.label_map_of(config),
-        FLAGS.min_score_thresh, FLAGS.max_boxes_to_draw, FLAGS.line_thickness,
-        batch_size=max(1, FLAGS.batch_size))
-    n = len(summary.written)
-    where = f" to {FLAGS.output_image_dir}" if FLAGS.output_image_dir else ""
-    print(f"processed {n} image(s){where}")
-    _report_failures(problems + summary.failed)
+        detector, paths, opts.output_image_dir, label_maps.for_config(config),
+        opts.min_score_thresh, opts.max_boxes_to_draw, opts.line_thickness,
+        batch_size=max(1, opts.batch_size))
+    where = f" to {opts.output_image_dir}" if opts.output_image_dir else ""
+    print(f"processed {len(summary.written)} image(s){where}")
+    return _report_failures(problems + summary.failed)
 
 
-def _run(hparams_config, inference, vfpn) -> None:
-    mode = FLAGS.runmode
-    exported_model_modes = ("saved_model_infer", "saved_model_benchmark", "saved_model_video")
-    if mode in exported_model_modes:
-        config = _model_config(hparams_config, FLAGS.saved_model_dir)
-    else:
-        config = hparams_config.load_run_config(FLAGS.model_name, FLAGS.hparams,
-                                                _ckpt_model_dir(FLAGS.ckpt_path) or None)
-    vfpn.get_fpn_builder(config.fpn_name)
-    config.is_training_bn = False
-    logging.info("config:\n%s", config)
+def _infer(opts: InspectOptions) -> int:
+    import detectors
+    import postprocess
+    import serving
 
-    if mode == "dry":
-        out = inference.save_dry_run(config, FLAGS.logdir, FLAGS.model_name, FLAGS.ckpt_path,
-                                     _batch_size(False))
-        print(f"wrote checkpoint {out['checkpoint']} and graph {out['graph']}")
-    elif mode == "freeze":
-        path = inference.save_frozen(config, FLAGS.logdir, FLAGS.model_name, FLAGS.ckpt_path,
-                                     _batch_size(False))
-        print(f"wrote frozen graph {path}")
-    elif mode == "bm":
-        result = inference.benchmark_network(
-            config, _batch_size(False), FLAGS.bm_runs, threads=FLAGS.threads, xla=FLAGS.xla,
-            ckpt_path=FLAGS.ckpt_path, trace_filename=FLAGS.trace_filename)
-        print(result.summary())
-    elif mode == "ckpt":
-        info = inference.eval_ckpt(config, _require("ckpt_path"), FLAGS.export_ckpt)
-        print(f"restored {info['variables']} variables from {info['checkpoint']} "
-              f"({'EMA values' if info['ema'] else 'raw values, no EMA shadows found'})")
-        if info["exported"]:
-            print(f"wrote checkpoint {info['exported']}")
-    elif mode == "infer":
-        if not FLAGS.ckpt_path or FLAGS.ckpt_path == "_":
-            print(f"{PROG}: no --ckpt_path: running with random weights", file=sys.stderr)
-        print(inference.postprocess.nms_description(config, FLAGS.min_score_thresh,
-                                                    FLAGS.max_boxes_to_draw))
-        with inference.CheckpointDetector(config, FLAGS.ckpt_path, 1, FLAGS.min_score_thresh,
-                                          FLAGS.max_boxes_to_draw, FLAGS.threads) as det:
-            _run_images(inference, det, config)
-    elif mode == "saved_model":
-        result = inference.export_saved_model(
-            config, FLAGS.saved_model_dir, FLAGS.model_name, FLAGS.ckpt_path,
-            _batch_size(True), FLAGS.min_score_thresh, FLAGS.max_boxes_to_draw,
-            FLAGS.tflite_path)
-        s = result.settings
-        print(f"wrote SavedModel {result.saved_model_dir} (signatures serving_default: uint8 "
-              f"image_arrays, serving_base64: encoded image_files; batch {s['batch_size']})")
-        print(f"wrote frozen graph {result.frozen_graph}")
-        if result.tflite:
-            print(f"wrote TFLite model {result.tflite} (builtin ops only; score threshold "
-                  f"fixed at {s['score_thresh']})")
-        print(f"export settings: {s['nms']}; feed tensor 'score_thresh' to change the "
-              f"threshold at run time")
-    elif mode == "onnx":
-        path = FLAGS.onnx_path or os.path.join(FLAGS.saved_model_dir, f"{FLAGS.model_name}.onnx")
-        inference.export_onnx(config, path, FLAGS.ckpt_path, _batch_size(True),
-                              FLAGS.min_score_thresh, FLAGS.max_boxes_to_draw)
-        print(f"wrote ONNX model {path} (input image_arrays:0 uint8 [B, h, w, 3]; optional "
-              f"input score_thresh:0)")
-    else:
-        settings = inference.read_export_settings(FLAGS.saved_model_dir)
-        if settings.get("nms"):
-            print(f"model {FLAGS.saved_model_dir}: {settings['nms']}")
-        with inference.load_detector(FLAGS.saved_model_dir, FLAGS.threads) as det:
-            if mode == "saved_model_infer":
-                _run_images(inference, det, config)
-            elif mode == "saved_model_benchmark":
-                _benchmark(inference, det, config)
-            else:
-                _video(inference, det, config)
+    config = load_config(opts)
+    if not serving.has_checkpoint(opts.ckpt_path):
+        print(f"{PROG}: no --ckpt_path: running with random weights", file=sys.stderr)
+    print(postprocess.nms_description(config, opts.min_score_thresh, opts.max_boxes_to_draw))
+    with detectors.CheckpointDetector(config, opts.ckpt_path, 1, opts.min_score_thresh,
+                                      opts.max_boxes_to_draw, opts.threads) as det:
+        return _detect_images(opts, det, config)
 
 
-def _benchmark(inference, det, config) -> None:
-    paths, problems = inference.expand_image_inputs(_require("input_image"))
-    images, failed = [], []
+def _saved_model(opts: InspectOptions) -> int:
+    import export
+
+    result = export.export_saved_model(
+        load_config(opts), opts.saved_model_dir, opts.model_name, opts.ckpt_path,
+        opts.batch_size or None, opts.min_score_thresh, opts.max_boxes_to_draw,
+        opts.tflite_path)
+    s = result.settings
+    print(f"wrote SavedModel {result.saved_model_dir} (signatures serving_default: uint8 "
+          f"image_arrays, serving_base64: encoded image_files; batch {s['batch_size']})")
+    print(f"wrote frozen graph {result.frozen_graph}")
+    if result.tflite:
+        print(f"wrote TFLite model {result.tflite} (builtin ops only; score threshold "
+              f"fixed at {s['score_thresh']})")
+    print(f"export settings: {s['nms']}; feed tensor 'score_thresh' to change the "
+          f"threshold at run time")
+    return 0
+
+
+def _onnx_path(opts: InspectOptions) -> Tuple[str, str]:
+    """(flag, path) of the ONNX output: --onnx_path, else <saved_model_dir>/<model_name>.onnx."""
+    if opts.onnx_path:
+        return "onnx_path", opts.onnx_path
+    return "saved_model_dir", os.path.join(opts.saved_model_dir, f"{opts.model_name}.onnx")
+
+
+def _onnx(opts: InspectOptions) -> int:
+    import export
+
+    path = export.export_onnx(load_config(opts), _onnx_path(opts)[1], opts.ckpt_path,
+                              opts.batch_size or None, opts.min_score_thresh,
+                              opts.max_boxes_to_draw)
+    print(f"wrote ONNX model {path} (input image_arrays:0 uint8 [B, h, w, 3]; optional "
+          f"input score_thresh:0)")
+    return 0
+
+
+def _run_exported(opts: InspectOptions, body: Callable[..., int]) -> int:
+    """Load the exported model of --saved_model_dir and call `body(opts, detector, config)`."""
+    import detectors
+    import export
+
+    config = load_config(opts)
+    settings = export.read_export_settings(opts.saved_model_dir)
+    if settings.get("nms"):
+        print(f"model {opts.saved_model_dir}: {settings['nms']}")
+    with detectors.load_detector(opts.saved_model_dir, opts.threads) as det:
+        return body(opts, det, config)
+
+
+def _read_same_size(paths: Sequence[str], failed: List[str]):
+    """The images of `paths` that have the first readable image's size (a batch holds one)."""
+    import visualize
+
+    images = []
     for path in paths:
         try:
-            images.append(inference.read_image(path))
-        except inference.ImageReadError as e:
+            images.append(visualize.read_image(path))
+        except visualize.ImageReadError as e:
             failed.append(str(e))
-    if not images:
-        _report_failures(problems + failed)
-    first = images[0]
-    same = [im for im in images if im.shape == first.shape]
+    same = [im for im in images if im.shape == images[0].shape] if images else []
     if len(same) < len(images):
-        print(f"{PROG}: benchmarking the {len(same)} image(s) of size {first.shape[1]}x"
-              f"{first.shape[0]} (a batch holds one size)", file=sys.stderr)
+        h, w = images[0].shape[:2]
+        print(f"{PROG}: benchmarking the {len(same)} image(s) of size {w}x{h} (a batch holds "
+              f"one size)", file=sys.stderr)
+    return same
+
+
+def _benchmark_exported(opts: InspectOptions, det: Detector, config: Config) -> int:
     import numpy as np
 
-    result = inference.benchmark_detector(det, np.stack(same), max(1, FLAGS.batch_size),
-                                          FLAGS.bm_runs, name=FLAGS.saved_model_dir,
-                                          trace_filename=FLAGS.trace_filename,
-                                          score_thresh=FLAGS.min_score_thresh)
+    import inference
+    import visualize
+    from dataset import label_maps
+
+    paths, problems = visualize.expand_image_inputs(opts.input_image)
+    failed: List[str] = []
+    images = _read_same_size(paths, failed)
+    if not images:
+        return _report_failures(problems + failed)
+    result = inference.benchmark_detector(det, np.stack(images), max(1, opts.batch_size),
+                                          opts.bm_runs, name=opts.saved_model_dir,
+                                          trace_filename=opts.trace_filename,
+                                          score_thresh=opts.min_score_thresh)
     print(result.summary())
-    if FLAGS.output_image_dir:
-        found = det.predict(first[None], FLAGS.min_score_thresh)[0]
-        thresh = det.score_thresh if FLAGS.min_score_thresh is None else FLAGS.min_score_thresh
-        out = os.path.join(FLAGS.output_image_dir, "0.jpg")
-        inference.write_image(inference.draw_detections(
-            first, found, inference.label_map_of(config), thresh, FLAGS.max_boxes_to_draw,
-            FLAGS.line_thickness), out)
+    if opts.output_image_dir:
+        found = det.predict(images[0][None], opts.min_score_thresh)[0]
+        thresh = det.score_thresh if opts.min_score_thresh is None else opts.min_score_thresh
+        out = visualize.write_image(visualize.draw_detections(
+            images[0], found, label_maps.for_config(config), thresh, opts.max_boxes_to_draw,
+            opts.line_thickness), os.path.join(opts.output_image_dir, "0.jpg"))
         print(f"wrote {out} ({len(found.filter(thresh))} detections)")
-    _report_failures(problems + failed)
+    return _report_failures(problems + failed)
 
 
-def _video(inference, det, config) -> None:
-    video = _require("input_video")
+def _video_exported(opts: InspectOptions, det: Detector, config: Config) -> int:
+    import inference
+    import visualize
+    from dataset import label_maps
+
     show = False
-    if not FLAGS.output_video:
-        show, why = inference.display_available()
+    if not opts.output_video:
+        show, why = visualize.display_available()
         if not show:
             print(f"{PROG}: cannot show the frames: {why}. Running detection on every frame "
                   f"without showing it; pass --output_video=out.mp4 to save the annotated "
                   f"video.", file=sys.stderr)
-    summary = inference.detect_video(det, video, FLAGS.output_video,
-                                     inference.label_map_of(config), FLAGS.min_score_thresh,
-                                     FLAGS.max_boxes_to_draw, FLAGS.line_thickness, show=show)
+    summary = inference.detect_video(det, opts.input_video, opts.output_video,
+                                     label_maps.for_config(config), opts.min_score_thresh,
+                                     opts.max_boxes_to_draw, opts.line_thickness, show=show)
     fps = summary.frames / summary.seconds if summary.seconds else 0.0
-    print(f"processed {summary.frames} frames of {video} ({fps:.1f} frames/s)"
+    print(f"processed {summary.frames} frames of {opts.input_video} ({fps:.1f} frames/s)"
           + (f"; wrote {summary.output}" if summary.output else ""))
+    return 0
 
 
-def main(argv):
-    del argv
-    # Imported here so that --help and flag errors come back without loading TensorFlow.
+RUNMODES: Dict[str, Callable[[InspectOptions], int]] = {
+    "dry": _dry,
+    "freeze": _freeze,
+    "bm": _bm,
+    "ckpt": _ckpt,
+    "infer": _infer,
+    "saved_model": _saved_model,
+    "saved_model_infer": lambda opts: _run_exported(opts, _detect_images),
+    "saved_model_benchmark": lambda opts: _run_exported(opts, _benchmark_exported),
+    "saved_model_video": lambda opts: _run_exported(opts, _video_exported),
+    "onnx": _onnx,
+}
+
+
+# -------------------------------------------------------------------------------------------------
+# Options: the flags
+# -------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class InspectOptions:
+    """One field per command-line flag (same name and default)."""
+
+    runmode: str = cli.field("dry", "What to do.", choices=tuple(RUNMODES))
+    model_name: str = cli.field("efficientdet-d0", "Model: efficientdet-d0 .. efficientdet-d7.")
+    logdir: str = cli.field("/tmp/deff/", "Output directory for dry and freeze; never one that "
+                            "holds another run's config.yaml or checkpoint. Never deleted.")
+    hparams: str = cli.field("", "Overrides: 'k=v,k2=v2', a .yaml file, or both.")
+    batch_size: int = cli.field(1, "Batch size. 0 exports a dynamic-batch model (saved_model, "
+                                "onnx); dry, freeze and bm need >= 1.")
+    bm_runs: int = cli.field(10, "Timed runs in bm and saved_model_benchmark (after 5 warm-up "
+                             "runs).")
+    threads: int = cli.field(0, "Intra-op threads (0: TensorFlow's default).")
+    xla: bool = cli.field(False, "bm: run with XLA JIT (global_jit_level ON_2).")
+    ckpt_path: Optional[str] = cli.field(
+        None, "Checkpoint prefix or directory to restore; '_' or unset: random weights. A "
+        "directory's config.yaml (written by training) sets the hparams.")
+    export_ckpt: Optional[str] = cli.field(None, "ckpt: save the restored (EMA) weights as a "
+                                           "new checkpoint with this prefix.")
+    trace_filename: Optional[str] = cli.field(None, "bm, saved_model_benchmark: also write a "
+                                              "Chrome trace of one run here.")
+    input_image: Optional[str] = cli.field(
+        None, "Image path, glob pattern, or comma-separated list of them (infer, "
+        "saved_model_infer, saved_model_benchmark).")
+    output_image_dir: Optional[str] = cli.field(None, "Where annotated images are written as "
+                                                "<i>.jpg.")
+    input_video: Optional[str] = cli.field(None, "saved_model_video: the input video file.")
+    output_video: Optional[str] = cli.field(None, "saved_model_video: write the annotated "
+                                            "video here (mp4v codec).")
+    line_thickness: Optional[int] = cli.field(None, "Box line thickness in pixels (default: "
+                                              "scaled to the image).")
+    max_boxes_to_draw: Optional[int] = cli.field(
+        None, "Most detections per image (default nms_configs.max_output_size); at export, the "
+        "number of output rows.")
+    min_score_thresh: Optional[float] = cli.field(
+        None, "Score threshold (default nms_configs.score_thresh); at export, the model's "
+        "default threshold.")
+    saved_model_dir: str = cli.field("/tmp/saved_model", "SavedModel directory (exported or "
+                                     "read), or a .pb, .tflite or .onnx file to read.")
+    tflite_path: Optional[str] = cli.field(None, "saved_model: also convert to TFLite here.")
+    onnx_path: Optional[str] = cli.field(None, "onnx: output file (default "
+                                         "<saved_model_dir>/<model_name>.onnx).")
+    verbose: bool = cli.field(False, "Log debug lines too, among them the resolved config.")
+
+
+# -------------------------------------------------------------------------------------------------
+# Checking the options before any work
+# -------------------------------------------------------------------------------------------------
+# Flags each runmode cannot run without.
+_REQUIRED = {"infer": ("input_image",), "saved_model_infer": ("input_image",),
+             "saved_model_benchmark": ("input_image",), "saved_model_video": ("input_video",),
+             "ckpt": ("ckpt_path",)}
+# Runmodes that build the raw network with a static batch, and those that time runs.
+_STATIC_BATCH = ("dry", "freeze", "bm")
+_TIMED = ("bm", "saved_model_benchmark")
+# Runmodes that restore --ckpt_path when it is given.
+_RESTORING = ("dry", "freeze", "bm", "ckpt", "infer", "saved_model", "onnx")
+# What each runmode writes: (flag, is a directory).
+_OUTPUTS = {
+    "dry": (("logdir", True),), "freeze": (("logdir", True),),
+    "bm": (("trace_filename", False),), "ckpt": (("export_ckpt", False),),
+    "infer": (("output_image_dir", True),),
+    "saved_model": (("saved_model_dir", True), ("tflite_path", False)),
+    "onnx": (("onnx_path", False),),
+    "saved_model_infer": (("output_image_dir", True),),
+    "saved_model_benchmark": (("output_image_dir", True), ("trace_filename", False)),
+    "saved_model_video": (("output_video", False),),
+}
+
+
+def _is_set(value: Optional[str]) -> bool:
+    return bool(value) and value != "_"
+
+
+def _check_numbers(opts: InspectOptions) -> None:
+    mode = opts.runmode
+    if opts.batch_size < 0 or (opts.batch_size == 0 and mode in _STATIC_BATCH):
+        raise errors.UsageError(
+            f"--batch_size must be >= 1 for --runmode={mode}"
+            + (" (0, a dynamic batch, is for the export runmodes saved_model and onnx)"
+               if mode in _STATIC_BATCH else ""))
+    if mode in _TIMED and opts.bm_runs < 1:
+        raise errors.UsageError(f"--bm_runs must be >= 1 for --runmode={mode}, got "
+                                f"{opts.bm_runs}")
+
+
+def _check_inputs(opts: InspectOptions) -> None:
     import tensorflow as tf
 
-    import hparams_config
-    import inference
-    import vfpn
+    import checkpoint_io
 
-    tf.get_logger().setLevel("ERROR")
-    try:
-        _run(hparams_config, inference, vfpn)
-    except (ValueError, inference.CheckpointError, inference.DetectorError) as e:
-        fail(str(e))
+    for flag in _REQUIRED.get(opts.runmode, ()):
+        if not _is_set(getattr(opts, flag)):
+            raise errors.UsageError(f"--runmode={opts.runmode} needs --{flag}")
+    if opts.runmode in _RESTORING and _is_set(opts.ckpt_path):
+        try:
+            checkpoint_io.resolve_checkpoint(opts.ckpt_path)
+        except errors.CheckpointError as e:
+            raise errors.UsageError(f"--ckpt_path: {e}") from None
+    if opts.runmode in EXPORTED_MODEL_MODES and not tf.io.gfile.exists(opts.saved_model_dir):
+        raise errors.UsageError(
+            f"--saved_model_dir '{opts.saved_model_dir}' does not exist: give a SavedModel "
+            f"directory or a .pb, .tflite or .onnx file written by --runmode=saved_model or onnx")
+    if opts.runmode == "saved_model_video" and not os.path.isfile(opts.input_video):
+        raise errors.UsageError(f"--input_video '{opts.input_video}': no such file")
+
+
+def _output_locations(opts: InspectOptions) -> List[Tuple[str, str, bool]]:
+    """(flag, path, is a directory) of every location the runmode writes."""
+    out = []
+    for flag, is_dir in _OUTPUTS[opts.runmode]:
+        path = getattr(opts, flag)
+        if flag == "onnx_path":
+            flag, path = _onnx_path(opts)
+        elif flag == "export_ckpt" and path:  # a prefix: its files go into its directory
+            path, is_dir = os.path.dirname(path) or ".", True
+        if path:
+            out.append((flag, path, is_dir))
+    return out
+
+
+def _check_outputs(opts: InspectOptions) -> None:
+    import export
+
+    for flag, path, is_dir in _output_locations(opts):
+        problem = export.output_problem(path, is_dir)
+        if problem:
+            raise errors.UsageError(f"--{flag} '{path}' {problem}; choose another "
+                                    f"{'directory' if is_dir else 'file name'}")
+        if flag in ("logdir", "export_ckpt"):  # never beside another run's checkpoints
+            problem = export.other_run_problem(path)
+        elif opts.runmode == "saved_model" and flag == "saved_model_dir":
+            problem = export.nonempty_dir_problem(path)
+        if problem:
+            raise errors.UsageError(f"--{flag} '{path}' {problem}")
+
+
+def check_options(opts: InspectOptions) -> None:
+    """Raise errors.UsageError, naming the flag and what to do, for options the runmode cannot
+    use: batch sizes, missing flags or inputs, and output locations that cannot be written or
+    that hold another run's files. Creates nothing."""
+    if opts.runmode not in RUNMODES:
+        raise errors.UsageError(f"--runmode '{opts.runmode}' is unknown; valid runmodes: "
+                                f"{', '.join(RUNMODES)}")
+    _check_numbers(opts)
+    _check_inputs(opts)
+    _check_outputs(opts)
+
+
+def run(opts: InspectOptions) -> int:
+    """Check the options, then run the runmode; returns the exit status (1: some inputs
+    failed). A user mistake raises errors.UserError; anything else is a bug."""
+    check_options(opts)
+    return RUNMODES[opts.runmode](opts)
+
+
+def main(argv: Sequence[str]) -> int:
+    del argv
+    opts = cli.options_from_flags(InspectOptions)
+    cli.setup_logging(opts.verbose)
+    cli.import_tensorflow()
+    return cli.run_and_report(PROG, run, opts)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cli.define_flags(InspectOptions)
     app.run(main)

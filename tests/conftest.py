@@ -7,6 +7,7 @@ as is.
   tfrecord/pascal-*.tfrecord + tfrecord/json_pascal.json (made in-process, once).
 """
 
+import importlib.util
 import os
 import sys
 
@@ -64,3 +65,145 @@ def voc_records(tmp_path_factory):
         str(work / "VOCdevkit"), str(work / "tfrecord" / "pascal"), year="VOC2012",
         num_shards=2, num_threads=1, progress=False)
     return work
+
+
+# -------------------------------------------------------------------------------------------------
+# Inference helpers shared by test_inference.py and test_model_inspect.py
+# -------------------------------------------------------------------------------------------------
+TINY_HPARAMS = tiny_hparams(num_classes=3)
+STREET = os.path.join(FIXTURES, "images", "street.jpg")
+
+
+def street(width=None, height=None):
+    """The 1024x636 street photo (or resized to width x height) as uint8 RGB."""
+    import numpy as np
+    from PIL import Image
+
+    image = Image.open(STREET).convert("RGB")
+    if width:
+        image = image.resize((width, height), Image.BILINEAR)
+    return np.asarray(image)
+
+
+def make_test_checkpoint(model_dir, model_name="efficientdet-d0", seed=0, **overrides):
+    """A checkpoint in `model_dir` (plus its config.yaml) that finds objects in street images.
+
+    Random weights of a `tiny_config` model (plus `overrides`). With fresh batch-norm statistics
+    a random network's features shrink with depth but still depend smoothly on the image, so
+    the class and box predictors are rescaled until, on street images of three sizes, class
+    logits spread with a standard deviation of 2 around a bias that lets about 1 in 300
+    (anchor, class) pairs score above 0.5, and box codes spread by 0.3. EMA shadows hold these
+    weights; the raw class-predict bias is -20, so only an EMA-aware restore detects anything.
+    Returns the config.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    import checkpoint_io
+    import efficientdet_arch
+    import serving
+
+    tf1 = tf.compat.v1
+    config = tiny_config(model_name, **{**TINY, **overrides})
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(seed)
+        probe = tf1.placeholder(tf.uint8, [1, None, None, 3])
+        outputs = efficientdet_arch.build_model(serving.preprocess_images(probe, config)[0],
+                                                config, training=False)
+        variables = {v.op.name: v for v in tf1.global_variables()}
+        value = tf1.placeholder(tf.float32)
+        assign_ops = {name: v.assign(value) for name, v in variables.items()}
+
+        def assign(name, array):
+            sess.run(assign_ops[name], {value: np.asarray(array, np.float32)})
+
+        def probe_outputs():
+            images = [street(), street(400, 300), street(256, 160)]
+            outs = [sess.run(outputs, {probe: im[None]}) for im in images]
+            return [np.concatenate([o[k][lv].reshape(-1) for o in outs for lv in o[k]])
+                    for k in (0, 1)]
+
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            logits, codes = probe_outputs()
+            box_kernel = "box_net/box-predict/pointwise_kernel"
+            assign(box_kernel, sess.run(variables[box_kernel]) * (0.3 / codes.std()))
+            kernel = "class_net/class-predict/pointwise_kernel"
+            bias = "class_net/class-predict/bias"
+            gain = 2.0 / logits.std()
+            spread = (logits - sess.run(variables[bias]).mean()) * gain
+            assign(kernel, sess.run(variables[kernel]) * gain)
+            shape = variables[bias].shape.as_list()
+            assign(bias, np.full(shape, 0.5 - np.quantile(spread, 1 - 1 / 300)))
+            values = sess.run({v.op.name: v for v in tf1.global_variables()})
+    # EMA shadows hold the weights; the raw class bias cannot detect anything.
+    tensors = {name + checkpoint_io.EMA_SUFFIX: v for name, v in values.items()}
+    tensors.update(values)
+    tensors[bias] = np.full(shape, -20.0, np.float32)
+    os.makedirs(model_dir, exist_ok=True)
+    prefix = os.path.join(str(model_dir), "model.ckpt-0")
+    names = sorted(tensors)
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(tensors[n]) for n in names])
+    tf1.train.update_checkpoint_state(str(model_dir), prefix)
+    config.save_to_yaml(os.path.join(str(model_dir), "config.yaml"))
+    return config
+
+
+def assert_same_detections(a, b, what=""):
+    """Same count and classes, boxes within 1 pixel, scores within 1e-3, matched one to one
+    (the order of near-equal scores may differ between runtimes)."""
+    import numpy as np
+
+    assert len(a) == len(b), f"{what}: {len(a)} vs {len(b)} detections"
+    used = set()
+    for box, score, cls in zip(a.boxes, a.scores, a.classes):
+        for j in range(len(b)):
+            if j not in used and b.classes[j] == cls and abs(b.scores[j] - score) <= 1e-3 \
+                    and np.abs(b.boxes[j] - box).max() <= 1.0:
+                used.add(j)
+                break
+        else:
+            raise AssertionError(f"{what}: no match for class {cls} score {score:.4f} box {box}")
+
+
+@pytest.fixture(scope="session")
+def test_checkpoint(tmp_path_factory):
+    """(directory, config) of one `make_test_checkpoint` model shared by the whole session.
+    The directory is named efficientdet-d0 (as in the seed README) and holds config.yaml."""
+    model_dir = str(tmp_path_factory.mktemp("ckpt") / "efficientdet-d0")
+    return model_dir, make_test_checkpoint(model_dir)
+
+
+# tf2onnx and onnxruntime are installed on Python >= 3.10 (requirements.txt).
+HAVE_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnxruntime"))
+needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="tf2onnx/onnxruntime need Python >= 3.10")
+
+
+@pytest.fixture(scope="session")
+def exported_models(test_checkpoint, tmp_path_factory):
+    """`test_checkpoint` exported once per session with a dynamic batch: {'ckpt', 'config',
+    'saved_model', 'frozen', 'tflite', 'onnx' (None without tf2onnx), 'settings'}."""
+    import export
+
+    ckpt_dir, config = test_checkpoint
+    root = tmp_path_factory.mktemp("exported")
+    sm_dir = str(root / "saved_model")
+    result = export.export_saved_model(config, sm_dir, "efficientdet-d0", ckpt_dir,
+                                       batch_size=None, tflite_path=str(root / "m.tflite"))
+    onnx_path = (export.export_onnx(config, str(root / "m.onnx"), ckpt_dir, batch_size=None)
+                 if HAVE_ONNX else None)
+    return {"ckpt": ckpt_dir, "config": config, "saved_model": sm_dir,
+            "frozen": result.frozen_graph, "tflite": result.tflite, "onnx": onnx_path,
+            "settings": result.settings}
+
+
+@pytest.fixture(scope="session")
+def checkpoint_detector(test_checkpoint):
+    """A batch-1 `detectors.CheckpointDetector` of `test_checkpoint`, built once."""
+    import detectors
+
+    ckpt_dir, config = test_checkpoint
+    with detectors.CheckpointDetector(config, ckpt_dir) as det:
+        yield det

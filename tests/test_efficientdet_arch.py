@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import efficientdet_arch
 import hparams_config
-import inference
+import serving
 import utils
 from conftest import tiny_config
 
@@ -85,11 +85,11 @@ def test_forward_in_each_precision(precision, training):
 
 def test_forward_at_1920x1280():
     config = hparams_config.get_detection_config("efficientdet-d0", "image_size=1920x1280")
-    net = inference.build_raw_network(config, 1)
+    net = serving.build_raw_network(config, 1)
     with tf1.Session(graph=net.graph) as s:
-        inference.init_or_restore(net, s, None)
-        out = s.run(net.outputs, {net.inputs: inference.random_images(net, 1)})
-    assert out["class_outputs_3"].shape == (1, 160, 240, 810)
+        serving.restore_or_init(net, s, None, config)
+        out = s.run(net.outputs, {net.inputs: serving.random_images(net, 1)})
+    assert out["cls_outputs_3"].shape == (1, 160, 240, 810)
     assert out["box_outputs_7"].shape == (1, 10, 15, 36)
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoint_io
 import efficientdet_arch
-import inference
 import utils
 from backbone import efficientnet
 from conftest import tiny_config
@@ -85,7 +85,7 @@ def test_classifier_checkpoint_restores_into_detector_backbone(tmp_path):
         assert len(backbone_vars) == 304  # the classifier's 311 minus the 7 head/ variables
         with tf1.Session() as s:
             s.run(tf1.global_variables_initializer())
-            inference.restore_variables(s, ckpt, use_ema=False, variables=backbone_vars)
+            checkpoint_io.restore_variables(s, ckpt, use_ema=False, variables=backbone_vars)
             got = s.run([feats[3], feats[4], feats[5]], {x: images})
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)

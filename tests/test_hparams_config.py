@@ -133,11 +133,15 @@ def test_hparams_that_change_the_model_disagree_with_the_saved_config(tmp_path):
     c.save_to_yaml(str(tmp_path / "config.yaml"))
     with pytest.raises(HparamsError) as e:
         hparams_config.load_run_config("efficientdet-d0", "image_size=384,num_classes=5,"
-                                       "nms_configs.iou_thresh=0.6", str(tmp_path))
+                                       "nms_configs.iou_thresh=0.6", str(tmp_path),
+                                       training=True)
     message = str(e.value)
     assert "image_size: trained with 256, given 384" in message
     assert "num_classes: trained with 7, given 5" in message
     assert "iou_thresh" not in message  # NMS settings may differ
+    # Eval, export and inference may run at another input size.
+    assert hparams_config.load_run_config("efficientdet-d0", "image_size=384",
+                                          str(tmp_path)).image_size == 384
     # Precision is a runtime choice for eval/inference, part of the model when resuming training.
     assert hparams_config.load_run_config(
         "efficientdet-d0", "precision=mixed_float16", str(tmp_path)).precision == "mixed_float16"

@@ -1,7 +1,9 @@
-"""model_inspect CLI: the seed README's commands (sections 3, 4 and 5, run as written against a
-checkpoint made here), dry and freeze outputs, image/video/export runmodes, clear bad-input
-errors."""
+"""model_inspect CLI: the seed README's commands as written (sections 3, 4 and 5, against a
+checkpoint made here), every runmode through `model_inspect.run` in-process, options checked
+before any graph is built (one line naming the flag), never writing over another run, and a few
+subprocess smoke tests of the real command line (exit status, one-line errors)."""
 
+import dataclasses
 import os
 import re
 import shlex
@@ -12,108 +14,248 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 from PIL import Image
-from test_inference import STREET, assert_same_detections, make_test_checkpoint, needs_onnx, street
 
+import cli
+import detectors
+import errors
+import export
 import hparams_config
-import inference
-from conftest import SHARED
+import model_inspect
+import serving
+from conftest import SHARED, STREET, TINY_HPARAMS, assert_same_detections, needs_onnx, street
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = "image_size=128,fpn_num_filters=16,fpn_cell_repeats=2,box_class_repeats=1,num_classes=3"
+TINY = TINY_HPARAMS
 
 
-def run(*args, timeout=300, cwd=ROOT):
+def options(*args):
+    """InspectOptions from command-line arguments, parsed as the real command line does."""
+    values = flags.FlagValues()
+    cli.define_flags(model_inspect.InspectOptions, values)
+    values(["model_inspect.py", *args])
+    return cli.options_from_flags(model_inspect.InspectOptions, values)
+
+
+def inspect(*args):
+    """Run model_inspect in-process; returns its exit status."""
+    return model_inspect.run(options(*args))
+
+
+def run_cli(*args, timeout=300, cwd=ROOT):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable, os.path.join(ROOT, "model_inspect.py"), *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_seed_bm_command_verbatim():
-    r = run("--runmode=bm", "--model_name=efficientdet-d0")
-    assert r.returncode == 0, r.stderr
-    assert "efficientdet-d0 (vfpn, float32, batch 1, 10 runs): per image mean" in r.stdout
-    assert "params 4.312M, FLOPs 3.024B" in r.stdout
+@pytest.fixture
+def no_graphs(monkeypatch):
+    """Fail the test if a runmode starts building a graph."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a graph was built before the options were checked")
+
+    monkeypatch.setattr(serving, "build_raw_network", refuse)
+    monkeypatch.setattr(serving, "build_serving_graph", refuse)
 
 
-def test_seed_bm_command_mixed_float16():
-    r = run("--runmode=bm", "--model_name=efficientdet-d0", "--hparams=precision=mixed-float16")
-    assert r.returncode == 0, r.stderr
-    assert "(vfpn, mixed_float16, batch 1, 10 runs)" in r.stdout
+# -------------------------------------------------------------------------------------------------
+# Flags and options
+# -------------------------------------------------------------------------------------------------
+SEED_FLAGS = {
+    "model_name": "efficientdet-d0", "logdir": "/tmp/deff/", "runmode": "dry", "hparams": "",
+    "batch_size": 1, "bm_runs": 10, "threads": 0, "xla": False, "ckpt_path": None,
+    "export_ckpt": None, "trace_filename": None, "input_image": None, "output_image_dir": None,
+    "input_video": None, "output_video": None, "line_thickness": None,
+    "max_boxes_to_draw": None, "min_score_thresh": None, "saved_model_dir": "/tmp/saved_model",
+    "tflite_path": None, "onnx_path": None,
+}
 
 
-def test_dry_then_freeze_from_its_checkpoint(tmp_path):
-    logdir = tmp_path / "logs"
-    logdir.mkdir()
-    keep = logdir / "user_notes.txt"
-    keep.write_text("mine")
-    r = run("--runmode=dry", "--model_name=efficientdet-d0", f"--logdir={logdir}",
-            f"--hparams={TINY}")
-    assert r.returncode == 0, r.stderr
-    assert (logdir / "efficientdet-d0.index").exists()
-    assert (logdir / "efficientdet-d0_train.pb").exists()
-    assert any(p.name.startswith("events.out.tfevents") for p in logdir.iterdir())
-    assert keep.read_text() == "mine"  # never deletes what it did not create
-    out = tmp_path / "frozen"
-    r = run("--runmode=freeze", "--model_name=efficientdet-d0", f"--logdir={out}",
-            f"--hparams={TINY}", f"--ckpt_path={logdir / 'efficientdet-d0'}")
-    assert r.returncode == 0, r.stderr
-    frozen = out / "efficientdet-d0_frozen.pb"
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(frozen.read_bytes())
-    ops = {n.op for n in graph_def.node}
-    assert "VarHandleOp" not in ops and "Const" in ops
-    names = {n.name for n in graph_def.node}
-    assert {"input", "class_outputs_3", "box_outputs_7"} <= names
+def test_every_flag_keeps_its_name_and_default():
+    defaults = dataclasses.asdict(model_inspect.InspectOptions())
+    assert defaults == {**SEED_FLAGS, "verbose": False}
+    assert dataclasses.asdict(options()) == defaults
+    runmode = next(f for f in dataclasses.fields(model_inspect.InspectOptions)
+                   if f.name == "runmode")
+    assert runmode.metadata["choices"] == tuple(model_inspect.RUNMODES) == (
+        "dry", "freeze", "bm", "ckpt", "infer", "saved_model", "saved_model_infer",
+        "saved_model_benchmark", "saved_model_video", "onnx")
 
 
-def test_bm_with_checkpoint_batch_and_trace(tmp_path):
-    r = run("--runmode=dry", "--model_name=efficientdet-d0", f"--logdir={tmp_path}",
-            f"--hparams={TINY}")
-    assert r.returncode == 0, r.stderr
-    trace = tmp_path / "trace.json"
-    r = run("--runmode=bm", "--model_name=efficientdet-d0", f"--hparams={TINY}",
-            "--batch_size=2", "--bm_runs=2", "--threads=1", f"--ckpt_path={tmp_path}",
-            f"--trace_filename={trace}")
-    assert r.returncode == 0, r.stderr
-    assert "batch 2, 2 runs" in r.stdout
-    assert trace.read_text().startswith("{")
+def test_config_comes_from_the_model_directory(test_checkpoint, exported_models, tmp_path,
+                                               caplog):
+    ckpt_dir, config = test_checkpoint
+    assert model_inspect.config_dir(ckpt_dir) == ckpt_dir
+    assert model_inspect.config_dir(os.path.join(ckpt_dir, "model.ckpt-0")) == ckpt_dir
+    assert model_inspect.config_dir(exported_models["frozen"]) == exported_models["saved_model"]
+    assert model_inspect.config_dir(exported_models["tflite"]) is None  # no config.yaml beside
+    assert model_inspect.config_dir(str(tmp_path)) is None
+    assert model_inspect.config_dir("_") is None and model_inspect.config_dir(None) is None
+    caplog.set_level("DEBUG", logger="absl")
+    loaded = model_inspect.load_config(options("--runmode=bm", f"--ckpt_path={ckpt_dir}"))
+    assert loaded.num_classes == 3 and loaded.fpn_num_filters == 16
+    assert "config:\n" in caplog.text  # logged at DEBUG, shown with --verbose
+    # An export knows its model, whatever --model_name says; --hparams apply on top.
+    loaded = model_inspect.load_config(options(
+        "--runmode=saved_model_infer", "--model_name=efficientdet-d3",
+        f"--saved_model_dir={exported_models['saved_model']}",
+        "--hparams=nms_configs.score_thresh=0.25"))
+    assert loaded.name == "efficientdet-d0" and loaded.num_classes == 3
+    assert loaded.nms_configs.score_thresh == 0.25
 
 
+# -------------------------------------------------------------------------------------------------
+# Errors: one line naming the flag, before any graph is built; bugs keep their traceback
+# -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args,message", [
     (["--runmode=bm", "--hparams=num_clases=3"], "unknown hparam key 'num_clases'"),
     (["--runmode=bm", "--hparams=fpn_num_filters=abc"], "'fpn_num_filters' expects int"),
     (["--runmode=bm", "--hparams=image_size=500"], "not divisible by 2**max_level = 128"),
     (["--runmode=bm", "--hparams=fpn_name=fpn"], "unknown fpn_name 'fpn'; valid names"),
-    (["--runmode=train"], "--runmode"),
-    (["--runmode=freeze", "--ckpt_path=/nonexistent/ckpt", f"--hparams={TINY}"],
-     "checkpoint '/nonexistent/ckpt' not found"),
+])
+def test_bad_hparams_are_one_clear_line(args, message, no_graphs):
+    with pytest.raises(errors.UserError) as e:
+        inspect(*args)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--runmode=freeze", "--ckpt_path=/nonexistent/ckpt"],
+     "--ckpt_path: checkpoint '/nonexistent/ckpt' not found"),
     (["--runmode=saved_model_infer", "--saved_model_dir=/nonexistent/sm", "--input_image=x.jpg"],
      "--saved_model_dir '/nonexistent/sm' does not exist"),
-    (["--runmode=infer", f"--hparams={TINY}"], "--runmode=infer needs --input_image"),
-    (["--runmode=dry", "--batch_size=0", f"--hparams={TINY}"], "--batch_size must be >= 1"),
+    (["--runmode=infer"], "--runmode=infer needs --input_image"),
+    (["--runmode=saved_model_video", "--saved_model_dir=."], "needs --input_video"),
+    (["--runmode=ckpt", "--ckpt_path=_"], "--runmode=ckpt needs --ckpt_path"),
+    (["--runmode=dry", "--batch_size=0"], "--batch_size must be >= 1 for --runmode=dry (0, a "
+                                          "dynamic batch, is for the export runmodes"),
+    (["--runmode=saved_model", "--batch_size=-1"], "--batch_size must be >= 1"),
+    (["--runmode=bm", "--bm_runs=0"], "--bm_runs must be >= 1 for --runmode=bm, got 0"),
+    (["--runmode=saved_model_video", "--saved_model_dir=.", "--input_video=/nonexistent.mov"],
+     "--input_video '/nonexistent.mov': no such file"),
 ])
-def test_bad_input_is_one_clear_line(args, message):
-    r = run(*args, timeout=120)
-    assert r.returncode != 0
-    assert "Traceback" not in r.stderr
-    assert message in r.stderr
+def test_bad_options_are_one_clear_line(args, message, no_graphs):
+    with pytest.raises(errors.UsageError) as e:
+        inspect(*args)
+    assert message in str(e.value)
 
 
-def test_unknown_runmode_lists_valid_ones():
-    r = run("--runmode=serve", timeout=60)
-    assert r.returncode != 0
-    assert "dry" in r.stderr and "freeze" in r.stderr and "bm" in r.stderr
+@pytest.mark.parametrize("flag,runmode,kind", [
+    ("output_image_dir", "infer", "directory"),
+    ("output_image_dir", "saved_model_infer", "directory"),
+    ("logdir", "dry", "directory"),
+    ("logdir", "freeze", "directory"),
+    ("saved_model_dir", "saved_model", "directory"),
+    ("tflite_path", "saved_model", "file name"),
+    ("onnx_path", "onnx", "file name"),
+    ("output_video", "saved_model_video", "file name"),
+    ("trace_filename", "bm", "file name"),
+    ("trace_filename", "saved_model_benchmark", "file name"),
+])
+def test_unwritable_outputs_name_the_flag(flag, runmode, kind, exported_models, tmp_path,
+                                          no_graphs):
+    blocker = tmp_path / "afile"
+    blocker.write_text("a regular file")
+    target = str(blocker / "out")
+    args = [f"--runmode={runmode}", f"--{flag}={target}", f"--input_image={STREET}",
+            f"--input_video={STREET}"]
+    if runmode.startswith("saved_model_"):
+        args.append(f"--saved_model_dir={exported_models['saved_model']}")
+    elif flag != "saved_model_dir":
+        args.append(f"--saved_model_dir={tmp_path / 'new_export'}")
+    with pytest.raises(errors.UsageError) as e:
+        inspect(*args)
+    assert str(e.value) == (f"--{flag} '{target}' cannot be created: '{blocker}' is a file, not "
+                            f"a directory; choose another {kind}")
 
 
-def test_checkpoint_from_another_model_is_clear(tmp_path):
-    r = run("--runmode=dry", f"--logdir={tmp_path}", f"--hparams={TINY}")
+def test_export_ckpt_under_a_file_names_the_flag(test_checkpoint, tmp_path, no_graphs):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(errors.UsageError, match="--export_ckpt '.*afile/dir' cannot be created"):
+        inspect("--runmode=ckpt", f"--ckpt_path={test_checkpoint[0]}",
+                f"--export_ckpt={tmp_path}/afile/dir/model")
+
+
+def test_never_writes_over_another_run(test_checkpoint, exported_models, no_graphs):
+    ckpt_dir = test_checkpoint[0]
+    before = {n: os.path.getmtime(os.path.join(ckpt_dir, n)) for n in os.listdir(ckpt_dir)}
+    for args in (["--runmode=dry"], ["--runmode=freeze", f"--ckpt_path={ckpt_dir}"]):
+        with pytest.raises(errors.UsageError) as e:
+            inspect(*args, f"--logdir={ckpt_dir}")
+        assert str(e.value) == (f"--logdir '{ckpt_dir}' already holds checkpoint, config.yaml, "
+                                f"model.ckpt-0.index of another run; choose a new or empty "
+                                f"directory (nothing was overwritten)")
+    with pytest.raises(errors.UsageError, match="--export_ckpt '.*' already holds checkpoint"):
+        inspect("--runmode=ckpt", f"--ckpt_path={ckpt_dir}", f"--export_ckpt={ckpt_dir}/ema")
+    sm = exported_models["saved_model"]
+    with pytest.raises(errors.UsageError, match=f"--saved_model_dir '{sm}' already exists and "
+                                                f"is not empty"):
+        inspect("--runmode=saved_model", f"--saved_model_dir={sm}")
+    assert before == {n: os.path.getmtime(os.path.join(ckpt_dir, n)) for n in os.listdir(ckpt_dir)}
+
+
+def test_a_text_file_given_as_video_is_one_line(exported_models, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("".join(f"line {i}: notes about the experiment\n" for i in range(200)))
+    with pytest.raises(errors.DataError, match=f"'{notes}' is a text file, not a video"):
+        inspect("--runmode=saved_model_video", f"--saved_model_dir={exported_models['frozen']}",
+                f"--input_video={notes}", f"--output_video={tmp_path}/out.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_checkpoint_from_another_model_is_clear(test_checkpoint, tmp_path):
+    # The checkpoint without its config.yaml, as downloaded checkpoints come.
+    bare = tmp_path / "bare"
+    shutil.copytree(test_checkpoint[0], bare, ignore=shutil.ignore_patterns("config.yaml"))
+    with pytest.raises(errors.CheckpointError) as e:
+        inspect("--runmode=freeze", f"--logdir={tmp_path / 'f'}",
+                f"--hparams={TINY.replace('num_classes=3', 'num_classes=5')}",
+                f"--ckpt_path={bare}")
+    assert "does not fit this model" in str(e.value) and "class-predict" in str(e.value)
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(export, "save_frozen", broken)
+    opts = options("--runmode=freeze", f"--logdir={tmp_path}", f"--hparams={TINY}")
+    with pytest.raises(ValueError, match="boom"):
+        model_inspect.run(opts)
+    with pytest.raises(ValueError, match="boom"):  # not a SystemExit with one line
+        cli.run_and_report(model_inspect.PROG, model_inspect.run, opts)
+
+
+def test_a_user_error_is_one_line_and_status_1(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.run_and_report(model_inspect.PROG, model_inspect.run,
+                           options("--runmode=infer", f"--hparams={TINY}"))
+    assert e.value.code == "model_inspect.py: error: --runmode=infer needs --input_image"
+
+
+# -------------------------------------------------------------------------------------------------
+# Subprocess smoke tests: the real command line
+# -------------------------------------------------------------------------------------------------
+def test_seed_bm_command_verbatim():
+    r = run_cli("--runmode=bm", "--model_name=efficientdet-d0")
     assert r.returncode == 0, r.stderr
-    r = run("--runmode=freeze", f"--logdir={tmp_path / 'f'}",
-            f"--hparams={TINY.replace('num_classes=3', 'num_classes=5')}",
-            f"--ckpt_path={tmp_path}")
-    assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "does not fit this model" in r.stderr and "class-predict" in r.stderr
+    assert "efficientdet-d0 (vfpn, float32, batch 1, 10 runs): per image mean" in r.stdout
+    assert "params 4.312M, FLOPs 3.024B" in r.stdout
+    assert "Traceback" not in r.stderr and "config:" not in r.stderr  # only with --verbose
+
+
+def test_errors_exit_with_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = run_cli("--runmode=infer", f"--input_image={STREET}",
+                f"--output_image_dir={tmp_path}/afile/out", timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"model_inspect.py: error: --output_image_dir '{tmp_path}/afile/out' cannot be created: "
+        f"'{tmp_path}/afile' is a file, not a directory; choose another directory")
+    r = run_cli("--runmode=serve", timeout=60)
+    assert r.returncode != 0
+    assert "dry" in r.stderr and "freeze" in r.stderr and "saved_model_video" in r.stderr
 
 
 # -------------------------------------------------------------------------------------------------
@@ -151,12 +293,12 @@ def seed_commands(section):
 
 
 @pytest.fixture(scope="module")
-def seed_dir(tmp_path_factory):
+def seed_dir(tmp_path_factory, test_checkpoint):
     """A working directory laid out for the seed commands: the checkpoint directory
     `efficientdet-d0` (tiny model, config.yaml inside), testdata/img1.jpg, img.png and a short
     input.mov. Their /tmp/ paths are redirected into <dir>/tmp/."""
     root = tmp_path_factory.mktemp("seed")
-    make_test_checkpoint(str(root / "efficientdet-d0"))
+    shutil.copytree(test_checkpoint[0], root / "efficientdet-d0")
     (root / "testdata").mkdir()
     shutil.copy(STREET, root / "testdata" / "img1.jpg")
     Image.open(STREET).save(root / "img.png")
@@ -172,11 +314,15 @@ def seed_dir(tmp_path_factory):
     return root
 
 
-def run_seed(args, root):
-    args = [a.replace("/tmp/", f"{root}/tmp/") for a in args]
-    r = run(*args, cwd=str(root))
-    assert r.returncode == 0, f"{args}\n{r.stderr[-3000:]}"
-    return r
+def in_seed_dir(args, root):
+    return [a.replace("/tmp/", f"{root}/tmp/") for a in args]
+
+
+def run_seed(args, root, monkeypatch, capsys):
+    """Run a seed command in-process in `root`; returns (stdout, stderr)."""
+    monkeypatch.chdir(root)
+    assert inspect(*in_seed_dir(args, root)) == 0
+    return capsys.readouterr()
 
 
 def shows_boxes(output_path, original):
@@ -188,57 +334,57 @@ def shows_boxes(output_path, original):
     return strong > 0.002
 
 
-def test_seed_section_3_end_to_end_latency(seed_dir):
+def test_seed_section_3_end_to_end_latency(seed_dir, checkpoint_detector, monkeypatch, capsys):
     commands = seed_commands(3)
     assert [c[0] for c in commands] == ["--runmode=bm", "--runmode=saved_model",
                                         "--runmode=saved_model_benchmark"]
     # commands[0] (bm on the full d0) is test_seed_bm_command_verbatim.
-    r = run_seed(commands[1], seed_dir)
-    assert "wrote frozen graph" in r.stdout
+    out, _ = run_seed(commands[1], seed_dir, monkeypatch, capsys)
+    assert "wrote frozen graph" in out
     frozen = seed_dir / "tmp" / "benchmark" / "efficientdet-d0_frozen.pb"
     assert frozen.exists() and (seed_dir / "tmp" / "benchmark" / "saved_model.pb").exists()
-    r = run_seed(commands[2], seed_dir)
+    out, _ = run_seed(commands[2], seed_dir, monkeypatch, capsys)
     assert re.search(r"end-to-end \(pre-processing \+ network \+ NMS; 1024x636 uint8 input, "
                      r"batch 1, 10 runs\): per image mean [\d.]+ ms, median [\d.]+ ms, "
-                     r"[\d.]+ FPS", r.stdout), r.stdout
+                     r"[\d.]+ FPS", out), out
     assert shows_boxes(seed_dir / "tmp" / "0.jpg", street())
     # The static-batch export (batch 1, the seed default) agrees with checkpoint inference too.
-    config = hparams_config.load_run_config("efficientdet-d0", "",
-                                            str(seed_dir / "efficientdet-d0"))
-    with inference.CheckpointDetector(config, str(seed_dir / "efficientdet-d0")) as det:
-        want = det.predict(street()[None])[0]
+    want = checkpoint_detector.predict(street()[None])[0]
     assert len(want) > 0
     for path in (frozen, seed_dir / "tmp" / "benchmark"):
-        with inference.load_detector(str(path)) as det:
+        with detectors.load_detector(str(path)) as det:
             assert det.batch_size == 1
             assert_same_detections(want, det.predict(street()[None])[0], str(path))
 
 
 def test_seed_section_4_image_inference_at_1920x1280(seed_dir):
-    export, infer = seed_commands(4)
-    assert "--hparams=image_size=1920x1280" in export and "--input_image=img.png" in infer
-    r = run_seed(export, seed_dir)
+    """The export + saved_model_infer smoke test: two real processes, commands as written."""
+    export_cmd, infer_cmd = seed_commands(4)
+    assert "--hparams=image_size=1920x1280" in export_cmd and "--input_image=img.png" in infer_cmd
+    r = run_cli(*in_seed_dir(export_cmd, seed_dir), cwd=str(seed_dir))
+    assert r.returncode == 0, r.stderr
     assert "wrote SavedModel" in r.stdout
     out = seed_dir / "tmp" / "0.jpg"
     if out.exists():
         out.unlink()
-    r = run_seed(infer, seed_dir)
-    n = int(re.search(r"img.png: (\d+) detections", r.stdout).group(1))
+    r = run_cli(*in_seed_dir(infer_cmd, seed_dir), cwd=str(seed_dir))
+    assert r.returncode == 0, r.stderr
+    n = int(re.search(r"img.png: (\d+) detections: class \d", r.stdout).group(1))
     assert n > 0
     assert shows_boxes(out, street())
     settings = (seed_dir / "tmp" / "saved_model" / "export_settings.yaml").read_text()
     assert "image_size:\n- 1280\n- 1920" in settings
 
 
-def test_seed_section_5_video(seed_dir):
-    export, show, save = seed_commands(5)
+def test_seed_section_5_video(seed_dir, monkeypatch, capsys):
+    export_cmd, show, save = seed_commands(5)
     assert "--output_video=output.mov" in save and "--output_video" not in " ".join(show)
-    run_seed(export, seed_dir)
-    r = run_seed(show, seed_dir)  # no display here: a clear message, detection still runs
-    assert "cannot show the frames" in r.stderr and "--output_video" in r.stderr
-    assert "processed 6 frames of input.mov" in r.stdout
-    r = run_seed(save, seed_dir)
-    assert "wrote output.mov" in r.stdout
+    run_seed(export_cmd, seed_dir, monkeypatch, capsys)
+    out, err = run_seed(show, seed_dir, monkeypatch, capsys)  # no display: a clear message
+    assert "cannot show the frames" in err and "--output_video" in err
+    assert "processed 6 frames of input.mov" in out
+    out, _ = run_seed(save, seed_dir, monkeypatch, capsys)
+    assert "wrote output.mov" in out
     import cv2
 
     capture = cv2.VideoCapture(str(seed_dir / "output.mov"))
@@ -253,35 +399,85 @@ def test_seed_section_5_video(seed_dir):
     assert (np.abs(first.astype(np.int16) - street(160, 120)).max(axis=2) > 80).mean() > 0.002
 
 
+def test_seed_bm_command_mixed_float16(capsys):
+    """The seed's V100 variant, on the tiny model (full size is benchmarks/bench_model.py)."""
+    assert inspect("--runmode=bm", "--model_name=efficientdet-d0",
+                   f"--hparams=precision=mixed-float16,{TINY}", "--bm_runs=2") == 0
+    assert "(vfpn, mixed_float16, batch 1, 2 runs)" in capsys.readouterr().out
+
+
 # -------------------------------------------------------------------------------------------------
 # Other runmodes
 # -------------------------------------------------------------------------------------------------
-def test_infer_reports_bad_inputs_by_name_and_processes_the_rest(seed_dir, tmp_path):
+def test_dry_then_freeze_from_its_checkpoint(tmp_path, capsys):
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    keep = logdir / "user_notes.txt"
+    keep.write_text("mine")
+    assert inspect("--runmode=dry", "--model_name=efficientdet-d0", f"--logdir={logdir}",
+                   f"--hparams={TINY}") == 0
+    assert (logdir / "efficientdet-d0.index").exists()
+    assert (logdir / "efficientdet-d0_train.pb").exists()
+    assert (logdir / "config.yaml").exists()
+    assert any(p.name.startswith("events.out.tfevents") for p in logdir.iterdir())
+    assert keep.read_text() == "mine"  # never deletes what it did not create
+    out = tmp_path / "frozen"
+    assert inspect("--runmode=freeze", "--model_name=efficientdet-d0", f"--logdir={out}",
+                   f"--ckpt_path={logdir / 'efficientdet-d0'}") == 0  # hparams: its config.yaml
+    assert f"wrote frozen graph {out}/efficientdet-d0_frozen.pb" in capsys.readouterr().out
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString((out / "efficientdet-d0_frozen.pb").read_bytes())
+    assert "VarHandleOp" not in {n.op for n in graph_def.node}
+    names = {n.name for n in graph_def.node}
+    assert {"input", "cls_outputs_3", "box_outputs_7"} <= names
+    assert not any(n.startswith("class_outputs") for n in names)
+
+
+def test_bm_with_checkpoint_batch_and_trace(test_checkpoint, tmp_path, capsys):
+    trace = tmp_path / "trace.json"
+    assert inspect("--runmode=bm", "--batch_size=2", "--bm_runs=2", "--threads=1",
+                   f"--ckpt_path={test_checkpoint[0]}", f"--trace_filename={trace}") == 0
+    assert "efficientdet-d0 (vfpn, float32, batch 2, 2 runs)" in capsys.readouterr().out
+    assert trace.read_text().startswith("{")
+
+
+def test_infer_reports_bad_inputs_by_name_and_processes_the_rest(test_checkpoint, tmp_path,
+                                                                 capsys):
     src = tmp_path / "imgs"
     src.mkdir()
     shutil.copy(STREET, src / "a.jpg")
     Image.open(STREET).convert("L").save(src / "b_gray.jpg")
     (src / "c_corrupt.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    r = run("--runmode=infer", f"--ckpt_path={seed_dir / 'efficientdet-d0'}",
-            f"--input_image={src}/*.jpg,{src}/missing.png", f"--output_image_dir={out}",
-            "--min_score_thresh=0.5", "--max_boxes_to_draw=5", "--line_thickness=3")
-    assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert "c_corrupt.jpg': cannot decode it as an image" in r.stderr
-    assert "missing.png': no such file" in r.stderr
-    assert "2 input(s) failed" in r.stderr
-    assert "processed 2 image(s)" in r.stdout
-    assert "score threshold 0.5, at most 5 detections" in r.stdout
+    assert inspect("--runmode=infer", f"--ckpt_path={test_checkpoint[0]}",
+                   f"--input_image={src}/*.jpg,{src}/missing.png", f"--output_image_dir={out}",
+                   "--min_score_thresh=0.5", "--max_boxes_to_draw=5",
+                   "--line_thickness=3") == 1
+    captured = capsys.readouterr()
+    assert "c_corrupt.jpg': cannot decode it as an image" in captured.err
+    assert "missing.png': no such file" in captured.err
+    assert "2 input(s) failed" in captured.err
+    assert "processed 2 image(s)" in captured.out
+    assert "score threshold 0.5, at most 5 detections" in captured.out
     assert sorted(os.listdir(out)) == ["0.jpg", "1.jpg"]
     assert shows_boxes(out / "0.jpg", street())
 
 
-def test_ckpt_runmode_exports_an_ema_folded_checkpoint(seed_dir, tmp_path):
+def test_infer_without_checkpoint_says_random_weights(tmp_path, capsys):
+    image = tmp_path / "img.jpg"
+    Image.fromarray(street(256, 160)).save(image)
+    assert inspect("--runmode=infer", f"--hparams={TINY}", f"--input_image={image}") == 0
+    captured = capsys.readouterr()
+    assert "no --ckpt_path: running with random weights" in captured.err
+    assert "processed 1 image(s)" in captured.out
+
+
+def test_ckpt_runmode_exports_an_ema_folded_checkpoint(test_checkpoint, tmp_path, capsys):
     out = tmp_path / "folded" / "model"
-    r = run("--runmode=ckpt", f"--ckpt_path={seed_dir / 'efficientdet-d0'}",
-            f"--export_ckpt={out}")
-    assert r.returncode == 0, r.stderr
-    assert "(EMA values)" in r.stdout and f"wrote checkpoint {out}" in r.stdout
+    assert inspect("--runmode=ckpt", f"--ckpt_path={test_checkpoint[0]}",
+                   f"--export_ckpt={out}") == 0
+    printed = capsys.readouterr().out
+    assert "(EMA values)" in printed and f"wrote checkpoint {out}" in printed
     reader = tf.train.load_checkpoint(str(out))
     np.testing.assert_array_equal(
         reader.get_tensor("class_net/class-predict/bias"),
@@ -290,13 +486,15 @@ def test_ckpt_runmode_exports_an_ema_folded_checkpoint(seed_dir, tmp_path):
 
 
 @needs_onnx
-def test_onnx_runmode_and_running_the_onnx_file(seed_dir, tmp_path):
+def test_onnx_runmode_and_running_the_onnx_file(test_checkpoint, tmp_path, capsys):
     onnx_path = tmp_path / "d0.onnx"
-    r = run("--runmode=onnx", f"--ckpt_path={seed_dir / 'efficientdet-d0'}",
-            f"--onnx_path={onnx_path}", "--batch_size=0")
-    assert r.returncode == 0, r.stderr
-    assert onnx_path.exists() and "input image_arrays:0" in r.stdout
-    r = run("--runmode=saved_model_infer", f"--saved_model_dir={onnx_path}",
-            f"--input_image={STREET}", f"--output_image_dir={tmp_path}")
-    assert r.returncode == 0, r.stderr
-    assert int(re.search(r"street.jpg: (\d+) detections", r.stdout).group(1)) > 0
+    assert inspect("--runmode=onnx", f"--ckpt_path={test_checkpoint[0]}",
+                   f"--onnx_path={onnx_path}", "--batch_size=0") == 0
+    assert onnx_path.exists() and "input image_arrays:0" in capsys.readouterr().out
+    assert hparams_config.Config.load_from_yaml(
+        export.settings_path(str(onnx_path)))["batch_size"] == "dynamic"
+    assert inspect("--runmode=saved_model_infer", f"--saved_model_dir={onnx_path}",
+                   f"--ckpt_path={test_checkpoint[0]}", f"--input_image={STREET}",
+                   f"--output_image_dir={tmp_path}") == 0
+    printed = capsys.readouterr().out
+    assert int(re.search(r"street.jpg: (\d+) detections", printed).group(1)) > 0

@@ -1,0 +1,341 @@
+"""One detector interface over every model format, and per-image detections.
+
+`Detector.predict` takes uint8 RGB images [n, h, w, 3] and returns one `Detections` per image,
+whatever runs underneath: the serving graph (see serving.py) built from a checkpoint
+(`CheckpointDetector`), or an export (see export.py) loaded by `load_detector`: a SavedModel
+directory (`SavedModelDetector`), its frozen graph `.pb` (`FrozenGraphDetector`), a `.tflite`
+file (`TFLiteDetector`) or an `.onnx` file (`OnnxDetector`). All run the same graph, so they
+agree (boxes within a pixel, scores within 1e-3).
+
+Adding a format is one `Detector` subclass taking `(path, threads)` plus one entry in
+`FORMATS` ({file suffix: class}; '' is a directory, '*' any other file).
+
+A model that cannot be loaded is an `errors.ModelFileError` naming its path.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+from typing import Dict, List, Optional, Type
+
+import numpy as np
+import tensorflow as tf
+
+import errors
+import export
+import hparams_config
+import serving
+
+tf1 = tf.compat.v1
+
+
+# -------------------------------------------------------------------------------------------------
+# Detections
+# -------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Detections:
+    """Detections of one image, best first.
+
+    boxes: [n, 4] float32 yxyx in original-image pixels; scores: [n] float32; classes: [n] int32
+    class ids 1..num_classes.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def filter(self, score_thresh: Optional[float] = None,
+               max_output_size: Optional[int] = None) -> Detections:
+        """Keep scores > score_thresh (as the NMS threshold does), then the first
+        max_output_size."""
+        keep = np.ones(len(self), bool) if score_thresh is None else self.scores > score_thresh
+        boxes, scores, classes = self.boxes[keep], self.scores[keep], self.classes[keep]
+        if max_output_size is not None:
+            boxes = boxes[:max_output_size]
+            scores, classes = scores[:max_output_size], classes[:max_output_size]
+        return Detections(boxes, scores, classes)
+
+
+def split_detections(outputs: Dict[str, np.ndarray], count: Optional[int] = None
+                     ) -> List[Detections]:
+    """Per-image `Detections` from batched outputs (boxes, scores, classes, num_detections) of
+    the serving graph; only the first `count` images (default: all)."""
+    nums = np.asarray(outputs["num_detections"]).reshape(-1).astype(int)
+    count = len(nums) if count is None else count
+    return [Detections(np.asarray(outputs["boxes"][i, :n], np.float32),
+                       np.asarray(outputs["scores"][i, :n], np.float32),
+                       np.asarray(outputs["classes"][i, :n]).astype(np.int32))
+            for i, n in zip(range(count), nums)]
+
+
+# -------------------------------------------------------------------------------------------------
+# The interface
+# -------------------------------------------------------------------------------------------------
+class Detector(abc.ABC):
+    """Runs the serving graph on uint8 images. Subclasses implement `_run`.
+
+    `batch_size` is the model's static batch (None: dynamic). `score_thresh` is the threshold
+    the model applies by default; `predict` may raise it for any backend and lower it where the
+    backend can take it as an input (`can_lower_threshold`: checkpoint, SavedModel, frozen
+    graph, ONNX). `kind` names the format in messages.
+    """
+
+    batch_size: Optional[int] = None
+    score_thresh: float = 0.0
+    can_lower_threshold: bool = True
+    kind: str = "model"
+
+    @abc.abstractmethod
+    def _run(self, images: np.ndarray, score_thresh: Optional[float]) -> Dict[str, np.ndarray]:
+        """Raw outputs (boxes, scores, classes, num_detections) of one backend call; the
+        threshold is fed when not None (only if `can_lower_threshold`)."""
+
+    def _feed_thresh(self, score_thresh: Optional[float]) -> Optional[float]:
+        """The threshold to feed the backend, or None to use its default (and filter after)."""
+        if score_thresh is None or score_thresh == self.score_thresh:
+            return None
+        if score_thresh < self.score_thresh and not self.can_lower_threshold:
+            raise errors.UsageError(
+                f"this {self.kind} was exported with score threshold {self.score_thresh}; it "
+                f"cannot return scores below that (asked for {score_thresh}); export it again "
+                f"with a lower score threshold")
+        return score_thresh if self.can_lower_threshold else None
+
+    def predict(self, images: np.ndarray, score_thresh: Optional[float] = None
+                ) -> List[Detections]:
+        """Detections for each image of `images` [n, h, w, 3] uint8 RGB (one size per call).
+
+        A static-batch model is fed in chunks of its batch size, the last one padded with
+        blank images whose results are dropped.
+        """
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 [n, h, w, 3], got {images.dtype} "
+                             f"{list(images.shape)}")
+        feed_thresh = self._feed_thresh(score_thresh)
+        step = self.batch_size or len(images)
+        results: List[Detections] = []
+        for start in range(0, len(images), step):
+            chunk = images[start:start + step]
+            real = len(chunk)
+            if self.batch_size and real < self.batch_size:
+                pad = np.zeros((self.batch_size - real,) + chunk.shape[1:], np.uint8)
+                chunk = np.concatenate([chunk, pad])
+            dets = split_detections(self._run(chunk, feed_thresh), real)
+            if score_thresh is not None and feed_thresh is None:
+                dets = [d.filter(score_thresh) for d in dets]
+            results.extend(dets)
+        return results
+
+    def close(self) -> None:  # noqa: B027 - only some backends hold resources
+        """Release the backend's resources (nothing for most backends)."""
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SessionDetector(Detector):
+    """A detector running a TF1 graph in a session, by tensor names. It owns `sess`."""
+
+    def __init__(self, graph: tf.Graph, sess: tf1.Session, input_name: str,
+                 output_names: Dict[str, str], thresh_name: Optional[str]):
+        self.graph, self.sess = graph, sess
+        self.input = graph.get_tensor_by_name(input_name)
+        self.outputs = {k: graph.get_tensor_by_name(v) for k, v in output_names.items()}
+        self.thresh = graph.get_tensor_by_name(thresh_name) if thresh_name else None
+        self.batch_size = self.input.shape[0]
+        self.can_lower_threshold = self.thresh is not None
+        if self.thresh is not None:
+            self.score_thresh = float(sess.run(self.thresh))
+
+    def feed_dict(self, images: np.ndarray, score_thresh: Optional[float]) -> Dict:
+        feed = {self.input: images}
+        if score_thresh is not None and self.thresh is not None:
+            feed[self.thresh] = score_thresh
+        return feed
+
+    def _run(self, images: np.ndarray, score_thresh: Optional[float]) -> Dict[str, np.ndarray]:
+        return self.sess.run(self.outputs, self.feed_dict(images, score_thresh))
+
+    def close(self) -> None:
+        self.sess.close()
+
+
+def _session(graph: tf.Graph, threads: int) -> tf1.Session:
+    return tf1.Session(graph=graph, config=serving.session_config(threads))
+
+
+# -------------------------------------------------------------------------------------------------
+# One class per format
+# -------------------------------------------------------------------------------------------------
+class CheckpointDetector(SessionDetector):
+    """The serving graph built from `config` with weights restored from a checkpoint (EMA
+    shadows when the config uses EMA; None or '_': random weights)."""
+
+    kind = "checkpoint"
+
+    def __init__(self, config: hparams_config.Config, ckpt_path: Optional[str],
+                 batch_size: Optional[int] = 1, score_thresh: Optional[float] = None,
+                 max_output_size: Optional[int] = None, threads: int = 0):
+        graph = serving.build_serving_graph(config, batch_size, score_thresh, max_output_size,
+                                            with_base64=False)
+        sess = _session(graph.graph, threads)
+        try:
+            serving.restore_or_init(graph, sess, ckpt_path, config)
+        except BaseException:
+            sess.close()
+            raise
+        super().__init__(graph.graph, sess, graph.inputs[serving.IMAGE_ARRAYS].name,
+                         {k: v.name for k, v in graph.outputs.items()}, graph.score_thresh.name)
+
+
+class SavedModelDetector(SessionDetector):
+    """A SavedModel directory written by `export.export_saved_model` (serving_default)."""
+
+    kind = "SavedModel"
+
+    def __init__(self, path: str, threads: int = 0):
+        if not any(tf.io.gfile.exists(os.path.join(path, name))
+                   for name in ("saved_model.pb", "saved_model.pbtxt")):
+            raise errors.ModelFileError(
+                f"'{path}' holds no saved_model.pb; give a directory written by "
+                f"export.export_saved_model, or a .pb, .tflite or .onnx file")
+        graph = tf.Graph()
+        sess = _session(graph, threads)
+        try:
+            with graph.as_default():
+                meta = tf1.saved_model.loader.load(
+                    sess, [tf1.saved_model.tag_constants.SERVING], path)
+        except (OSError, RuntimeError, tf.errors.OpError) as e:
+            sess.close()
+            raise errors.ModelFileError(f"'{path}' is not a loadable SavedModel: "
+                                        f"{str(e).splitlines()[0]}") from None
+        if serving.SERVING_DEFAULT not in meta.signature_def:
+            sess.close()
+            raise errors.ModelFileError(
+                f"SavedModel '{path}' has no '{serving.SERVING_DEFAULT}' signature; export it "
+                f"with export.export_saved_model")
+        sig = meta.signature_def[serving.SERVING_DEFAULT]
+        names = {op.name for op in graph.get_operations()}
+        super().__init__(graph, sess, sig.inputs[serving.IMAGE_ARRAYS].name,
+                         {k: v.name for k, v in sig.outputs.items() if k in serving.OUTPUT_KEYS},
+                         f"{serving.SCORE_THRESH}:0" if serving.SCORE_THRESH in names else None)
+
+
+class FrozenGraphDetector(SessionDetector):
+    """The frozen serving graph (`<model_name>_frozen.pb`) written beside a SavedModel."""
+
+    kind = "frozen graph"
+
+    def __init__(self, path: str, threads: int = 0):
+        graph_def = tf1.GraphDef()
+        try:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                graph_def.ParseFromString(f.read())
+        except Exception as e:  # noqa: BLE001 - protobuf raises several error types
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise errors.ModelFileError(f"'{path}' is not a frozen GraphDef (.pb): {reason}"
+                                        ) from None
+        names = {n.name for n in graph_def.node}
+        missing = [n for n in (serving.IMAGE_ARRAYS, *serving.OUTPUT_KEYS) if n not in names]
+        if missing:
+            hint = (" It looks like the raw network alone (export.save_frozen); the full "
+                    "detector's frozen graph is <model_name>_frozen.pb in a SavedModel export."
+                    if serving.INPUT_NAME in names else "")
+            raise errors.ModelFileError(f"frozen graph '{path}' lacks the serving nodes "
+                                        f"{', '.join(missing)}.{hint}")
+        graph = tf.Graph()
+        with graph.as_default():
+            tf1.import_graph_def(graph_def, name="")
+        super().__init__(graph, _session(graph, threads), f"{serving.IMAGE_ARRAYS}:0",
+                         {k: f"{k}:0" for k in serving.OUTPUT_KEYS},
+                         f"{serving.SCORE_THRESH}:0" if serving.SCORE_THRESH in names else None)
+
+
+class TFLiteDetector(Detector):
+    """A .tflite model converted from the serving_default signature (builtin ops only). Its
+    score threshold is fixed at export: it can be raised here, not lowered."""
+
+    kind = "TFLite model"
+    can_lower_threshold = False
+
+    def __init__(self, path: str, threads: int = 0):
+        try:
+            self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=threads or None)
+            self.runner = self.interpreter.get_signature_runner(serving.SERVING_DEFAULT)
+        except (ValueError, RuntimeError) as e:
+            raise errors.ModelFileError(
+                f"'{path}' is not a loadable TFLite model with a '{serving.SERVING_DEFAULT}' "
+                f"signature: {str(e).splitlines()[0]}") from None
+        shape = self.runner.get_input_details()[serving.IMAGE_ARRAYS]["shape_signature"]
+        self.batch_size = None if shape[0] < 0 else int(shape[0])
+        self.score_thresh = export.read_export_settings(path).get("score_thresh", 0.0)
+
+    def _run(self, images: np.ndarray, score_thresh: Optional[float]) -> Dict[str, np.ndarray]:
+        return self.runner(**{serving.IMAGE_ARRAYS: images})
+
+
+class OnnxDetector(Detector):
+    """An .onnx model converted by tf2onnx from the frozen serving graph, run by onnxruntime."""
+
+    kind = "ONNX model"
+
+    def __init__(self, path: str, threads: int = 0):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise errors.ModelFileError(f"running '{path}' needs onnxruntime: pip install -r "
+                                        f"requirements.txt") from None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own error types
+            raise errors.ModelFileError(f"'{path}' is not a loadable ONNX model: "
+                                        f"{str(e).splitlines()[0]}") from None
+        self.input_name = f"{serving.IMAGE_ARRAYS}:0"
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if self.input_name not in inputs:
+            raise errors.ModelFileError(f"ONNX model '{path}' has no input '{self.input_name}'; "
+                                        f"export it with export.export_onnx")
+        batch = inputs[self.input_name].shape[0]
+        self.batch_size = batch if isinstance(batch, int) else None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.score_thresh = export.read_export_settings(path).get("score_thresh", 0.0)
+
+    def _run(self, images: np.ndarray, score_thresh: Optional[float]) -> Dict[str, np.ndarray]:
+        feed = {self.input_name: images}
+        if score_thresh is not None:
+            feed[f"{serving.SCORE_THRESH}:0"] = np.array(score_thresh, np.float32)
+        values = self.session.run(self.output_names, feed)
+        return {name.split(":")[0]: v for name, v in zip(self.output_names, values)}
+
+
+# {file suffix: detector class}; '' is a directory, '*' any other file.
+FORMATS: Dict[str, Type[Detector]] = {
+    "": SavedModelDetector,
+    ".tflite": TFLiteDetector,
+    ".onnx": OnnxDetector,
+    "*": FrozenGraphDetector,
+}
+
+
+def load_detector(path: str, threads: int = 0) -> Detector:
+    """A detector for an exported model: a SavedModel directory or a file whose suffix picks
+    its class in `FORMATS` (.tflite, .onnx; any other file is read as a frozen graph)."""
+    if not path or not tf.io.gfile.exists(path):
+        raise errors.ModelFileError(
+            f"'{path}' does not exist: give a SavedModel directory or a "
+            f"{', '.join(s for s in ('.pb', *FORMATS) if s not in ('', '*'))} file")
+    key = "" if tf.io.gfile.isdir(path) else os.path.splitext(path)[1].lower()
+    return FORMATS.get(key, FORMATS["*"])(path, threads)

@@ -1,0 +1,376 @@
+"""Every export format, the settings file an export leaves beside it, and writing outputs.
+
+* `save_dry_run`: a checkpoint, the graph and `config.yaml` of the raw network.
+* `save_frozen`: the raw network frozen to `<logdir>/<model_name>_frozen.pb`.
+* `export_saved_model`: the serving graph (see serving.py) as a SavedModel with the signatures
+  `serving_default` (uint8 `image_arrays`) and `serving_base64` (encoded `image_files`), its
+  frozen graph `<model_name>_frozen.pb`, `config.yaml` and, optionally, a TFLite model.
+* `export_tflite`, `export_onnx`: the serving graph for TFLite (builtin ops) and ONNX (tf2onnx).
+* `eval_ckpt`: restore a checkpoint (EMA-aware) and optionally save its weights as a new one.
+* `write_export_settings` / `read_export_settings`: `export_settings.yaml` beside an export
+  records its score threshold, detections per image and NMS, so detectors can report them.
+
+Outputs: every file is written through `write_file` after `ensure_parent`, and a failure is an
+`errors.OutputError` naming the path. `output_problem`, `nonempty_dir_problem` and
+`other_run_problem` say, without writing anything, why a location cannot be used, so a CLI can
+refuse up front and name its flag. No export deletes or overwrites what another run wrote: a
+SavedModel goes into a new or empty directory, and the raw network is never written where a
+training run (or an earlier dry run) left `config.yaml` or a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, List, Optional, Union
+
+import tensorflow as tf
+import yaml
+
+import checkpoint_io
+import errors
+import hparams_config
+import postprocess
+import serving
+import utils
+
+tf1 = tf.compat.v1
+
+EXPORT_SETTINGS = "export_settings.yaml"
+# What a training run (or a dry run) leaves in its directory: never written over.
+_CHECKPOINT_STATE = "checkpoint"
+
+
+# -------------------------------------------------------------------------------------------------
+# Output locations
+# -------------------------------------------------------------------------------------------------
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def output_problem(path: str, directory: bool) -> Optional[str]:
+    """Why `path` cannot be written as a directory (or a file), or None; creates nothing.
+
+    Remote paths (gs://, ...) are not checked here: their writes fail with their own error.
+    """
+    if _is_remote(path):
+        return None
+    full = os.path.abspath(path)
+    if os.path.exists(full):
+        if directory and not os.path.isdir(full):
+            return "is a file, not a directory"
+        if not directory and os.path.isdir(full):
+            return "is a directory, not a file"
+        target = full if directory else os.path.dirname(full)
+        return None if os.access(target, os.W_OK | os.X_OK) else "is not writable"
+    ancestor = os.path.dirname(full)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return f"cannot be created: '{ancestor}' is a file, not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot be created: '{ancestor}' is not writable"
+    return None
+
+
+def nonempty_dir_problem(path: str) -> Optional[str]:
+    """Why a new export directory `path` cannot be used (it exists and is not empty), or None."""
+    if tf.io.gfile.exists(path) and (not tf.io.gfile.isdir(path) or tf.io.gfile.listdir(path)):
+        return ("already exists and is not empty; remove it or choose another directory "
+                "(nothing was overwritten)")
+    return None
+
+
+def other_run_problem(directory: str) -> Optional[str]:
+    """Why `directory` must not receive a checkpoint or config.yaml: it already holds those of
+    another run (training or an earlier dry run). None when it is new or holds neither."""
+    if not tf.io.gfile.isdir(directory):
+        return None
+    names = tf.io.gfile.listdir(directory)
+    found = sorted({n.rstrip("/") for n in names
+                    if n == os.path.basename(hparams_config.default_config_path(directory))
+                    or n == _CHECKPOINT_STATE or n.endswith(".index")})
+    if not found:
+        return None
+    return (f"already holds {', '.join(found[:3])} of another run; choose a new or empty "
+            f"directory (nothing was overwritten)")
+
+
+def ensure_dir(path: str) -> str:
+    """Create directory `path` (and its parents) if needed; OutputError naming it if that
+    fails. Returns `path`."""
+    if not path:
+        return path
+    try:
+        tf.io.gfile.makedirs(path)
+    except (tf.errors.OpError, OSError) as e:
+        raise errors.OutputError(f"cannot create directory '{path}': "
+                                 f"{str(e).splitlines()[0]}") from None
+    return path
+
+
+def ensure_parent(path: str) -> str:
+    """Create the directory that will hold file `path`; returns `path`."""
+    ensure_dir(os.path.dirname(path))
+    return path
+
+
+def write_file(path: str, data: Union[bytes, str]) -> str:
+    """Write `data` to `path` (local or remote), creating its directory; returns `path`."""
+    ensure_parent(path)
+    try:
+        with tf.io.gfile.GFile(path, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+    except (tf.errors.OpError, OSError) as e:
+        raise errors.OutputError(f"cannot write '{path}': {str(e).splitlines()[0]}") from None
+    return path
+
+
+def _refuse(path: str, problem: Optional[str]) -> None:
+    if problem:
+        raise errors.OutputError(f"'{path}' {problem}")
+
+
+# -------------------------------------------------------------------------------------------------
+# Export settings
+# -------------------------------------------------------------------------------------------------
+def settings_path(model_path: str) -> str:
+    """Where the export settings of a model file or SavedModel directory are recorded:
+    `<dir>/export_settings.yaml`, or `<file stem>.export_settings.yaml` beside a file."""
+    if tf.io.gfile.isdir(model_path):
+        return os.path.join(model_path, EXPORT_SETTINGS)
+    return os.path.splitext(model_path)[0] + "." + EXPORT_SETTINGS
+
+
+def write_export_settings(model_path: str, settings: Dict[str, Any]) -> str:
+    return write_file(settings_path(model_path),
+                      yaml.safe_dump(settings, default_flow_style=False, sort_keys=False))
+
+
+def read_export_settings(model_path: str) -> Dict[str, Any]:
+    """The settings an export recorded beside the model ({} when there are none)."""
+    path = settings_path(model_path)
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path, "r") as f:
+        return yaml.safe_load(f) or {}
+
+
+def export_settings(graph: serving.ServingGraph, ckpt_path: Optional[str]) -> Dict[str, Any]:
+    """What an export of `graph` records: model, checkpoint, sizes, threshold and NMS."""
+    config = graph.config
+    return {
+        "model_name": config.name,
+        "checkpoint": ckpt_path,
+        "image_size": list(utils.parse_image_size(config.image_size)),
+        "batch_size": graph.batch_size if graph.batch_size is not None else "dynamic",
+        "score_thresh": graph.default_score_thresh,
+        "max_output_size": graph.max_output_size,
+        "nms": postprocess.nms_description(config, None, graph.max_output_size),
+        "nms_method": config.nms_configs.method,
+        "class_agnostic": bool(config.nms_configs.class_agnostic),
+    }
+
+
+# -------------------------------------------------------------------------------------------------
+# The raw network: dry run and frozen graph
+# -------------------------------------------------------------------------------------------------
+def save_dry_run(config: hparams_config.Config, logdir: str, model_name: str,
+                 ckpt_path: Optional[str] = None, batch_size: int = 1) -> Dict[str, str]:
+    """Build, restore or initialise, run once, then write a checkpoint `<logdir>/<model_name>`,
+    the graph `<logdir>/<model_name>_train.pb`, a TensorBoard graph event file and the config
+    as `<logdir>/config.yaml` (so a checkpoint path of `logdir` picks the same hparams up
+    later). Refuses a `logdir` holding another run's checkpoint or config.yaml."""
+    _refuse(logdir, other_run_problem(logdir))
+    ensure_dir(logdir)
+    net = serving.build_raw_network(config, batch_size)
+    with net.graph.as_default(), tf1.Session(graph=net.graph) as sess:
+        serving.restore_or_init(net, sess, ckpt_path, config)
+        sess.run(net.outputs, {net.inputs: serving.random_images(net, batch_size)})
+        prefix = tf1.train.Saver().save(sess, os.path.join(logdir, model_name),
+                                        write_meta_graph=False)
+        graph_path = write_file(os.path.join(logdir, f"{model_name}_train.pb"),
+                                net.graph.as_graph_def().SerializeToString())
+        writer = tf1.summary.FileWriter(logdir, net.graph)
+        writer.flush()
+        writer.close()
+    config.save_to_yaml(hparams_config.default_config_path(logdir))
+    return {"checkpoint": prefix, "graph": graph_path}
+
+
+def save_frozen(config: hparams_config.Config, logdir: str, model_name: str,
+                ckpt_path: Optional[str] = None, batch_size: int = 1) -> str:
+    """Write `<logdir>/<model_name>_frozen.pb`: the raw network with its variables folded in.
+    Refuses a `logdir` holding another run's checkpoint or config.yaml."""
+    _refuse(logdir, other_run_problem(logdir))
+    net = serving.build_raw_network(config, batch_size)
+    with tf1.Session(graph=net.graph) as sess:
+        serving.restore_or_init(net, sess, ckpt_path, config)
+        frozen = serving.freeze(sess, net.graph, net.output_names)
+    return write_file(os.path.join(logdir, f"{model_name}_frozen.pb"),
+                      frozen.SerializeToString())
+
+
+# -------------------------------------------------------------------------------------------------
+# The serving graph: SavedModel (+ frozen graph, TFLite), TFLite, ONNX
+# -------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class ExportResult:
+    """Paths written by `export_saved_model` (tflite is None unless requested)."""
+
+    saved_model_dir: str
+    frozen_graph: str
+    tflite: Optional[str]
+    settings: Dict[str, Any]
+
+
+def _save_saved_model(graph: serving.ServingGraph, sess: tf1.Session,
+                      saved_model_dir: str) -> None:
+    make = tf1.saved_model.signature_def_utils.predict_signature_def
+    signatures = {
+        serving.SERVING_DEFAULT: make({serving.IMAGE_ARRAYS: graph.inputs[serving.IMAGE_ARRAYS]},
+                                      graph.outputs),
+        serving.SERVING_BASE64: make({serving.IMAGE_FILES: graph.inputs[serving.IMAGE_FILES]},
+                                     graph.base64_outputs),
+    }
+    with graph.graph.as_default():
+        builder = tf1.saved_model.Builder(saved_model_dir)
+        builder.add_meta_graph_and_variables(
+            sess, [tf1.saved_model.tag_constants.SERVING], signature_def_map=signatures,
+            clear_devices=True, strip_default_attrs=True)
+        builder.save()
+
+
+def export_saved_model(config: hparams_config.Config, saved_model_dir: str, model_name: str,
+                       ckpt_path: Optional[str] = None, batch_size: Optional[int] = 1,
+                       score_thresh: Optional[float] = None,
+                       max_output_size: Optional[int] = None,
+                       tflite_path: Optional[str] = None) -> ExportResult:
+    """Write a SavedModel with the signatures `serving_default` (uint8 `image_arrays`
+    [B, h, w, 3]) and `serving_base64` (encoded `image_files` [B]), the frozen graph
+    `<saved_model_dir>/<model_name>_frozen.pb` of the same detector, the resolved
+    `config.yaml`, `export_settings.yaml` and, with `tflite_path`, a TFLite model.
+
+    Weights come from `ckpt_path` with EMA values when the checkpoint has them (None or '_':
+    random). The score threshold is a run-time input with the given default; the number of
+    detections per image is fixed at `max_output_size`. `saved_model_dir` must be new or empty.
+    """
+    _refuse(saved_model_dir, nonempty_dir_problem(saved_model_dir))
+    graph = serving.build_serving_graph(config, batch_size, score_thresh, max_output_size)
+    settings = export_settings(graph, ckpt_path)
+    with tf1.Session(graph=graph.graph) as sess:
+        serving.restore_or_init(graph, sess, ckpt_path, config)
+        _save_saved_model(graph, sess, saved_model_dir)
+        frozen = serving.freeze(sess, graph.graph, graph.output_node_names())
+    frozen_path = write_file(os.path.join(saved_model_dir, f"{model_name}_frozen.pb"),
+                             frozen.SerializeToString())
+    config.save_to_yaml(hparams_config.default_config_path(saved_model_dir))
+    write_export_settings(saved_model_dir, settings)
+    write_export_settings(frozen_path, settings)
+    tflite = None
+    if tflite_path:
+        tflite = export_tflite(saved_model_dir, tflite_path)
+        write_export_settings(tflite, settings)
+    return ExportResult(saved_model_dir, frozen_path, tflite, settings)
+
+
+def export_tflite(saved_model_dir: str, tflite_path: str) -> str:
+    """Convert the `serving_default` signature of a SavedModel to a float32 TFLite model.
+
+    The whole detector (pre-processing, network, NMS) converts to TFLite builtin ops
+    (TFLITE_BUILTINS only, no SELECT_TF_OPS). The score threshold becomes a constant (the
+    export setting): a TFLite model can raise it afterwards but not lower it.
+    """
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=[serving.SERVING_DEFAULT])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        model = converter.convert()
+    except Exception as e:  # noqa: BLE001 - the converter raises several error types
+        raise errors.ModelFileError(f"TFLite conversion of '{saved_model_dir}' failed: "
+                                    f"{str(e).splitlines()[0]}") from None
+    return write_file(tflite_path, model)
+
+
+def export_onnx(config: hparams_config.Config, onnx_path: str, ckpt_path: Optional[str] = None,
+                batch_size: Optional[int] = 1, score_thresh: Optional[float] = None,
+                max_output_size: Optional[int] = None, opset: int = 15) -> str:
+    """Convert the frozen serving graph (uint8 `image_arrays:0` input) to ONNX with tf2onnx.
+
+    Outputs are `detections:0`, `boxes:0`, `scores:0`, `classes:0`, `num_detections:0` as in
+    the SavedModel; `score_thresh:0` is an optional input holding the export setting. Only hard
+    NMS converts (ONNX's NonMaxSuppression has no soft-NMS).
+    """
+    if config.nms_configs.method != "hard":
+        raise errors.ConfigError("ONNX export needs nms_configs.method=hard: ONNX "
+                                 "NonMaxSuppression has no soft-NMS")
+    try:
+        import tf2onnx
+    except ImportError:
+        raise errors.UsageError("ONNX export needs tf2onnx: pip install -r requirements.txt"
+                                ) from None
+    graph = serving.build_serving_graph(config, batch_size, score_thresh, max_output_size,
+                                        with_base64=False)
+    settings = export_settings(graph, ckpt_path)
+    with tf1.Session(graph=graph.graph) as sess:
+        serving.restore_or_init(graph, sess, ckpt_path, config)
+        frozen = serving.freeze(sess, graph.graph, graph.output_node_names(with_base64=False))
+    ensure_parent(onnx_path)
+    outputs = [graph.outputs[k].name for k in serving.OUTPUT_KEYS]
+    tf2onnx.convert.from_graph_def(frozen, input_names=[f"{serving.IMAGE_ARRAYS}:0"],
+                                   output_names=outputs, opset=opset, output_path=onnx_path)
+    write_export_settings(onnx_path, settings)
+    return onnx_path
+
+
+# -------------------------------------------------------------------------------------------------
+# Checkpoint re-export
+# -------------------------------------------------------------------------------------------------
+def _save_folded(sess: tf1.Session, variables: List[tf.Variable], prefix: str,
+                 with_shadows: bool) -> None:
+    """Save each variable's current value under its name (and, with `with_shadows`, under its
+    EMA shadow name), then point the directory's 'checkpoint' index file at `prefix`."""
+    names, tensors = [], []
+    for v in variables:
+        value = v.read_value()
+        names.append(checkpoint_io.var_name(v))
+        tensors.append(value)
+        if with_shadows:
+            names.append(checkpoint_io.var_name(v) + checkpoint_io.EMA_SUFFIX)
+            tensors.append(value)
+    ensure_parent(prefix)
+    sess.run(tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
+                               shape_and_slices=[""] * len(names), tensors=tensors))
+    tf1.train.update_checkpoint_state(os.path.dirname(prefix) or ".", prefix)
+
+
+def eval_ckpt(config: hparams_config.Config, ckpt_path: str, export_ckpt: Optional[str] = None
+              ) -> Dict[str, Any]:
+    """Restore `ckpt_path` into the network (EMA-aware) and report what was read.
+
+    With `export_ckpt`, save a checkpoint (prefix `export_ckpt`, plus a `checkpoint` index file
+    beside it) whose raw variables hold the restored (EMA) values and, when the config uses
+    EMA, whose `<var>/ExponentialMovingAverage` shadows hold the same values, so it restores the
+    same either way. Refuses a directory holding another run's checkpoint or config.yaml.
+
+    Returns {'checkpoint': prefix read, 'variables': count, 'ema': shadows were read,
+    'exported': export_ckpt or None}.
+    """
+    if export_ckpt:
+        parent = os.path.dirname(export_ckpt) or "."
+        _refuse(parent, other_run_problem(parent))
+    net = serving.build_raw_network(config, 1)
+    use_ema = checkpoint_io.use_ema(config)
+    with net.graph.as_default(), tf1.Session(graph=net.graph) as sess:
+        prefix = serving.restore_or_init(net, sess, ckpt_path, config)
+        if prefix is None:
+            raise errors.CheckpointError("restoring a checkpoint needs a checkpoint path, "
+                                         f"got {ckpt_path!r}")
+        model_vars = tf1.global_variables()
+        info = {"checkpoint": prefix, "variables": len(model_vars),
+                "ema": use_ema and checkpoint_io.has_ema_shadows(prefix, model_vars),
+                "exported": None}
+        if export_ckpt:
+            _save_folded(sess, model_vars, export_ckpt, with_shadows=use_ema)
+            info["exported"] = export_ckpt
+    return info

@@ -1,0 +1,131 @@
+"""export: what each export writes (SavedModel, frozen graph, TFLite, settings), checkpoint
+re-export with EMA folded in, the output-location checks, and refusing to write over another
+run's files."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import detectors
+import errors
+import export
+from conftest import TINY, assert_same_detections, needs_onnx, street, tiny_config
+
+tf1 = tf.compat.v1
+
+
+def test_export_writes_everything(exported_models):
+    sm = exported_models["saved_model"]
+    for name in ("saved_model.pb", "efficientdet-d0_frozen.pb", "config.yaml",
+                 "export_settings.yaml"):
+        assert os.path.isfile(os.path.join(sm, name)), name
+    s = exported_models["settings"]
+    assert s["batch_size"] == "dynamic" and s["score_thresh"] == 0.4
+    assert s["max_output_size"] == 100 and "per-class hard NMS" in s["nms"]
+    for key in ("saved_model", "frozen", "tflite"):
+        assert export.read_export_settings(exported_models[key]) == s, key
+    assert export.settings_path(exported_models["tflite"]).endswith(
+        "m.export_settings.yaml")
+
+
+def test_saved_model_signatures(exported_models):
+    with tf.Graph().as_default() as graph, tf1.Session(graph=graph) as sess:
+        meta = tf1.saved_model.loader.load(sess, ["serve"], exported_models["saved_model"])
+    sigs = meta.signature_def
+
+    def shape(info):
+        return [d.size for d in info.tensor_shape.dim]
+
+    default, base64 = sigs["serving_default"], sigs["serving_base64"]
+    assert default.inputs["image_arrays"].dtype == tf.uint8.as_datatype_enum
+    assert shape(default.inputs["image_arrays"]) == [-1, -1, -1, 3]
+    assert base64.inputs["image_files"].dtype == tf.string.as_datatype_enum
+    assert shape(base64.inputs["image_files"]) == [-1]
+    for sig in (default, base64):
+        assert shape(sig.outputs["detections"]) == [-1, 100, 7]
+        assert shape(sig.outputs["boxes"]) == [-1, 100, 4]
+        assert sig.outputs["classes"].dtype == tf.int32.as_datatype_enum
+        assert set(sig.outputs) == {"detections", "boxes", "scores", "classes",
+                                    "num_detections"}
+
+
+def test_ckpt_export_folds_ema_into_raw_variables(test_checkpoint, checkpoint_detector,
+                                                  tmp_path):
+    ckpt_dir, config = test_checkpoint
+    out = str(tmp_path / "exported" / "ema")
+    info = export.eval_ckpt(config, ckpt_dir, out)
+    assert info["ema"] and info["exported"] == out
+    reader = tf.train.load_checkpoint(out)
+    raw = reader.get_tensor("class_net/class-predict/bias")
+    shadow = reader.get_tensor("class_net/class-predict/bias/ExponentialMovingAverage")
+    original = tf.train.load_checkpoint(ckpt_dir)
+    np.testing.assert_array_equal(
+        raw, original.get_tensor("class_net/class-predict/bias/ExponentialMovingAverage"))
+    np.testing.assert_array_equal(raw, shadow)
+    assert tf.train.latest_checkpoint(str(tmp_path / "exported")) == out
+    no_ema = tiny_config(**TINY, moving_average_decay=0.0)
+    with detectors.CheckpointDetector(no_ema, out) as det:
+        got = det.predict(street()[None])[0]
+    assert_same_detections(checkpoint_detector.predict(street()[None])[0], got, "exported ckpt")
+
+
+def _fake_run(directory, *names):
+    os.makedirs(directory, exist_ok=True)
+    for name in names:
+        with open(os.path.join(directory, name), "w") as f:
+            f.write("another run's file")
+
+
+def test_nothing_is_written_over_another_run(tmp_path):
+    config = tiny_config(**TINY)
+    train_dir = str(tmp_path / "train")
+    _fake_run(train_dir, "config.yaml", "checkpoint", "model.ckpt-5.index")
+    with pytest.raises(errors.OutputError, match="'.*train' already holds checkpoint, "
+                                                 "config.yaml, model.ckpt-5.index of another "
+                                                 "run; choose a new or empty directory"):
+        export.save_dry_run(config, train_dir, "efficientdet-d0")
+    with pytest.raises(errors.OutputError, match="already holds"):
+        export.save_frozen(config, train_dir, "efficientdet-d0")
+    with pytest.raises(errors.OutputError, match="already holds"):
+        export.eval_ckpt(config, "_", os.path.join(train_dir, "ema"))
+    with pytest.raises(errors.OutputError, match="already exists and is not empty"):
+        export.export_saved_model(config, train_dir, "efficientdet-d0")
+    for name in os.listdir(train_dir):
+        assert open(os.path.join(train_dir, name)).read() == "another run's file"
+    assert export.other_run_problem(str(tmp_path / "new")) is None
+    _fake_run(str(tmp_path / "notes"), "notes.txt")
+    assert export.other_run_problem(str(tmp_path / "notes")) is None
+
+
+def test_output_problem_says_why_without_writing(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert export.output_problem(str(tmp_path / "new" / "dir"), directory=True) is None
+    assert export.output_problem(str(afile / "sub"), directory=True) == (
+        f"cannot be created: '{afile}' is a file, not a directory")
+    assert export.output_problem(str(afile), directory=True) == "is a file, not a directory"
+    assert export.output_problem(str(tmp_path), directory=False) == "is a directory, not a file"
+    assert export.output_problem(str(afile), directory=False) is None
+    assert export.output_problem("gs://bucket/out", directory=True) is None
+    assert sorted(os.listdir(tmp_path)) == ["afile"]
+
+
+def test_outputs_are_written_one_way(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(errors.OutputError, match=f"cannot create directory '{afile}/sub'"):
+        export.ensure_dir(str(afile / "sub"))
+    with pytest.raises(errors.OutputError, match=f"cannot create directory '{afile}'"):
+        export.write_file(str(afile / "x.pb"), b"data")
+    path = export.write_file(str(tmp_path / "a" / "b" / "c.txt"), "text")
+    assert open(path).read() == "text"
+
+
+@needs_onnx
+def test_onnx_needs_hard_nms(tmp_path):
+    config = tiny_config(**TINY)
+    config.nms_configs.method = "gaussian"
+    with pytest.raises(errors.ConfigError, match="nms_configs.method=hard"):
+        export.export_onnx(config, str(tmp_path / "m.onnx"))
