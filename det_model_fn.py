@@ -22,6 +22,7 @@ import tensorflow as tf
 from absl import logging
 
 import anchors
+import checkpoint_io
 import efficientdet_arch
 import errors
 import train_hooks
@@ -30,7 +31,6 @@ from hparams_config import Config
 
 tf1 = tf.compat.v1
 
-EMA_SUFFIX = "/ExponentialMovingAverage"
 # Variables never taken from a --ckpt: the step and optimizer state belong to the new run.
 _NEVER_RESTORED = re.compile(r"(^|.*/)(global_step|Momentum|Adam(_\d+)?|beta[12]_power|"
                              r"loss_scale|good_steps)(/.*|$)")
@@ -250,7 +250,7 @@ def init_var_map(ckpt_path: str, variables: List[tf.Variable], var_scope: str = 
     var_map: Dict[str, tf.Variable] = {}
     skipped: List[str] = []
     for v in variables:
-        name = var_name(v)
+        name = checkpoint_io.var_name(v)
         if not name.startswith(var_scope):
             continue
         if _NEVER_RESTORED.match(name):
@@ -259,8 +259,8 @@ def init_var_map(ckpt_path: str, variables: List[tf.Variable], var_scope: str = 
             skipped.append(f"{name} (var_exclude_expr)")
             continue
         source = ckpt_scope + name[len(var_scope):]
-        if source not in shapes and source.endswith(EMA_SUFFIX):
-            source = source[:-len(EMA_SUFFIX)]
+        if source not in shapes and source.endswith(checkpoint_io.EMA_SUFFIX):
+            source = source[:-len(checkpoint_io.EMA_SUFFIX)]
         if source not in shapes:
             skipped.append(f"{name} (not in checkpoint)")
         elif list(shapes[source]) != v.shape.as_list():
@@ -272,17 +272,10 @@ def init_var_map(ckpt_path: str, variables: List[tf.Variable], var_scope: str = 
 
 
 def _resolve_ckpt(path: str, flag: str) -> str:
-    if tf.io.gfile.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest:
-            return latest
-        raise errors.CheckpointError(
-            f"--{flag}={path}: the directory holds no checkpoint (no 'checkpoint' index file). "
-            f"Give the checkpoint directory or its prefix.")
-    if tf.io.gfile.exists(path + ".index"):
-        return path
-    raise errors.CheckpointError(f"--{flag}={path}: no checkpoint found. Give a checkpoint "
-                                 f"directory or a prefix such as dir/model.ckpt-1000.")
+    try:
+        return checkpoint_io.resolve_checkpoint(path)
+    except errors.CheckpointError as e:
+        raise errors.CheckpointError(f"--{flag}: {e}") from None
 
 
 def initialize_from_checkpoints(config: Config, run: RunContext) -> None:
@@ -337,18 +330,12 @@ def _ema(config: Config, global_step: tf.Tensor):
     return tf1.train.ExponentialMovingAverage(decay=decay, num_updates=global_step)
 
 
-def var_name(v: tf.Variable) -> str:
-    """A variable's name without ':0'. Under a distribution strategy `v.op.name` can be a
-    replica's component ('.../replica_1'), while `v.name` is the variable's own name."""
-    return v.name.split(":")[0]
-
-
 def ema_variables() -> List[tf.Variable]:
     """Trainable variables plus BN moving statistics: what EMA tracks and eval restores."""
     seen, out = set(), []
     for v in tf1.trainable_variables() + tf1.get_collection(utils.MOVING_VARS):
-        if var_name(v) not in seen:
-            seen.add(var_name(v))
+        if checkpoint_io.var_name(v) not in seen:
+            seen.add(checkpoint_io.var_name(v))
             out.append(v)
     return out
 

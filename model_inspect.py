@@ -90,18 +90,13 @@ def load_config(opts: InspectOptions) -> Config:
     import hparams_config
     import vfpn
 
-    name, model_dir = opts.model_name, None
-    if opts.runmode in EXPORTED_MODEL_MODES:
-        model_dir = config_dir(opts.saved_model_dir)
-        if model_dir:  # an export knows its model, whatever --model_name says
-            saved = hparams_config.Config.load_from_yaml(
-                hparams_config.default_config_path(model_dir))
-            name = saved.get("name") or name
-    model_dir = model_dir or config_dir(opts.ckpt_path)
-    config = hparams_config.load_run_config(name, opts.hparams, model_dir)
-    if config.fpn_name not in vfpn.FPN_BUILDERS:
-        raise errors.ConfigError(f"unknown fpn_name '{config.fpn_name}'; valid names: "
-                                 f"{', '.join(sorted(vfpn.FPN_BUILDERS))}")
+    model_dir = (config_dir(opts.saved_model_dir) if opts.runmode in EXPORTED_MODEL_MODES
+                 else None)
+    # An export knows its model, whatever --model_name says.
+    name = None if model_dir else opts.model_name
+    config = hparams_config.load_run_config(name, opts.hparams,
+                                            model_dir or config_dir(opts.ckpt_path))
+    vfpn.get_fpn_builder(config.fpn_name)  # an unknown name fails here, before any graph
     config.is_training_bn = False
     logging.debug("config:\n%s", config)
     return config

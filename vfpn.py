@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
+import errors
 import utils
 
 tf1 = tf.compat.v1
@@ -301,6 +302,6 @@ FPN_BUILDERS: Dict[str, FpnBuilder] = {
 def get_fpn_builder(fpn_name: Optional[str]) -> FpnBuilder:
     """The builder registered as `fpn_name`; an unknown name lists the valid ones."""
     if fpn_name not in FPN_BUILDERS:
-        raise ValueError(f"unknown fpn_name '{fpn_name}'; valid names: "
+        raise errors.ConfigError(f"unknown fpn_name '{fpn_name}'; valid names: "
                          f"{', '.join(sorted(FPN_BUILDERS))}")
     return FPN_BUILDERS[fpn_name]

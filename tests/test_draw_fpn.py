@@ -8,7 +8,6 @@ from conftest import ROOT
 sys.path.insert(0, os.path.join(ROOT, "docs"))
 
 import draw_fpn  # noqa: E402
-
 import vfpn  # noqa: E402
 
 
