@@ -133,6 +133,29 @@ def check_records_and_label_map(config: Config, opts: RunOptions, files: List[st
         config.label_map = label_maps.resolve(config.label_map, config.num_classes, found)
 
 
+def check_start_checkpoint(config: Config, opts: RunOptions) -> None:
+    """--ckpt / --backbone_ckpt must exist and hold this model's backbone (a cheap first check;
+    model_fn checks every variable when it builds the graph)."""
+    import checkpoint_io
+
+    flag, path = (("ckpt", opts.ckpt) if opts.ckpt else ("backbone_ckpt", opts.backbone_ckpt))
+    if not path:
+        return
+    try:
+        prefix = checkpoint_io.resolve_checkpoint(path)
+    except errors.CheckpointError as e:
+        raise errors.CheckpointError(f"--{flag}: {e}") from None
+    scope = (config.backbone_name if flag == "ckpt"
+             else config.ckpt_var_scope or config.backbone_name) + "/"
+    names = [name for name, _ in tf.train.list_variables(prefix)]
+    if not any(name.startswith(scope) for name in names):
+        found = sorted({name.split("/")[0] for name in names if "/" in name})[:4]
+        raise errors.CheckpointError(
+            f"--{flag}={path}: the checkpoint holds no '{scope}' variables (it has "
+            f"{', '.join(found) or 'none'}), so it does not fit this model ({config.name}, "
+            f"backbone {config.backbone_name}). Use the --model_name of the run that wrote it.")
+
+
 def prepare(opts: RunOptions) -> Prepared:
     """Everything a mode needs, checked, before anything is created or written."""
     training = opts.mode in ("train", "train_and_eval")
@@ -158,6 +181,8 @@ def prepare(opts: RunOptions) -> Prepared:
 
     vfpn.get_fpn_builder(config.fpn_name)  # an unknown name fails here, before any graph
     check_records_and_label_map(config, opts, train_files or eval_files)
+    if training:
+        check_start_checkpoint(config, opts)
     total_steps = opts.num_examples_per_epoch * config.num_epochs // opts.train_batch_size
     if training and total_steps < 1:
         raise errors.UsageError(

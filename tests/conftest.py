@@ -43,6 +43,20 @@ def tiny_config(model_name: str = "efficientdet-d0", **overrides):
     return hparams_config.get_detection_config(model_name, base)
 
 
+def inspect_options(*args):
+    """model_inspect's InspectOptions from command-line arguments, parsed as the real command
+    line does (its flags are defined only when it runs as a script)."""
+    from absl import flags
+
+    import cli
+    import model_inspect
+
+    values = flags.FlagValues()
+    cli.define_flags(model_inspect.InspectOptions, values)
+    values(["model_inspect.py", *args])
+    return cli.options_from_flags(model_inspect.InspectOptions, values)
+
+
 def tiny_hparams(**overrides) -> str:
     """TINY plus `overrides` as an --hparams string ('image_size=128,...')."""
     values = dict(TINY, **overrides)

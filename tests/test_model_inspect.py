@@ -14,7 +14,6 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 from PIL import Image
 
 import cli
@@ -24,18 +23,21 @@ import export
 import hparams_config
 import model_inspect
 import serving
-from conftest import SHARED, STREET, TINY_HPARAMS, assert_same_detections, needs_onnx, street
+from conftest import (
+    SHARED,
+    STREET,
+    TINY_HPARAMS,
+    assert_same_detections,
+    inspect_options,
+    needs_onnx,
+    street,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = TINY_HPARAMS
 
 
-def options(*args):
-    """InspectOptions from command-line arguments, parsed as the real command line does."""
-    values = flags.FlagValues()
-    cli.define_flags(model_inspect.InspectOptions, values)
-    values(["model_inspect.py", *args])
-    return cli.options_from_flags(model_inspect.InspectOptions, values)
+options = inspect_options
 
 
 def inspect(*args):
