@@ -274,8 +274,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--model_name", default="efficientdet-d0")
     p.add_argument("--image_size", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--eval_every", type=int, default=25, help="training steps between evals")
-    p.add_argument("--evals", type=int, default=8, help="evaluations (= schedule length / "
+    p.add_argument("--eval_every", type=int, default=40, help="training steps between evals")
+    p.add_argument("--evals", type=int, default=4, help="evaluations (= schedule length / "
                                                         "eval_every)")
     p.add_argument("--train_images", type=int, default=400)
     p.add_argument("--val_images", type=int, default=100)
@@ -315,7 +315,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         start = time.time()
         curves: Curves = {n: {} for n in names}
         seconds: Dict[str, List[float]] = {n: [] for n in names}
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs))
+        try:
             futures = {pool.submit(train_one, cmd, run_dir, env, lock): (name, seed)
                        for name, seed, cmd, run_dir in jobs}
             for fut in concurrent.futures.as_completed(futures):
@@ -325,6 +326,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     raise BenchError(f"{name} seed {seed}: main.py printed no eval line")
                 curves[name][seed] = result["curve"]
                 seconds[name].append(result["seconds"])
+        finally:
+            # On a failure, start nothing more; runs already going finish and are recorded.
+            pool.shutdown(wait=True, cancel_futures=True)
         wall = time.time() - start
     except BenchError as e:
         print(f"bench_learning: {e}", file=sys.stderr)
