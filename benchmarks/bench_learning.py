@@ -272,7 +272,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--baseline", default="bifpn", help="configuration the others are held to")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated --tf_random_seed values")
     p.add_argument("--model_name", default="efficientdet-d0")
-    p.add_argument("--image_size", type=int, default=128)
+    p.add_argument("--image_size", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--eval_every", type=int, default=40, help="training steps between evals")
     p.add_argument("--evals", type=int, default=4, help="evaluations (= schedule length / "
