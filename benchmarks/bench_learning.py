@@ -215,7 +215,7 @@ def report(curves: Curves, names: List[str], baseline: str, warmup_steps: int,
         for table in (ap, ap50):
             for n in names:
                 m, sd, lo, hi = _stats(table[n][s])
-                cells.append(f"{m:.3f} ± {sd:.3f} [{lo:.3f}..{hi:.3f}]")
+                cells.append(f"{m:.4f} ± {sd:.4f} [{lo:.4f}..{hi:.4f}]")
         lines.append(f"| {s}{'' if s > warmup_steps else ' (warm-up)'} | "
                      + " | ".join(cells) + " |")
     after = [s for s in steps if s > warmup_steps]
@@ -231,8 +231,8 @@ def report(curves: Curves, names: List[str], baseline: str, warmup_steps: int,
         avg = statistics.mean(statistics.mean(ap[n][s]) for s in after) if after else float("nan")
         wins = sum(statistics.mean(ap[n][s]) >= statistics.mean(ap[baseline][s]) for s in after)
         delta = fm - statistics.mean(ap[baseline][final])
-        lines.append(f"| {n} | {fm:.3f} ± {fsd:.3f} | {f50:.3f} ± {f50sd:.3f} | {avg:.3f} | "
-                     f"{wins}/{len(after)} | {delta:+.3f} | "
+        lines.append(f"| {n} | {fm:.4f} ± {fsd:.4f} | {f50:.4f} ± {f50sd:.4f} | {avg:.4f} | "
+                     f"{wins}/{len(after)} | {delta:+.4f} | "
                      f"{statistics.mean(seconds[n]) / 60:.1f} |")
     return "\n".join(lines) + "\n"
 
