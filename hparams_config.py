@@ -473,7 +473,7 @@ def default_detection_configs() -> Config:
     h.vfpn_refine_convs = 2  # full 3x3 convs after the aggregation
     h.vfpn_residual = True  # output = last cell's output + the branch (False: the branch only)
     # gamma 0 on the branch's last BN: a fresh VFPN equals BiFPN and learns to add the branch.
-    h.vfpn_zero_init = False
+    h.vfpn_zero_init = True
 
     h.survival_prob = None
     h.lr_decay_method = "cosine"

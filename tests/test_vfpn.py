@@ -139,13 +139,15 @@ def _network_outputs(config, images, weights=None):
 
 @pytest.mark.parametrize("zero_init", [True, False])
 def test_fresh_vfpn_equals_bifpn_on_the_same_weights(zero_init):
-    # The default init (vfpn_zero_init) makes a fresh VFPN start as BiFPN: on the same cell,
+    # The default init (vfpn_zero_init=True) makes a fresh VFPN start as BiFPN: on the same cell,
     # backbone and head weights, every feature the heads see and every class/box output is
     # identical, so early training starts from the baseline and learns the vertical branch on
     # top of it. The old init (gamma 1 on the branch's last BN) adds a random branch as large as
     # the cells' own output.
     images = np.random.RandomState(0).normal(size=(2, 128, 128, 3)).astype(np.float32)
-    vfpn_out, weights = _network_outputs(tiny_config(vfpn_zero_init=zero_init), images)
+    config = tiny_config() if zero_init else tiny_config(vfpn_zero_init=False)
+    assert config.fpn_name == "vfpn" and config.vfpn_zero_init == zero_init
+    vfpn_out, weights = _network_outputs(config, images)
     bifpn_out, _ = _network_outputs(tiny_config(fpn_name="bifpn"), images, weights)
     assert sorted(vfpn_out) == sorted(bifpn_out)
     for lv in range(3, 8):
