@@ -365,6 +365,15 @@ def validate(config: Config) -> Config:
         raise HparamsError("hparam 'batch_norm_momentum' must be in [0, 1).")
     if config.vfpn_refine_convs < 0:
         raise HparamsError("hparam 'vfpn_refine_convs' must be >= 0.")
+    if config.vfpn_zero_init and not config.vfpn_residual:
+        raise HparamsError("hparam 'vfpn_zero_init=True' needs 'vfpn_residual=True': without the "
+                           "residual a zero-initialised branch outputs zeros; set "
+                           "vfpn_zero_init=False.")
+    if (config.vfpn_zero_init and config.vfpn_refine_convs == 0
+            and config.vfpn_aggregation != "concat"):
+        raise HparamsError(f"hparam 'vfpn_zero_init=True' needs a BN in the vertical branch, but "
+                           f"vfpn_aggregation={config.vfpn_aggregation!r} with "
+                           f"vfpn_refine_convs=0 has none; set vfpn_zero_init=False.")
     for key in ("fpn_num_filters", "fpn_cell_repeats", "box_class_repeats", "num_scales"):
         if config[key] < 1:
             raise HparamsError(f"hparam '{key}' must be >= 1, got {config[key]}.")
@@ -461,7 +470,9 @@ def default_detection_configs() -> Config:
     # VFPN vertical stage (see vfpn.py and README.md, Architecture).
     h.vfpn_aggregation = "concat"  # 'concat' (1x1 conv over R*W), 'fastattn', 'sum'
     h.vfpn_refine_convs = 2  # full 3x3 convs after the aggregation
-    h.vfpn_residual = True
+    h.vfpn_residual = True  # output = last cell's output + the branch (False: the branch only)
+    # gamma 0 on the branch's last BN: a fresh VFPN equals BiFPN and learns to add the branch.
+    h.vfpn_zero_init = True
 
     h.survival_prob = None
     h.lr_decay_method = "cosine"

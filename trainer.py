@@ -294,7 +294,24 @@ def build_estimator(p: Prepared):
     return tf.estimator.Estimator(model_fn=model_fn, config=run_config, params={})
 
 
-def _input_fn(p: Prepared, training: bool):
+def _data_seed(opts: RunOptions, start_step: int) -> Optional[int]:
+    """The input pipeline's seed: from --tf_random_seed and the step training resumes at.
+
+    The graph-level seed alone does not fix the order (the pipeline runs non-deterministic
+    parallel maps); and one fixed seed would replay the same order and augmentation in every
+    epoch of train_and_eval, which builds the pipeline anew for each.
+    """
+    if opts.tf_random_seed is None:
+        return None
+    return (opts.tf_random_seed * 1_000_003 + start_step) % (2 ** 31 - 1)
+
+
+def _current_step(model_dir: str) -> int:
+    latest = tf.train.latest_checkpoint(model_dir) if tf.io.gfile.isdir(model_dir) else None
+    return int(latest.rsplit("-", 1)[-1]) if latest else 0
+
+
+def _input_fn(p: Prepared, training: bool, seed: Optional[int] = None):
     opts = p.opts
     config = p.config if training else p.eval_config
     files = p.train_files if training else p.eval_files
@@ -302,7 +319,8 @@ def _input_fn(p: Prepared, training: bool):
     # the dataloader fills the last batch with blanks that the metric skips.
     reader = dataloader.InputReader(files, training, config,
                                     use_fake_data=opts.use_fake_data and training,
-                                    max_images=None if training else opts.eval_samples)
+                                    max_images=None if training else opts.eval_samples,
+                                    seed=seed)
     replicas = num_replicas(_strategy(opts)) if training and not p.run.use_tpu else 1
     global_batch = opts.train_batch_size if training else opts.eval_batch_size
     per_replica = max(1, global_batch // replicas) if training else global_batch
@@ -350,17 +368,17 @@ def _train(p: Prepared, estimator, max_steps: int) -> float:
     """Train to `max_steps` with progress lines; returns the seconds it took."""
     start = time.time()
     hooks = _hooks(p)
+    train_fn = _input_fn(p, True, _data_seed(p.opts, _current_step(p.opts.model_dir)))
     with tf_errors(p):
         if p.opts.strategy == "multi_worker":
             # Estimator runs multi-worker training only through train_and_evaluate, which
             # starts each worker's part from TF_CONFIG; the chief writes the checkpoints.
             tf.estimator.train_and_evaluate(
-                estimator, tf.estimator.TrainSpec(_input_fn(p, True), max_steps=max_steps,
-                                                  hooks=hooks),
+                estimator, tf.estimator.TrainSpec(train_fn, max_steps=max_steps, hooks=hooks),
                 tf.estimator.EvalSpec(_input_fn(p, True), steps=None,
                                       start_delay_secs=10 ** 9, throttle_secs=10 ** 9))
         else:
-            estimator.train(_input_fn(p, True), max_steps=max_steps, hooks=hooks)
+            estimator.train(train_fn, max_steps=max_steps, hooks=hooks)
     p.summary_writer.flush()
     return time.time() - start
 

@@ -10,7 +10,9 @@ one entry per node already built). `build_fpn_cell` walks such a list and never 
 VFPN (DESIGN §5) runs the same BiFPN cells, then adds a *vertical* stage: for every level l it
 concatenates what each of the R cells produced at l, mixes it with a 1x1 conv (R*W -> W) + BN +
 act, refines it with full 3x3 convs (+ BN, act between them) and adds the result to the last
-cell's output. Cell variables keep the BiFPN names, so BiFPN checkpoints restore into VFPN.
+cell's output. With `vfpn_zero_init` the branch's last BN starts at gamma 0, so a fresh VFPN
+computes exactly what BiFPN computes on the same weights. Cell variables keep the BiFPN names, so
+BiFPN checkpoints restore into VFPN.
 
 `FPN_BUILDERS` is the one name -> builder table; `get_fpn_builder` is the one lookup.
 """
@@ -237,12 +239,22 @@ def vertical_stage(per_cell: List[Dict[int, tf.Tensor]], config: Any,
                    training: bool) -> Dict[int, tf.Tensor]:
     """VFPN's vertical aggregation over the R cells' outputs, own weights per level.
 
+    `per_cell[r][l]` is cell r's output at level l, [B, H_l, W_l, fpn_num_filters]; returns
+    {level: [B, H_l, W_l, fpn_num_filters]}.
+
     Variables: `vfpn_vertical/level_<l>/aggregate/{conv2d,bn}` (concat) or `.../aggregate/WSM*`
     (fastattn), and `vfpn_vertical/level_<l>/refine_<i>/{conv2d,bn}`.
+
+    With `vfpn_zero_init` the gamma of the branch's last BN starts at 0, so a fresh VFPN outputs
+    exactly the last cell's features (it starts as BiFPN, heads included) and learns how much of
+    the vertical branch to add; with gamma 1 the branch adds a unit-variance random projection
+    of the column to every level the heads see (see benchmarks/results_learning.md).
     """
     width = config.fpn_num_filters
     act = config.act_type
     init = utils.conv_kernel_initializer()
+    n = config.vfpn_refine_convs
+    zero_last = config.vfpn_zero_init
     outputs = {}
     with tf1.variable_scope("vfpn_vertical"):
         for level in range(config.min_level, config.max_level + 1):
@@ -252,17 +264,18 @@ def vertical_stage(per_cell: List[Dict[int, tf.Tensor]], config: Any,
                     if config.vfpn_aggregation == "concat":
                         x = tf.concat(column, axis=-1) if len(column) > 1 else column[0]
                         x = utils.conv2d(x, width, 1, use_bias=False, kernel_initializer=init)
-                        x = utils.batch_norm_act(x, training, act, name="bn")
+                        x = utils.batch_norm_act(x, training, act, name="bn",
+                                                 init_zero=zero_last and n == 0)
                     else:
                         x = utils.activation_fn(fuse_features(column, config.vfpn_aggregation),
                                                 act)
-                n = config.vfpn_refine_convs
                 for i in range(n):
+                    last = i == n - 1
                     with tf1.variable_scope(f"refine_{i}"):
                         x = utils.conv2d(x, width, 3, use_bias=False, kernel_initializer=init)
                         # The last refine conv has no activation: it feeds the residual sum.
-                        x = utils.batch_norm_act(x, training, act if i < n - 1 else None,
-                                                 name="bn")
+                        x = utils.batch_norm_act(x, training, None if last else act, name="bn",
+                                                 init_zero=zero_last and last)
             outputs[level] = column[-1] + x if config.vfpn_residual else x
     return outputs
 

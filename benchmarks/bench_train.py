@@ -44,7 +44,8 @@ def rate(pattern: str, fpn: str, batch: int, steps: int, every: int, size: int,
            f"--training_file_pattern={pattern}", "--model_name=efficientdet-d0",
            f"--model_dir={model_dir}", f"--train_batch_size={batch}",
            f"--num_examples_per_epoch={batch * steps}", "--num_epochs=1",
-           f"--iterations_per_loop={every}", f"--save_checkpoints_steps={steps}",
+           f"--log_every_n_steps={every}", "--log_every_secs=1e9",
+           f"--save_checkpoints_steps={steps}",
            f"--hparams=num_classes=3,image_size={size},fpn_name={fpn}"]
     subprocess.run(cmd, check=True, capture_output=True,
                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))

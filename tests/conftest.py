@@ -43,6 +43,25 @@ def tiny_config(model_name: str = "efficientdet-d0", **overrides):
     return hparams_config.get_detection_config(model_name, base)
 
 
+def make_classifier_checkpoint(directory):
+    """An EfficientNet-B0 classifier checkpoint laid out like the public ones (EMA included),
+    random weights: the stand-in for `--backbone_ckpt=efficientnet-b0`."""
+    import tensorflow as tf
+
+    from backbone import efficientnet
+
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default():
+        efficientnet.build_model(tf1.placeholder(tf.float32, [1, 64, 64, 3]), "efficientnet-b0",
+                                 False)
+        ema = tf1.train.ExponentialMovingAverage(0.9999)
+        ema_op = ema.apply(tf1.trainable_variables())
+        with tf1.Session() as s:
+            s.run(tf1.global_variables_initializer())
+            s.run(ema_op)
+            tf1.train.Saver().save(s, os.path.join(str(directory), "model.ckpt"))
+
+
 def inspect_options(*args):
     """model_inspect's InspectOptions from command-line arguments, parsed as the real command
     line does (its flags are defined only when it runs as a script)."""

@@ -20,24 +20,10 @@ import cli
 import errors
 import run_dir
 import trainer
-from backbone import efficientnet
-from conftest import tiny_hparams
+from conftest import make_classifier_checkpoint, tiny_hparams
 from run_options import RunOptions
 
 tf1 = tf.compat.v1
-
-
-def _classifier_checkpoint(directory):
-    """An EfficientNet-B0 classifier checkpoint laid out like the public ones (EMA included)."""
-    with tf.Graph().as_default():
-        efficientnet.build_model(tf1.placeholder(tf.float32, [1, 64, 64, 3]), "efficientnet-b0",
-                                 False)
-        ema = tf1.train.ExponentialMovingAverage(0.9999)
-        ema_op = ema.apply(tf1.trainable_variables())
-        with tf1.Session() as s:
-            s.run(tf1.global_variables_initializer())
-            s.run(ema_op)
-            tf1.train.Saver().save(s, os.path.join(directory, "model.ckpt"))
 
 
 def _opts(voc, model_dir=None, **kw):
@@ -86,7 +72,7 @@ def trained(voc_records):
     """Seed section 7: train from a classifier backbone checkpoint, then evaluate."""
     backbone = voc_records / "efficientnet-b0"
     backbone.mkdir()
-    _classifier_checkpoint(str(backbone))
+    make_classifier_checkpoint(backbone)
     model_dir = voc_records / "efficientdet-d0-scratch"
     opts = _opts(voc_records, model_dir, backbone_ckpt=str(backbone), log_every_n_steps=1)
     with _capture() as out:

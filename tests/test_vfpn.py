@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import efficientdet_arch
+import hparams_config
 import utils
 import vfpn
 from conftest import tiny_config
@@ -96,8 +97,68 @@ def test_vertical_stage_knobs():
     assert "vfpn_vertical/level_3/aggregate/WSM_1" in v
     assert not any("refine_1" in k for k in v)
     assert not any("aggregate/conv2d" in k for k in v)
-    g = _build(tiny_config(vfpn_aggregation="sum", vfpn_refine_convs=0, vfpn_residual=False))
+    g = _build(tiny_config(vfpn_aggregation="sum", vfpn_refine_convs=0, vfpn_residual=False,
+                           vfpn_zero_init=False))
     assert _vars(g, "vfpn_vertical") == {}
+
+
+def test_zero_init_needs_a_residual_and_a_bn():
+    with pytest.raises(hparams_config.HparamsError, match="needs 'vfpn_residual=True'"):
+        tiny_config(vfpn_zero_init=True, vfpn_residual=False)
+    with pytest.raises(hparams_config.HparamsError, match="needs a BN in the vertical branch"):
+        tiny_config(vfpn_zero_init=True, vfpn_aggregation="fastattn", vfpn_refine_convs=0)
+    # concat keeps its aggregate BN, which then is the branch's last BN and starts at 0.
+    g = _build(tiny_config(vfpn_zero_init=True, vfpn_refine_convs=0))
+    with g.as_default(), tf1.Session() as s:
+        s.run(tf1.global_variables_initializer())
+        gamma = s.run(tf1.global_variables("vfpn_vertical/level_4/aggregate/bn/gamma")[0])
+    np.testing.assert_array_equal(gamma, np.zeros([16], np.float32))
+
+
+def _network_outputs(config, images, weights=None):
+    """The feature network's outputs ('fpn_<l>', [B, H_l, W_l, W]) and the heads' ('class_<l>',
+    'box_<l>') on `images` [B, H, W, 3], inference mode, variables freshly initialised (seed 1)
+    and then overwritten by `weights` {name: value} where given. Returns (outputs, every
+    variable's value {name: array})."""
+    g = tf.Graph()
+    with g.as_default():
+        tf1.set_random_seed(1)
+        features = efficientdet_arch.build_backbone(tf.constant(images), config, False)
+        feats = efficientdet_arch.build_feature_network(features, config, False)
+        cls, box = efficientdet_arch.build_heads(feats, config, False)
+        fetch = {}
+        for name, outputs in (("fpn", feats), ("class", cls), ("box", box)):
+            fetch.update({f"{name}_{lv}": t for lv, t in outputs.items()})
+        with tf1.Session() as s:
+            s.run(tf1.global_variables_initializer())
+            for v in tf1.global_variables():
+                if weights is not None and v.op.name in weights:
+                    v.load(weights[v.op.name], s)
+            return s.run(fetch), {v.op.name: s.run(v) for v in tf1.global_variables()}
+
+
+@pytest.mark.parametrize("zero_init", [True, False])
+def test_fresh_vfpn_equals_bifpn_on_the_same_weights(zero_init):
+    # The default init (vfpn_zero_init=True) makes a fresh VFPN start as BiFPN: on the same cell,
+    # backbone and head weights, every feature the heads see and every class/box output is
+    # identical, so early training starts from the baseline and learns the vertical branch on
+    # top of it. The old init (gamma 1 on the branch's last BN) adds a random branch as large as
+    # the cells' own output.
+    images = np.random.RandomState(0).normal(size=(2, 128, 128, 3)).astype(np.float32)
+    config = tiny_config() if zero_init else tiny_config(vfpn_zero_init=False)
+    assert config.fpn_name == "vfpn" and config.vfpn_zero_init == zero_init
+    vfpn_out, weights = _network_outputs(config, images)
+    bifpn_out, _ = _network_outputs(tiny_config(fpn_name="bifpn"), images, weights)
+    assert sorted(vfpn_out) == sorted(bifpn_out)
+    for lv in range(3, 8):
+        diff = np.abs(vfpn_out[f"fpn_{lv}"] - bifpn_out[f"fpn_{lv}"])
+        if zero_init:
+            assert diff.max() == 0.0, lv
+        else:  # the branch's size is that of the cell output (both BN outputs, gamma 1)
+            assert diff.std() > 0.3 * bifpn_out[f"fpn_{lv}"].std(), lv
+    if zero_init:
+        for k in vfpn_out:
+            np.testing.assert_array_equal(vfpn_out[k], bifpn_out[k], err_msg=k)
 
 
 def test_explicit_fpn_config_nodes():

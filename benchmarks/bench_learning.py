@@ -1,0 +1,369 @@
+"""Learning benchmark: does VFPN learn at least as well as BiFPN on the same data, steps and seeds?
+
+    nice -n 19 python benchmarks/bench_learning.py --seeds=0,1,2 --jobs=2 \\
+        --out=benchmarks/results_learning.md --plot=benchmarks/learning_curves.png
+
+Trains every configuration (default: `vfpn:fpn_name=vfpn` and `bifpn:fpn_name=bifpn`) from
+scratch with `main.py --mode=train_and_eval` on the bundled sample dataset (shapes of 3 classes,
+`dataset/sample_dataset.py`): `--train_images` generated with seed 0 for training and
+`--val_images` generated with seed 1 as the held-out split. Every run uses the same records,
+schedule, evaluation and `--recipe` hparams; only the configuration's own hparams and the seed
+differ. The seed is main.py's `--tf_random_seed`: the graph-level seed from which the weight
+initialisers and the input pipeline's file shuffle, record shuffle and augmentation draws take
+their op seeds (the dataloader is given no seed of its own), so one seed fixes the initial weights
+and the data order for every configuration alike.
+
+The AP/AP50 of each evaluation are read from main.py's stdout lines `eval at step N: AP=...`.
+The report is a markdown table per eval step with the mean, standard deviation and min..max over
+seeds of every configuration, a summary against the baseline configuration, and a PNG of the
+learning curves (mean line, min..max over seeds shaded).
+
+Everything generated goes under `--work_dir` (default /tmp/learning/bench): `data/` (images and
+records, reused when the same data options made it), `runs/<config>-s<seed>/` (model_dir, stdout
+and stderr logs, `bench_run.json` once finished). A finished run whose command is unchanged is
+reused, not retrained, so configurations can be added to a work dir later; a run directory this
+script did not finish is left alone and the script stops, naming it. Nothing is ever deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from machine import cpu_name, print_and_save
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EVAL_LINE = re.compile(r"eval at step (\d+): (.*)")
+METRIC = re.compile(r"(\w+)=([-+0-9.eE]+|nan|inf)")
+
+# The short-run recipe of the README's sample-dataset section (Adam, BN momentum 0.9, mild
+# scale jitter): the released SGD/0.99 defaults barely leave AP 0 in a few hundred steps, which
+# would measure nothing. Applied to every configuration alike, never to one.
+DEFAULT_RECIPE = ("moving_average_decay=0,batch_norm_momentum=0.9,train_scale_min=0.8,"
+                  "train_scale_max=1.2,optimizer=adam,learning_rate=0.016,"
+                  "lr_warmup_init=0.0001,lr_warmup_epoch=1.0")
+DEFAULT_CONFIGS = ("vfpn:fpn_name=vfpn", "bifpn:fpn_name=bifpn")
+
+# {config name: {seed: {step: {metric: value}}}}
+Curves = Dict[str, Dict[int, Dict[int, Dict[str, float]]]]
+
+
+class BenchError(RuntimeError):
+    """A reason to stop that the user can act on (an existing directory, a failed run)."""
+
+
+def parse_config(spec: str) -> Tuple[str, str]:
+    """'name:k=v,k2=v2' -> (name, 'k=v,k2=v2')."""
+    name, sep, hparams = spec.partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+        raise BenchError(f"--config '{spec}': expected NAME:HPARAMS with NAME of letters, digits "
+                         f"or _.+- (e.g. 'vfpn_sum:fpn_name=vfpn,vfpn_aggregation=sum').")
+    return name, hparams
+
+
+def parse_eval_lines(text: str) -> Dict[int, Dict[str, float]]:
+    """{step: {'AP': .., 'AP50': .., ...}} from main.py's `eval at step N: k=v, ...` lines."""
+    out: Dict[int, Dict[str, float]] = {}
+    for line in text.splitlines():
+        m = EVAL_LINE.search(line)
+        if m:
+            out[int(m.group(1))] = {k: float(v) for k, v in METRIC.findall(m.group(2))}
+    return out
+
+
+def _run_quiet(cmd: List[str]) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if result.returncode:
+        raise BenchError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
+                         f"{result.stderr[-2000:]}")
+
+
+def make_data(data_dir: str, train_images: int, val_images: int) -> Dict[str, str]:
+    """Generate (or reuse) the train/val images and records; returns main.py's data flags."""
+    options = {"train_images": train_images, "val_images": val_images, "train_seed": 0,
+               "val_seed": 1, "format": "coco"}
+    marker = os.path.join(data_dir, "bench_data.json")
+    flags = {"training_file_pattern": os.path.join(data_dir, "rec", "train-*"),
+             "validation_file_pattern": os.path.join(data_dir, "rec", "val-*"),
+             "val_json_file": os.path.join(data_dir, "val", "coco", "annotations",
+                                           "instances_sample.json")}
+    if os.path.exists(data_dir):
+        if os.path.isfile(marker):
+            with open(marker) as f:
+                if json.load(f) == options:
+                    print(f"reusing the data in {data_dir}", flush=True)
+                    return flags
+        raise BenchError(f"{data_dir} exists but was not made by this benchmark with these "
+                         f"options ({options}); pass another --work_dir.")
+    os.makedirs(data_dir)
+    for split, num, seed, shards in (("train", train_images, 0, 4), ("val", val_images, 1, 1)):
+        out = os.path.join(data_dir, split)
+        _run_quiet([sys.executable, os.path.join(ROOT, "dataset", "sample_dataset.py"),
+                    f"--output_dir={out}", f"--num_images={num}", "--format=coco",
+                    f"--seed={seed}"])
+        _run_quiet([sys.executable, os.path.join(ROOT, "dataset", "create_coco_tfrecord.py"),
+                    f"--image_dir={out}/coco/images",
+                    f"--object_annotations_file={out}/coco/annotations/instances_sample.json",
+                    f"--output_file_prefix={os.path.join(data_dir, 'rec', split)}",
+                    f"--num_shards={shards}", "--num_classes=3"])
+    with open(marker, "w") as f:
+        json.dump(options, f)
+    return flags
+
+
+def run_command(args: argparse.Namespace, data: Dict[str, str], hparams: str, seed: int,
+                model_dir: str) -> List[str]:
+    """The main.py command line of one (configuration, seed) run."""
+    all_hparams = ",".join(p for p in (f"num_classes=3,image_size={args.image_size}",
+                                       args.recipe, hparams) if p)
+    return [sys.executable, os.path.join(ROOT, "main.py"), "--mode=train_and_eval",
+            f"--training_file_pattern={data['training_file_pattern']}",
+            f"--validation_file_pattern={data['validation_file_pattern']}",
+            f"--val_json_file={data['val_json_file']}", f"--model_name={args.model_name}",
+            f"--model_dir={model_dir}", f"--train_batch_size={args.batch}",
+            f"--eval_batch_size={args.batch}", f"--eval_samples={args.val_images}",
+            f"--num_examples_per_epoch={args.batch * args.eval_every}",
+            f"--num_epochs={args.evals}", f"--tf_random_seed={seed}",
+            f"--hparams={all_hparams}"]
+
+
+def thread_env(threads: int) -> Dict[str, str]:
+    """Environment of a training process: TF's own thread pools sized by `threads` (0: TF
+    default). main.py sets no session threads on one device, so TF reads these variables."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if threads:
+        env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads))
+    return env
+
+
+def train_one(cmd: List[str], run_dir: str, env: Dict[str, str],
+              lock: threading.Lock) -> Dict[str, object]:
+    """Run (or reuse) one training; returns {'curve': {step: metrics}, 'seconds': wall}."""
+    record = os.path.join(run_dir, "bench_run.json")
+    if os.path.isfile(record):
+        with open(record) as f:
+            done = json.load(f)
+        if done["cmd"] == cmd[1:]:  # the interpreter path may differ between venvs
+            with lock:
+                print(f"reusing {run_dir} ({done['seconds']:.0f}s when it ran)", flush=True)
+            return {"curve": {int(k): v for k, v in done["curve"].items()},
+                    "seconds": done["seconds"]}
+        raise BenchError(f"{run_dir} holds a finished run of another command; pass another "
+                         f"--work_dir (nothing is deleted).")
+    if os.path.exists(run_dir):
+        raise BenchError(f"{run_dir} exists but holds no finished run of this benchmark "
+                         f"(interrupted?); remove it yourself or pass another --work_dir.")
+    os.makedirs(run_dir)
+    with lock:
+        print(f"start {run_dir}", flush=True)
+    start = time.time()
+    with open(os.path.join(run_dir, "stdout.txt"), "w") as out, \
+            open(os.path.join(run_dir, "stderr.txt"), "w") as err:
+        code = subprocess.run(cmd, stdout=out, stderr=err, env=env).returncode
+    seconds = time.time() - start
+    with open(os.path.join(run_dir, "stdout.txt")) as f:
+        curve = parse_eval_lines(f.read())
+    if code:
+        raise BenchError(f"{run_dir}: main.py exited {code}; see {run_dir}/stderr.txt")
+    with open(record, "w") as f:
+        json.dump({"cmd": cmd[1:], "seconds": seconds, "curve": curve}, f, indent=1)
+    with lock:
+        last = curve[max(curve)] if curve else {}
+        print(f"done  {run_dir} in {seconds:.0f}s: final AP={last.get('AP', float('nan')):.4f}",
+              flush=True)
+    return {"curve": curve, "seconds": seconds}
+
+
+def _stats(values: Sequence[float]) -> Tuple[float, float, float, float]:
+    """(mean, sample std, min, max); std 0 for a single value."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.mean(values), std, min(values), max(values)
+
+
+def mean_curve(curves: Curves, name: str, metric: str) -> Dict[int, List[float]]:
+    """{step: [value per seed]} for steps every seed of `name` evaluated."""
+    seeds = curves[name]
+    steps = sorted(set.intersection(*(set(c) for c in seeds.values())))
+    return {s: [seeds[seed][s][metric] for seed in sorted(seeds)] for s in steps}
+
+
+def report(curves: Curves, names: List[str], baseline: str, warmup_steps: int,
+           seconds: Dict[str, List[float]], header: str) -> str:
+    """The markdown report: per-step table, summary against `baseline`."""
+    ap = {n: mean_curve(curves, n, "AP") for n in names}
+    ap50 = {n: mean_curve(curves, n, "AP50") for n in names}
+    steps = sorted(set.intersection(*(set(ap[n]) for n in names)))
+    seeds = sorted(curves[names[0]])
+    lines = [header, "",
+             f"Per eval step, over seeds {', '.join(map(str, seeds))}: mean ± std "
+             f"[min..max]. LR warm-up ends at step {warmup_steps}.", "",
+             "| step | " + " | ".join(f"{n} AP" for n in names) + " | "
+             + " | ".join(f"{n} AP50" for n in names) + " |",
+             "|---|" + "---|" * (2 * len(names))]
+    for s in steps:
+        cells = []
+        for table in (ap, ap50):
+            for n in names:
+                m, sd, lo, hi = _stats(table[n][s])
+                cells.append(f"{m:.4f} ± {sd:.4f} [{lo:.4f}..{hi:.4f}]")
+        lines.append(f"| {s}{'' if s > warmup_steps else ' (warm-up)'} | "
+                     + " | ".join(cells) + " |")
+    after = [s for s in steps if s > warmup_steps]
+    lines += ["", f"Summary against {baseline} (evals after warm-up: steps "
+                  f"{', '.join(map(str, after))}):", "",
+              "| config | final AP | final AP50 | mean AP after warm-up | evals with mean AP >= "
+              f"{baseline}'s | final AP - {baseline}'s | wall min/run |",
+              "|---|---|---|---|---|---|---|"]
+    for n in names:
+        final = steps[-1]
+        fm, fsd, _, _ = _stats(ap[n][final])
+        f50, f50sd, _, _ = _stats(ap50[n][final])
+        avg = statistics.mean(statistics.mean(ap[n][s]) for s in after) if after else float("nan")
+        wins = sum(statistics.mean(ap[n][s]) >= statistics.mean(ap[baseline][s]) for s in after)
+        delta = fm - statistics.mean(ap[baseline][final])
+        lines.append(f"| {n} | {fm:.4f} ± {fsd:.4f} | {f50:.4f} ± {f50sd:.4f} | {avg:.4f} | "
+                     f"{wins}/{len(after)} | {delta:+.4f} | "
+                     f"{statistics.mean(seconds[n]) / 60:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(curves: Curves, names: List[str], warmup_steps: int, path: str, title: str) -> None:
+    """AP and AP50 against step: one line per configuration (mean over seeds), min..max shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on a server
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, metric in zip(axes, ("AP", "AP50")):
+        for n in names:
+            table = mean_curve(curves, n, metric)
+            steps = sorted(table)
+            ax.plot(steps, [statistics.mean(table[s]) for s in steps], marker="o", ms=3,
+                    label=f"{n} (mean of {len(curves[n])} seeds)")
+            ax.fill_between(steps, [min(table[s]) for s in steps],
+                            [max(table[s]) for s in steps], alpha=0.2)
+        ax.axvline(warmup_steps, color="grey", ls=":", lw=1)
+        ax.set_xlabel("training step (batch 8)")
+        ax.set_ylabel(f"COCO {metric} (held-out split)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", action="append", default=None,
+                   help="NAME:HPARAMS, repeatable (default: vfpn:fpn_name=vfpn and "
+                        "bifpn:fpn_name=bifpn)")
+    p.add_argument("--baseline", default="bifpn", help="configuration the others are held to")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated --tf_random_seed values")
+    p.add_argument("--model_name", default="efficientdet-d0")
+    p.add_argument("--image_size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--eval_every", type=int, default=40, help="training steps between evals")
+    p.add_argument("--evals", type=int, default=4, help="evaluations (= schedule length / "
+                                                        "eval_every)")
+    p.add_argument("--train_images", type=int, default=400)
+    p.add_argument("--val_images", type=int, default=100)
+    p.add_argument("--recipe", default=DEFAULT_RECIPE,
+                   help="hparams applied to every configuration alike")
+    p.add_argument("--jobs", type=int, default=2, help="training processes at once (<= 2 here)")
+    p.add_argument("--threads", type=int, default=-1,
+                   help="TF intra/inter-op threads per process; 0: TF default; -1: 1 when "
+                        "--jobs > 1, else TF default")
+    p.add_argument("--work_dir", default="/tmp/learning/bench")
+    p.add_argument("--out", default="", help="markdown results file")
+    p.add_argument("--plot", default="", help="PNG learning curves")
+    args = p.parse_args(argv)
+
+    try:
+        configs = [parse_config(c) for c in (args.config or DEFAULT_CONFIGS)]
+        names = [n for n, _ in configs]
+        if len(set(names)) != len(names):
+            raise BenchError(f"configuration names must be unique: {names}")
+        if args.baseline not in names:
+            raise BenchError(f"--baseline={args.baseline} is not among the configurations "
+                             f"{names}")
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        threads = (1 if args.jobs > 1 else 0) if args.threads < 0 else args.threads
+        data = make_data(os.path.join(args.work_dir, "data"), args.train_images,
+                         args.val_images)
+        env = thread_env(threads)
+        lock = threading.Lock()
+        jobs = []
+        # Seed-major order: with a partial run (stopped early) every configuration has the
+        # same seeds done.
+        for seed in seeds:
+            for name, hparams in configs:
+                run_dir = os.path.join(args.work_dir, "runs", f"{name}-s{seed}")
+                jobs.append((name, seed, run_command(args, data, hparams, seed, run_dir),
+                             run_dir))
+        start = time.time()
+        curves: Curves = {n: {} for n in names}
+        seconds: Dict[str, List[float]] = {n: [] for n in names}
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs))
+        try:
+            futures = {pool.submit(train_one, cmd, run_dir, env, lock): (name, seed)
+                       for name, seed, cmd, run_dir in jobs}
+            for fut in concurrent.futures.as_completed(futures):
+                name, seed = futures[fut]
+                result = fut.result()
+                if not result["curve"]:
+                    raise BenchError(f"{name} seed {seed}: main.py printed no eval line")
+                curves[name][seed] = result["curve"]
+                seconds[name].append(result["seconds"])
+        finally:
+            # On a failure, start nothing more; runs already going finish and are recorded.
+            pool.shutdown(wait=True, cancel_futures=True)
+        wall = time.time() - start
+    except BenchError as e:
+        print(f"bench_learning: {e}", file=sys.stderr)
+        return 1
+
+    import tensorflow as tf
+
+    warmup_steps = args.eval_every  # lr_warmup_epoch=1.0 of the recipe: one eval interval
+    for piece in args.recipe.split(","):
+        if piece.startswith("lr_warmup_epoch="):
+            warmup_steps = round(float(piece.split("=", 1)[1]) * args.eval_every)
+    header = "\n".join([
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs (shared); Python "
+        f"{sys.version.split()[0]}; TF {tf.__version__}; float32; {args.jobs} training "
+        f"process(es) at once, each with TF_NUM_INTRAOP_THREADS=TF_NUM_INTEROP_THREADS="
+        f"{threads or 'TF default'}; niceness {os.nice(0)}; wall {wall / 60:.1f} min for "
+        f"this invocation (finished runs it reused not counted).",
+        "",
+        f"Data: sample_dataset.py shapes (3 classes), {args.train_images} train images (seed "
+        f"0), {args.val_images} held-out val images (seed 1), all evaluated. Model "
+        f"{args.model_name} from scratch (no pretrained backbone), image_size "
+        f"{args.image_size}, batch {args.batch}, {args.evals * args.eval_every} steps, eval "
+        f"every {args.eval_every}; hparams for every configuration: `{args.recipe}`. "
+        f"Configurations: "
+        + "; ".join(f"**{n}** `{h}`" for n, h in configs) + ".",
+    ])
+    text = report(curves, names, args.baseline, warmup_steps, seconds, header)
+    print_and_save(text, args.out)
+    if args.plot:
+        plot(curves, names, warmup_steps, args.plot,
+             f"{args.model_name} @ {args.image_size}px from scratch on the sample shapes, "
+             f"seeds {args.seeds}; shaded: min..max over seeds")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
