@@ -82,8 +82,10 @@ def small(command: str) -> str:
 
 
 def _sh(script: str, cwd, timeout=900):
+    # `python` is this interpreter (its virtualenv), as for a user who activated .venv.
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     return subprocess.run(["bash", "-ec", script], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, DEMO_DIR="demo"))
+                          timeout=timeout, env=dict(os.environ, DEMO_DIR="demo", PATH=path))
 
 
 def _user_data(work):
