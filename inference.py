@@ -15,9 +15,9 @@ The work is done by the modules below it, one job each:
 * `serving`: the raw network, pre-processing, the serving graph (uint8 images in, detections
   out), restoring weights into them and freezing them.
 * `detectors`: `Detections` and one `Detector` class per format (checkpoint, SavedModel, frozen
-  graph, TFLite, ONNX); `load_detector` picks one for an exported model.
-* `export`: dry run, frozen network, SavedModel (+ frozen graph, TFLite), TFLite, ONNX,
-  checkpoint re-export, export settings, and the one way outputs are written.
+  graph, TFLite, ONNX, OpenVINO); `load_detector` picks one for an exported model.
+* `export`: dry run, frozen network, SavedModel (+ frozen graph, TFLite, OpenVINO), TFLite,
+  ONNX, OpenVINO, checkpoint re-export, export settings, and the one way outputs are written.
 * `visualize`: reading images (16-bit ones scaled to 8 bits), drawing and writing them.
 
 Here: `detect_images`, `detect_video`, `benchmark_network` (the raw network, frozen) and
@@ -98,13 +98,14 @@ class EndToEndResult(_PerImageTiming):
     mean_batch_s: float
     median_batch_s: float
     image_size: Tuple[int, int]
+    note: str = ""  # what ran underneath (the detector's note), e.g. the OpenVINO precision
 
     def summary(self) -> str:
         h, w = self.image_size
         return (f"{self.model} end-to-end (pre-processing + network + NMS; {w}x{h} uint8 "
                 f"input, batch {self.batch_size}, {self.runs} runs): per image mean "
                 f"{self.mean_image_ms:.2f} ms, median {self.median_image_ms:.2f} ms, "
-                f"{self.fps:.2f} FPS")
+                f"{self.fps:.2f} FPS" + (f"; {self.note}" if self.note else ""))
 
 
 def time_calls(fn: Callable[[], Any], runs: int, warmup: int) -> List[float]:
@@ -181,7 +182,7 @@ def benchmark_detector(detector: Detector, images: np.ndarray, batch_size: int =
             write_trace(detector.sess, detector.outputs,
                         detector.feed_dict(batch_images, score_thresh), trace_filename)
     return EndToEndResult(name, batch, runs, statistics.mean(times), statistics.median(times),
-                          tuple(images.shape[1:3]))
+                          tuple(images.shape[1:3]), detector.note)
 
 
 # -------------------------------------------------------------------------------------------------
