@@ -21,7 +21,9 @@ The work is done by the modules below it, one job each:
 * `visualize`: reading images (16-bit ones scaled to 8 bits), drawing and writing them.
 
 Here: `detect_images`, `detect_video`, `benchmark_network` (the raw network, frozen) and
-`benchmark_detector` (pre-processing + network + NMS), which share one timing loop.
+`benchmark_detector` (pre-processing + network + NMS), which share one timing loop, and
+`coco_results` (any detector's detections on the images of a COCO json, as a COCO results json
+for `coco_metric.evaluate_detections_json`), to compare formats by AP.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import tensorflow as tf
 
+import coco_metric
 import errors
 import export
 import hparams_config
@@ -252,6 +255,41 @@ def detect_images(detector: Detector, paths: Sequence[str], output_dir: Optional
             written[path] = out
             log(_describe(path, det, label_map, out))
     return ImageRunSummary(written, found, failed)
+
+
+def coco_image_paths(gt_json: str, image_dir: str) -> List[Tuple[int, str]]:
+    """(image id, path) of every image of a COCO json, found in `image_dir` by `file_name`:
+    the ids are the json's own (a converter assigns them), never guessed from file names."""
+    import json
+
+    with tf.io.gfile.GFile(gt_json) as f:
+        images = json.load(f)["images"]
+    return [(int(im["id"]), os.path.join(image_dir, im["file_name"])) for im in images]
+
+
+def coco_results(detector: Detector, images: Sequence[Tuple[int, str]], path: str,
+                 score_thresh: Optional[float] = None) -> ImageRunSummary:
+    """Run `detector` on each (image id, path) and write its detections as a COCO results
+    json ``[{image_id, category_id, bbox: [x, y, w, h], score}]`` to `path` (see
+    coco_metric.evaluate_detections_json). Detections above `score_thresh` (default: the
+    model's); unreadable images are reported in `failed`, the others are processed."""
+    failed: List[str] = []
+    found: Dict[str, Detections] = {}
+    results: List[Dict[str, Any]] = []
+    for image_id, image_path in images:
+        try:
+            image = visualize.read_image(image_path)
+        except visualize.ImageReadError as e:
+            failed.append(str(e))
+            continue
+        det = detector.predict(image[None], score_thresh)[0]
+        found[image_path] = det
+        for (ymin, xmin, ymax, xmax), score, cls in zip(det.boxes, det.scores, det.classes):
+            results.append({"image_id": image_id, "category_id": int(cls),
+                            "bbox": [xmin, ymin, xmax - xmin, ymax - ymin],
+                            "score": float(score)})
+    coco_metric.write_detections_json(path, results)
+    return ImageRunSummary({p: path for p in found}, found, failed)
 
 
 # -------------------------------------------------------------------------------------------------
