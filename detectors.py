@@ -4,8 +4,9 @@
 whatever runs underneath: the serving graph (see serving.py) built from a checkpoint
 (`CheckpointDetector`), or an export (see export.py) loaded by `load_detector`: a SavedModel
 directory (`SavedModelDetector`), its frozen graph `.pb` (`FrozenGraphDetector`), a `.tflite`
-file (`TFLiteDetector`) or an `.onnx` file (`OnnxDetector`). All run the same graph, so they
-agree (boxes within a pixel, scores within 1e-3).
+file (`TFLiteDetector`), an `.onnx` file (`OnnxDetector`) or OpenVINO IR `.xml` + `.bin`
+(`OpenVinoDetector`). All run the same graph, so they agree (boxes within a pixel, scores
+within 1e-3).
 
 Adding a format is one `Detector` subclass taking `(path, threads)` plus one entry in
 `FORMATS` ({file suffix: class}; '' is a directory, '*' any other file).
@@ -82,13 +83,16 @@ class Detector(abc.ABC):
     `batch_size` is the model's static batch (None: dynamic). `score_thresh` is the threshold
     the model applies by default; `predict` may raise it for any backend and lower it where the
     backend can take it as an input (`can_lower_threshold`: checkpoint, SavedModel, frozen
-    graph, ONNX). `kind` names the format in messages.
+    graph, ONNX, OpenVINO). `kind` names the format in messages; `note` says what runs
+    underneath where that is a choice (the OpenVINO precision).
     """
 
     batch_size: Optional[int] = None
     score_thresh: float = 0.0
     can_lower_threshold: bool = True
     kind: str = "model"
+    # What runs underneath, for benchmark lines (e.g. the runtime and its precision).
+    note: str = ""
 
     @abc.abstractmethod
     def _run(self, images: np.ndarray, score_thresh: Optional[float]) -> Dict[str, np.ndarray]:
@@ -321,21 +325,107 @@ class OnnxDetector(Detector):
         return {name.split(":")[0]: v for name, v in zip(self.output_names, values)}
 
 
+class OpenVinoDetector(Detector):
+    """OpenVINO IR (`.xml` + `.bin`) written by `export.export_openvino`, run by OpenVINO's
+    CPU plugin. The score threshold is a run-time input (default: the export's).
+
+    `precision` sets OpenVINO's inference precision hint: 'default' (the plugin's own choice:
+    bf16 on CPUs with native bf16 such as AMX or AVX-512 BF16, else f32), 'f32' or 'bf16'.
+    A CPU without bf16 runs a bf16 request in f32; `precision` then holds what runs and
+    `note` says so (OpenVINO itself accepts the hint silently).
+    """
+
+    kind = "OpenVINO model"
+    PRECISIONS = ("default", "f32", "bf16")
+
+    def __init__(self, path: str, threads: int = 0, precision: str = "default"):
+        if precision not in self.PRECISIONS:
+            raise errors.UsageError(f"OpenVINO precision must be one of "
+                                    f"{', '.join(self.PRECISIONS)}, got '{precision}'")
+        ov = export.import_openvino()
+        weights = os.path.splitext(path)[0] + ".bin"
+        if not tf.io.gfile.exists(weights):
+            raise errors.ModelFileError(
+                f"OpenVINO model '{path}' has no weights file '{weights}' beside it; copy the "
+                f".bin written with the .xml")
+        with tf.io.gfile.GFile(path, "rb") as f:
+            head = f.read(1024)
+        if b"<net" not in head:  # before OpenVINO tries every front end on it (noisily)
+            raise errors.ModelFileError(f"'{path}' is not OpenVINO IR: it has no <net> element; "
+                                        f"give the .xml written by export.export_openvino")
+        core = ov.Core()
+        try:
+            model = core.read_model(path)
+        except RuntimeError as e:
+            raise errors.ModelFileError(f"'{path}' is not a loadable OpenVINO model: "
+                                        f"{export.openvino_error(e)}") from None
+        names = {name for port in model.inputs for name in port.get_names()}
+        self.input_name = f"{serving.IMAGE_ARRAYS}:0"
+        self.thresh_name = f"{serving.SCORE_THRESH}:0"
+        if not {self.input_name, self.thresh_name} <= names:
+            raise errors.ModelFileError(
+                f"OpenVINO model '{path}' lacks the inputs {self.input_name} and "
+                f"{self.thresh_name}; export it with export.export_openvino")
+        batch = model.input(self.input_name).get_partial_shape()[0]
+        self.batch_size = batch.get_length() if batch.is_static else None
+        self.score_thresh = (float(model.get_rt_info(list(export.OPENVINO_RT_INFO)).astype(str))
+                             if model.has_rt_info(list(export.OPENVINO_RT_INFO)) else
+                             float(export.read_export_settings(path).get("score_thresh", 0.0)))
+        options = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            options["INFERENCE_NUM_THREADS"] = threads
+        if precision != "default":
+            options["INFERENCE_PRECISION_HINT"] = precision
+        try:
+            compiled = core.compile_model(model, "CPU", options)
+        except RuntimeError as e:
+            raise errors.ModelFileError(f"OpenVINO cannot compile '{path}': "
+                                        f"{export.openvino_error(e)}") from None
+        self.request = compiled.create_infer_request()
+        self.outputs = {key: port for port in compiled.outputs for key in serving.OUTPUT_KEYS
+                        if f"{key}:0" in port.get_names()}
+        self.requested_precision = precision
+        self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        self.note = f"OpenVINO {ov.get_version().split('-')[0]}, inference precision " \
+                    f"{self.precision}"
+        if precision not in ("default", self.precision):
+            self.note += (f" ({precision} requested; this CPU offers "
+                          f"{', '.join(capabilities)}, no native {precision})")
+
+    def _run(self, images: np.ndarray, score_thresh: Optional[float]) -> Dict[str, np.ndarray]:
+        thresh = self.score_thresh if score_thresh is None else score_thresh
+        results = self.request.infer({self.input_name: images,
+                                      self.thresh_name: np.array(thresh, np.float32)})
+        return {key: results[port] for key, port in self.outputs.items()}
+
+
 # {file suffix: detector class}; '' is a directory, '*' any other file.
 FORMATS: Dict[str, Type[Detector]] = {
     "": SavedModelDetector,
     ".tflite": TFLiteDetector,
     ".onnx": OnnxDetector,
+    ".xml": OpenVinoDetector,
     "*": FrozenGraphDetector,
 }
 
 
-def load_detector(path: str, threads: int = 0) -> Detector:
+def load_detector(path: str, threads: int = 0, precision: str = "default") -> Detector:
     """A detector for an exported model: a SavedModel directory or a file whose suffix picks
-    its class in `FORMATS` (.tflite, .onnx; any other file is read as a frozen graph)."""
+    its class in `FORMATS` (.tflite, .onnx, .xml; any other file is read as a frozen graph).
+
+    `precision` other than 'default' is passed to formats that offer a choice (their class
+    lists `PRECISIONS`: OpenVINO); for any other format it is a UsageError.
+    """
     if not path or not tf.io.gfile.exists(path):
         raise errors.ModelFileError(
             f"'{path}' does not exist: give a SavedModel directory or a "
             f"{', '.join(s for s in ('.pb', *FORMATS) if s not in ('', '*'))} file")
     key = "" if tf.io.gfile.isdir(path) else os.path.splitext(path)[1].lower()
-    return FORMATS.get(key, FORMATS["*"])(path, threads)
+    cls = FORMATS.get(key, FORMATS["*"])
+    if precision == "default":
+        return cls(path, threads)
+    if precision not in getattr(cls, "PRECISIONS", ()):
+        raise errors.UsageError(f"precision '{precision}' cannot be chosen for a {cls.kind} "
+                                f"('{path}'); only OpenVINO .xml models take one")
+    return cls(path, threads, precision=precision)

@@ -2,10 +2,14 @@
 
 * `save_dry_run`: a checkpoint, the graph and `config.yaml` of the raw network.
 * `save_frozen`: the raw network frozen to `<logdir>/<model_name>_frozen.pb`.
-* `export_saved_model`: the serving graph (see serving.py) as a SavedModel with the signatures
-  `serving_default` (uint8 `image_arrays`) and `serving_base64` (encoded `image_files`), its
-  frozen graph `<model_name>_frozen.pb`, `config.yaml` and, optionally, a TFLite model.
+* `export_saved_model`: the frozen serving graph (see serving.py; weights as constants) as a
+  SavedModel with the signatures `serving_default` (uint8 `image_arrays`) and `serving_base64`
+  (encoded `image_files`), the same frozen graph `<model_name>_frozen.pb`, `config.yaml` and,
+  optionally, TFLite and OpenVINO models.
 * `export_tflite`, `export_onnx`: the serving graph for TFLite (builtin ops) and ONNX (tf2onnx).
+* `export_openvino`: the frozen serving graph as OpenVINO IR (`.xml` + `.bin`), through ONNX;
+  `export_saved_model(openvino_path=...)` writes the same IR beside a SavedModel.
+  `import_openvino` imports OpenVINO with its usage telemetry off.
 * `eval_ckpt`: restore a checkpoint (EMA-aware) and optionally save its weights as a new one.
 * `write_export_settings` / `read_export_settings`: `export_settings.yaml` beside an export
   records its score threshold, detections per image and NMS, so detectors can report them.
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+import tempfile
 from typing import Any, Dict, List, Optional, Union
 
 import tensorflow as tf
@@ -216,52 +222,76 @@ def save_frozen(config: hparams_config.Config, logdir: str, model_name: str,
 # -------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class ExportResult:
-    """Paths written by `export_saved_model` (tflite is None unless requested)."""
+    """Paths written by `export_saved_model` (tflite, openvino: None unless requested)."""
 
     saved_model_dir: str
     frozen_graph: str
     tflite: Optional[str]
     settings: Dict[str, Any]
+    openvino: Optional[str] = None
 
 
-def _save_saved_model(graph: serving.ServingGraph, sess: tf1.Session,
+def _save_saved_model(graph: serving.ServingGraph, frozen: tf1.GraphDef,
                       saved_model_dir: str) -> None:
+    """Save the frozen serving graph (weights as constants) with both signatures.
+
+    Not the graph with variables: a session running that reads every weight per step
+    (~1660 variable ops for d0), cannot constant-fold batch norm into the depthwise
+    convolutions or the fusion weights' normalisation, and ran 1.1x slower than the frozen
+    graph of the same export. With constants, TF (and TF Serving) runs exactly the frozen
+    graph's ops.
+    """
     make = tf1.saved_model.signature_def_utils.predict_signature_def
-    signatures = {
-        serving.SERVING_DEFAULT: make({serving.IMAGE_ARRAYS: graph.inputs[serving.IMAGE_ARRAYS]},
-                                      graph.outputs),
-        serving.SERVING_BASE64: make({serving.IMAGE_FILES: graph.inputs[serving.IMAGE_FILES]},
-                                     graph.base64_outputs),
-    }
-    with graph.graph.as_default():
-        builder = tf1.saved_model.Builder(saved_model_dir)
-        builder.add_meta_graph_and_variables(
-            sess, [tf1.saved_model.tag_constants.SERVING], signature_def_map=signatures,
-            clear_devices=True, strip_default_attrs=True)
-        builder.save()
+    constants = tf.Graph()
+    with constants.as_default():
+        tf1.import_graph_def(frozen, name="")
+
+        def same(tensors: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+            return {k: constants.get_tensor_by_name(t.name) for k, t in tensors.items()}
+
+        signatures = {
+            serving.SERVING_DEFAULT: make(same({serving.IMAGE_ARRAYS:
+                                                graph.inputs[serving.IMAGE_ARRAYS]}),
+                                          same(graph.outputs)),
+            serving.SERVING_BASE64: make(same({serving.IMAGE_FILES:
+                                               graph.inputs[serving.IMAGE_FILES]}),
+                                         same(graph.base64_outputs)),
+        }
+        with tf1.Session(graph=constants) as sess:
+            builder = tf1.saved_model.Builder(saved_model_dir)
+            builder.add_meta_graph_and_variables(
+                sess, [tf1.saved_model.tag_constants.SERVING], signature_def_map=signatures,
+                clear_devices=True, strip_default_attrs=True)
+            builder.save()
 
 
 def export_saved_model(config: hparams_config.Config, saved_model_dir: str, model_name: str,
                        ckpt_path: Optional[str] = None, batch_size: Optional[int] = 1,
                        score_thresh: Optional[float] = None,
                        max_output_size: Optional[int] = None,
-                       tflite_path: Optional[str] = None) -> ExportResult:
+                       tflite_path: Optional[str] = None,
+                       openvino_path: Optional[str] = None) -> ExportResult:
     """Write a SavedModel with the signatures `serving_default` (uint8 `image_arrays`
     [B, h, w, 3]) and `serving_base64` (encoded `image_files` [B]), the frozen graph
     `<saved_model_dir>/<model_name>_frozen.pb` of the same detector, the resolved
-    `config.yaml`, `export_settings.yaml` and, with `tflite_path`, a TFLite model.
+    `config.yaml`, `export_settings.yaml` and, with `tflite_path`, a TFLite model and, with
+    `openvino_path` (an `.xml`), OpenVINO IR of the `serving_default` path.
 
     Weights come from `ckpt_path` with EMA values when the checkpoint has them (None or '_':
-    random). The score threshold is a run-time input with the given default; the number of
-    detections per image is fixed at `max_output_size`. `saved_model_dir` must be new or empty.
+    random), stored as constants (the SavedModel holds the frozen graph, so it runs as fast
+    as the `.pb`; fine-tune from the checkpoint, not from an export). The score threshold is
+    a run-time input with the given default; the number of detections per image is fixed at
+    `max_output_size`. `saved_model_dir` must be new or empty.
     """
     _refuse(saved_model_dir, nonempty_dir_problem(saved_model_dir))
+    if openvino_path:
+        _check_onnx_nms(config, "OpenVINO")
     graph = serving.build_serving_graph(config, batch_size, score_thresh, max_output_size)
     settings = export_settings(graph, ckpt_path)
     with tf1.Session(graph=graph.graph) as sess:
         serving.restore_or_init(graph, sess, ckpt_path, config)
-        _save_saved_model(graph, sess, saved_model_dir)
         frozen = serving.freeze(sess, graph.graph, graph.output_node_names())
+    _save_saved_model(graph, frozen, saved_model_dir)
     frozen_path = write_file(os.path.join(saved_model_dir, f"{model_name}_frozen.pb"),
                              frozen.SerializeToString())
     config.save_to_yaml(hparams_config.default_config_path(saved_model_dir))
@@ -271,7 +301,12 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
     if tflite_path:
         tflite = export_tflite(saved_model_dir, tflite_path)
         write_export_settings(tflite, settings)
-    return ExportResult(saved_model_dir, frozen_path, tflite, settings)
+    openvino = None
+    if openvino_path:
+        arrays_only = tf1.graph_util.extract_sub_graph(
+            frozen, graph.output_node_names(with_base64=False))
+        openvino = write_openvino(arrays_only, openvino_path, settings)
+    return ExportResult(saved_model_dir, frozen_path, tflite, settings, openvino)
 
 
 def export_tflite(saved_model_dir: str, tflite_path: str) -> str:
@@ -301,14 +336,7 @@ def export_onnx(config: hparams_config.Config, onnx_path: str, ckpt_path: Option
     the SavedModel; `score_thresh:0` is an optional input holding the export setting. Only hard
     NMS converts (ONNX's NonMaxSuppression has no soft-NMS).
     """
-    if config.nms_configs.method != "hard":
-        raise errors.ConfigError("ONNX export needs nms_configs.method=hard: ONNX "
-                                 "NonMaxSuppression has no soft-NMS")
-    try:
-        import tf2onnx
-    except ImportError:
-        raise errors.UsageError("ONNX export needs tf2onnx: pip install -r requirements.txt"
-                                ) from None
+    _check_onnx_nms(config, "ONNX")
     graph = serving.build_serving_graph(config, batch_size, score_thresh, max_output_size,
                                         with_base64=False)
     settings = export_settings(graph, ckpt_path)
@@ -316,11 +344,150 @@ def export_onnx(config: hparams_config.Config, onnx_path: str, ckpt_path: Option
         serving.restore_or_init(graph, sess, ckpt_path, config)
         frozen = serving.freeze(sess, graph.graph, graph.output_node_names(with_base64=False))
     ensure_parent(onnx_path)
-    outputs = [graph.outputs[k].name for k in serving.OUTPUT_KEYS]
-    tf2onnx.convert.from_graph_def(frozen, input_names=[f"{serving.IMAGE_ARRAYS}:0"],
-                                   output_names=outputs, opset=opset, output_path=onnx_path)
+    _tf2onnx(frozen, onnx_path, [f"{serving.IMAGE_ARRAYS}:0"], opset, "ONNX")
     write_export_settings(onnx_path, settings)
     return onnx_path
+
+
+def _check_onnx_nms(config: hparams_config.Config, what: str) -> None:
+    if config.nms_configs.method != "hard":
+        raise errors.ConfigError(f"{what} export needs nms_configs.method=hard: ONNX "
+                                 f"NonMaxSuppression has no soft-NMS")
+
+
+def _tf2onnx(frozen: tf1.GraphDef, onnx_path: str, input_names: List[str], opset: int,
+             what: str) -> None:
+    """Convert the frozen `image_arrays` serving graph to ONNX at local path `onnx_path`."""
+    try:
+        import tf2onnx
+    except ImportError:
+        raise errors.UsageError(f"{what} export needs tf2onnx: pip install -r requirements.txt"
+                                ) from None
+    outputs = [f"{k}:0" for k in serving.OUTPUT_KEYS]
+    tf2onnx.convert.from_graph_def(frozen, input_names=input_names, output_names=outputs,
+                                   opset=opset, output_path=onnx_path)
+
+
+# -------------------------------------------------------------------------------------------------
+# OpenVINO
+# -------------------------------------------------------------------------------------------------
+# The IR's run-time information under which an export records its default score threshold, so
+# that an .xml/.bin pair copied without its settings file still knows it.
+OPENVINO_RT_INFO = ("vfpn_export", "score_thresh")
+
+
+def import_openvino():
+    """The `openvino` module, imported with OpenVINO's usage telemetry switched off.
+
+    `import openvino` imports its model converter, whose telemetry (unless the user opted out
+    beforehand) sends usage events to a web analytics service from subprocesses, on import and
+    on every conversion. No run of ours may reach the network, so the telemetry package is
+    made unimportable before OpenVINO is first imported: OpenVINO then uses its own no-op stub.
+    A process that imported OpenVINO itself beforehand keeps whatever it chose.
+    """
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)
+    try:
+        import openvino
+    except ImportError:
+        raise errors.UsageError("OpenVINO models need the openvino package (Python >= 3.10): "
+                                "pip install -r requirements.txt") from None
+    return openvino
+
+
+def openvino_error(e: BaseException) -> str:
+    """The informative line of an OpenVINO exception (they start with source locations)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '"))]
+    return (useful or lines or [type(e).__name__])[0]
+
+
+def openvino_serving_graph(frozen: tf1.GraphDef) -> tf1.GraphDef:
+    """A copy of the frozen `image_arrays` serving graph whose `score_thresh` is a plain
+    placeholder: converters fold a placeholder-with-default into a constant, while the
+    threshold must stay a run-time input (the detector feeds the export default)."""
+    graph_def = tf1.GraphDef()
+    graph_def.CopyFrom(frozen)
+    for node in graph_def.node:
+        if node.name == serving.SCORE_THRESH and node.op == "PlaceholderWithDefault":
+            dtype, shape = node.attr["dtype"], node.attr["shape"]
+            placeholder = tf1.NodeDef(name=node.name, op="Placeholder")
+            placeholder.attr["dtype"].CopyFrom(dtype)
+            placeholder.attr["shape"].CopyFrom(shape)
+            node.CopyFrom(placeholder)
+    return graph_def
+
+
+def write_openvino(frozen: tf1.GraphDef, xml_path: str, settings: Dict[str, Any],
+                   opset: int = 15) -> str:
+    """Convert the frozen `image_arrays` serving graph to OpenVINO IR at `xml_path` (+ `.bin`)
+    and write the export settings beside it.
+
+    Which OpenVINO 2026.4 front end reads the graph depends on the batch, because each
+    fails on one of them:
+    * a static batch goes through ONNX (tf2onnx, as `export_onnx`) into the ONNX front end.
+      The TensorFlow front end reads such a frozen graph too, but its model crashes
+      (segfault, or a hang) in the CPU plugin's multi-threaded inference, in the box
+      clipping before NonMaxSuppression;
+    * a dynamic batch (`settings['batch_size'] == 'dynamic'`) is read by the TensorFlow front
+      end: the ONNX front end cannot convert the per-image while loop (ONNX Loop) of its
+      post-processing.
+    Weights stay float32 (OpenVINO's save_model would halve them to float16 by default).
+    Inputs `image_arrays:0` (uint8 [B, h, w, 3]) and `score_thresh:0` (float32 scalar,
+    required: its default is in the IR's run-time info and the settings file); outputs as in
+    the SavedModel. Only hard NMS converts.
+    """
+    if not xml_path.endswith(".xml"):
+        raise errors.UsageError(f"an OpenVINO model path must end in .xml, got '{xml_path}'")
+    ov = import_openvino()
+    graph_def = openvino_serving_graph(frozen)
+    with tempfile.TemporaryDirectory() as tmp:
+        if settings.get("batch_size") == "dynamic":
+            source = os.path.join(tmp, "serving.pb")
+            with open(source, "wb") as f:
+                f.write(graph_def.SerializeToString())
+        else:
+            source = os.path.join(tmp, "serving.onnx")
+            _tf2onnx(graph_def, source, [f"{serving.IMAGE_ARRAYS}:0",
+                                         f"{serving.SCORE_THRESH}:0"], opset, "OpenVINO")
+        try:
+            model = ov.Core().read_model(source)
+        except RuntimeError as e:
+            raise errors.ModelFileError(f"OpenVINO conversion for '{xml_path}' failed: "
+                                        f"{openvino_error(e)}") from None
+        model.set_rt_info(str(settings["score_thresh"]), list(OPENVINO_RT_INFO))
+        # save_model writes local files only: a remote path gets a local copy first.
+        local = os.path.join(tmp, "model.xml") if _is_remote(xml_path) else xml_path
+        ensure_parent(local)
+        try:
+            ov.save_model(model, local, compress_to_fp16=False)
+        except RuntimeError as e:
+            raise errors.OutputError(f"cannot write '{xml_path}': {openvino_error(e)}"
+                                     ) from None
+        if local != xml_path:
+            ensure_parent(xml_path)
+            for suffix in (".xml", ".bin"):
+                tf.io.gfile.copy(os.path.splitext(local)[0] + suffix,
+                                 os.path.splitext(xml_path)[0] + suffix, overwrite=True)
+    write_export_settings(xml_path, settings)
+    return xml_path
+
+
+def export_openvino(config: hparams_config.Config, xml_path: str,
+                    ckpt_path: Optional[str] = None, batch_size: Optional[int] = 1,
+                    score_thresh: Optional[float] = None,
+                    max_output_size: Optional[int] = None) -> str:
+    """Freeze the serving graph (uint8 `image_arrays` path) and write it as OpenVINO IR
+    (`xml_path` and the `.bin` beside it) with its export settings; see `write_openvino`.
+    A dynamic batch (batch_size None) keeps per-image detections, as the TF formats do."""
+    _check_onnx_nms(config, "OpenVINO")
+    graph = serving.build_serving_graph(config, batch_size, score_thresh, max_output_size,
+                                        with_base64=False)
+    settings = export_settings(graph, ckpt_path)
+    with tf1.Session(graph=graph.graph) as sess:
+        serving.restore_or_init(graph, sess, ckpt_path, config)
+        frozen = serving.freeze(sess, graph.graph, graph.output_node_names(with_base64=False))
+    return write_openvino(frozen, xml_path, settings)
 
 
 # -------------------------------------------------------------------------------------------------

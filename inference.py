@@ -15,13 +15,15 @@ The work is done by the modules below it, one job each:
 * `serving`: the raw network, pre-processing, the serving graph (uint8 images in, detections
   out), restoring weights into them and freezing them.
 * `detectors`: `Detections` and one `Detector` class per format (checkpoint, SavedModel, frozen
-  graph, TFLite, ONNX); `load_detector` picks one for an exported model.
-* `export`: dry run, frozen network, SavedModel (+ frozen graph, TFLite), TFLite, ONNX,
-  checkpoint re-export, export settings, and the one way outputs are written.
+  graph, TFLite, ONNX, OpenVINO); `load_detector` picks one for an exported model.
+* `export`: dry run, frozen network, SavedModel (+ frozen graph, TFLite, OpenVINO), TFLite,
+  ONNX, OpenVINO, checkpoint re-export, export settings, and the one way outputs are written.
 * `visualize`: reading images (16-bit ones scaled to 8 bits), drawing and writing them.
 
 Here: `detect_images`, `detect_video`, `benchmark_network` (the raw network, frozen) and
-`benchmark_detector` (pre-processing + network + NMS), which share one timing loop.
+`benchmark_detector` (pre-processing + network + NMS), which share one timing loop, and
+`coco_results` (any detector's detections on the images of a COCO json, as a COCO results json
+for `coco_metric.evaluate_detections_json`), to compare formats by AP.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import tensorflow as tf
 
+import coco_metric
 import errors
 import export
 import hparams_config
@@ -98,13 +101,14 @@ class EndToEndResult(_PerImageTiming):
     mean_batch_s: float
     median_batch_s: float
     image_size: Tuple[int, int]
+    note: str = ""  # what ran underneath (the detector's note), e.g. the OpenVINO precision
 
     def summary(self) -> str:
         h, w = self.image_size
         return (f"{self.model} end-to-end (pre-processing + network + NMS; {w}x{h} uint8 "
                 f"input, batch {self.batch_size}, {self.runs} runs): per image mean "
                 f"{self.mean_image_ms:.2f} ms, median {self.median_image_ms:.2f} ms, "
-                f"{self.fps:.2f} FPS")
+                f"{self.fps:.2f} FPS" + (f"; {self.note}" if self.note else ""))
 
 
 def time_calls(fn: Callable[[], Any], runs: int, warmup: int) -> List[float]:
@@ -181,7 +185,7 @@ def benchmark_detector(detector: Detector, images: np.ndarray, batch_size: int =
             write_trace(detector.sess, detector.outputs,
                         detector.feed_dict(batch_images, score_thresh), trace_filename)
     return EndToEndResult(name, batch, runs, statistics.mean(times), statistics.median(times),
-                          tuple(images.shape[1:3]))
+                          tuple(images.shape[1:3]), detector.note)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -251,6 +255,41 @@ def detect_images(detector: Detector, paths: Sequence[str], output_dir: Optional
             written[path] = out
             log(_describe(path, det, label_map, out))
     return ImageRunSummary(written, found, failed)
+
+
+def coco_image_paths(gt_json: str, image_dir: str) -> List[Tuple[int, str]]:
+    """(image id, path) of every image of a COCO json, found in `image_dir` by `file_name`:
+    the ids are the json's own (a converter assigns them), never guessed from file names."""
+    import json
+
+    with tf.io.gfile.GFile(gt_json) as f:
+        images = json.load(f)["images"]
+    return [(int(im["id"]), os.path.join(image_dir, im["file_name"])) for im in images]
+
+
+def coco_results(detector: Detector, images: Sequence[Tuple[int, str]], path: str,
+                 score_thresh: Optional[float] = None) -> ImageRunSummary:
+    """Run `detector` on each (image id, path) and write its detections as a COCO results
+    json ``[{image_id, category_id, bbox: [x, y, w, h], score}]`` to `path` (see
+    coco_metric.evaluate_detections_json). Detections above `score_thresh` (default: the
+    model's); unreadable images are reported in `failed`, the others are processed."""
+    failed: List[str] = []
+    found: Dict[str, Detections] = {}
+    results: List[Dict[str, Any]] = []
+    for image_id, image_path in images:
+        try:
+            image = visualize.read_image(image_path)
+        except visualize.ImageReadError as e:
+            failed.append(str(e))
+            continue
+        det = detector.predict(image[None], score_thresh)[0]
+        found[image_path] = det
+        for (ymin, xmin, ymax, xmax), score, cls in zip(det.boxes, det.scores, det.classes):
+            results.append({"image_id": image_id, "category_id": int(cls),
+                            "bbox": [xmin, ymin, xmax - xmin, ymax - ymin],
+                            "score": float(score)})
+    coco_metric.write_detections_json(path, results)
+    return ImageRunSummary({p: path for p in found}, found, failed)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -16,18 +16,30 @@ r"""Inspect, export and run a detector.
         --input_video=input.mov --output_video=output.mov
     # ONNX (tf2onnx; run it with saved_model_infer --saved_model_dir=<file>.onnx)
     python model_inspect.py --runmode=onnx --ckpt_path=efficientdet-d0 --onnx_path=/tmp/d0.onnx
+    # OpenVINO IR (.xml + .bin; or beside a SavedModel: --runmode=saved_model --openvino_path=)
+    python model_inspect.py --runmode=openvino --ckpt_path=efficientdet-d0 \
+        --openvino_path=/tmp/d0/model.xml
+    python model_inspect.py --runmode=saved_model_benchmark --saved_model_dir=/tmp/d0/model.xml \
+        --input_image=img.png --openvino_precision=bf16
 
 Runmodes: dry, freeze and bm work on the raw network; ckpt restores (EMA-aware) and can
 re-export a checkpoint; infer runs a checkpoint on images; saved_model exports a SavedModel
 (signatures serving_default on uint8 arrays and serving_base64 on encoded images) plus
-<model_name>_frozen.pb beside it and, with --tflite_path, a TFLite model; saved_model_infer,
+<model_name>_frozen.pb beside it and, with --tflite_path, a TFLite model and, with
+--openvino_path, OpenVINO IR; onnx and openvino export those alone; saved_model_infer,
 saved_model_benchmark and saved_model_video run an exported model, given as a SavedModel
-directory or a .pb, .tflite or .onnx file. --batch_size=0 exports a dynamic-batch model.
+directory or a .pb, .tflite, .onnx or .xml (OpenVINO) file. --batch_size=0 exports a
+dynamic-batch model.
+
+--openvino_precision sets OpenVINO's inference precision (f32, bf16, or default: the runtime's
+own choice, bf16 on CPUs with native bf16, else f32). A CPU without bf16 runs a bf16 request in
+f32; the benchmark line says which precision ran.
 
 Score threshold and detections per image: --min_score_thresh (default nms_configs.score_thresh,
 0.4) and --max_boxes_to_draw (default nms_configs.max_output_size, 100). An export records them
 as its defaults (in export_settings.yaml beside the model): the threshold stays a run-time input
-(tensor 'score_thresh') of the SavedModel, frozen graph and ONNX model, while a TFLite model
+(tensor 'score_thresh') of the SavedModel, frozen graph, ONNX and OpenVINO models, while a
+TFLite model
 keeps it fixed (it can be raised afterwards, not lowered). --max_boxes_to_draw at export fixes
 the number of output rows.
 
@@ -189,7 +201,7 @@ def _saved_model(opts: InspectOptions) -> int:
     result = export.export_saved_model(
         load_config(opts), opts.saved_model_dir, opts.model_name, opts.ckpt_path,
         opts.batch_size or None, opts.min_score_thresh, opts.max_boxes_to_draw,
-        opts.tflite_path)
+        opts.tflite_path, opts.openvino_path)
     s = result.settings
     print(f"wrote SavedModel {result.saved_model_dir} (signatures serving_default: uint8 "
           f"image_arrays, serving_base64: encoded image_files; batch {s['batch_size']})")
@@ -197,6 +209,9 @@ def _saved_model(opts: InspectOptions) -> int:
     if result.tflite:
         print(f"wrote TFLite model {result.tflite} (builtin ops only; score threshold "
               f"fixed at {s['score_thresh']})")
+    if result.openvino:
+        print(f"wrote OpenVINO model {result.openvino} (+ .bin; inputs image_arrays:0, "
+              f"score_thresh:0)")
     print(f"export settings: {s['nms']}; feed tensor 'score_thresh' to change the "
           f"threshold at run time")
     return 0
@@ -220,6 +235,25 @@ def _onnx(opts: InspectOptions) -> int:
     return 0
 
 
+def _openvino_path(opts: InspectOptions) -> Tuple[str, str]:
+    """(flag, path) of the OpenVINO output of --runmode=openvino: --openvino_path, else
+    <saved_model_dir>/<model_name>.xml."""
+    if opts.openvino_path:
+        return "openvino_path", opts.openvino_path
+    return "saved_model_dir", os.path.join(opts.saved_model_dir, f"{opts.model_name}.xml")
+
+
+def _openvino(opts: InspectOptions) -> int:
+    import export
+
+    path = export.export_openvino(load_config(opts), _openvino_path(opts)[1], opts.ckpt_path,
+                                  opts.batch_size or None, opts.min_score_thresh,
+                                  opts.max_boxes_to_draw)
+    print(f"wrote OpenVINO model {path} (+ .bin; inputs image_arrays:0 uint8 [B, h, w, 3], "
+          f"score_thresh:0)")
+    return 0
+
+
 def _run_exported(opts: InspectOptions, body: Callable[..., int]) -> int:
     """Load the exported model of --saved_model_dir and call `body(opts, detector, config)`."""
     import detectors
@@ -229,7 +263,10 @@ def _run_exported(opts: InspectOptions, body: Callable[..., int]) -> int:
     settings = export.read_export_settings(opts.saved_model_dir)
     if settings.get("nms"):
         print(f"model {opts.saved_model_dir}: {settings['nms']}")
-    with detectors.load_detector(opts.saved_model_dir, opts.threads) as det:
+    with detectors.load_detector(opts.saved_model_dir, opts.threads,
+                                 opts.openvino_precision) as det:
+        if det.note:
+            print(f"model {opts.saved_model_dir}: {det.note}")
         return body(opts, det, config)
 
 
@@ -310,6 +347,7 @@ RUNMODES: Dict[str, Callable[[InspectOptions], int]] = {
     "saved_model_benchmark": lambda opts: _run_exported(opts, _benchmark_exported),
     "saved_model_video": lambda opts: _run_exported(opts, _video_exported),
     "onnx": _onnx,
+    "openvino": _openvino,
 }
 
 
@@ -326,7 +364,7 @@ class InspectOptions:
                             "holds another run's config.yaml or checkpoint. Never deleted.")
     hparams: str = cli.field("", "Overrides: 'k=v,k2=v2', a .yaml file, or both.")
     batch_size: int = cli.field(1, "Batch size. 0 exports a dynamic-batch model (saved_model, "
-                                "onnx); dry, freeze and bm need >= 1.")
+                                "onnx, openvino); dry, freeze and bm need >= 1.")
     bm_runs: int = cli.field(10, "Timed runs in bm and saved_model_benchmark (after 5 warm-up "
                              "runs).")
     threads: int = cli.field(0, "Intra-op threads (0: TensorFlow's default).")
@@ -355,10 +393,17 @@ class InspectOptions:
         None, "Score threshold (default nms_configs.score_thresh); at export, the model's "
         "default threshold.")
     saved_model_dir: str = cli.field("/tmp/saved_model", "SavedModel directory (exported or "
-                                     "read), or a .pb, .tflite or .onnx file to read.")
+                                     "read), or a .pb, .tflite, .onnx or .xml file to read.")
     tflite_path: Optional[str] = cli.field(None, "saved_model: also convert to TFLite here.")
     onnx_path: Optional[str] = cli.field(None, "onnx: output file (default "
                                          "<saved_model_dir>/<model_name>.onnx).")
+    openvino_path: Optional[str] = cli.field(
+        None, "saved_model: also write OpenVINO IR here (.xml, plus .bin beside it); openvino: "
+        "the output .xml (default <saved_model_dir>/<model_name>.xml).")
+    openvino_precision: str = cli.field(
+        "default", "Inference precision when running an OpenVINO .xml model: f32, bf16 (run "
+        "in f32 on CPUs without native bf16; the benchmark line says so), or default (the "
+        "runtime's own choice).", choices=("default", "f32", "bf16"))
     verbose: bool = cli.field(False, "Log debug lines too, among them the resolved config.")
 
 
@@ -373,14 +418,16 @@ _REQUIRED = {"infer": ("input_image",), "saved_model_infer": ("input_image",),
 _STATIC_BATCH = ("dry", "freeze", "bm")
 _TIMED = ("bm", "saved_model_benchmark")
 # Runmodes that restore --ckpt_path when it is given.
-_RESTORING = ("dry", "freeze", "bm", "ckpt", "infer", "saved_model", "onnx")
+_RESTORING = ("dry", "freeze", "bm", "ckpt", "infer", "saved_model", "onnx", "openvino")
 # What each runmode writes: (flag, is a directory).
 _OUTPUTS = {
     "dry": (("logdir", True),), "freeze": (("logdir", True),),
     "bm": (("trace_filename", False),), "ckpt": (("export_ckpt", False),),
     "infer": (("output_image_dir", True),),
-    "saved_model": (("saved_model_dir", True), ("tflite_path", False)),
+    "saved_model": (("saved_model_dir", True), ("tflite_path", False),
+                    ("openvino_path", False)),
     "onnx": (("onnx_path", False),),
+    "openvino": (("openvino_path", False),),
     "saved_model_infer": (("output_image_dir", True),),
     "saved_model_benchmark": (("output_image_dir", True), ("trace_filename", False)),
     "saved_model_video": (("output_video", False),),
@@ -396,11 +443,25 @@ def _check_numbers(opts: InspectOptions) -> None:
     if opts.batch_size < 0 or (opts.batch_size == 0 and mode in _STATIC_BATCH):
         raise errors.UsageError(
             f"--batch_size must be >= 1 for --runmode={mode}"
-            + (" (0, a dynamic batch, is for the export runmodes saved_model and onnx)"
+            + (" (0, a dynamic batch, is for the export runmodes saved_model, onnx and openvino)"
                if mode in _STATIC_BATCH else ""))
     if mode in _TIMED and opts.bm_runs < 1:
         raise errors.UsageError(f"--bm_runs must be >= 1 for --runmode={mode}, got "
                                 f"{opts.bm_runs}")
+
+
+def _check_openvino(opts: InspectOptions) -> None:
+    """--openvino_path must name an .xml file; --openvino_precision needs an .xml to run."""
+    writes = opts.runmode in ("saved_model", "openvino")
+    if writes and _is_set(opts.openvino_path) and not opts.openvino_path.endswith(".xml"):
+        raise errors.UsageError(f"--openvino_path '{opts.openvino_path}' must end in .xml (the "
+                                f"weights go into the .bin beside it)")
+    if opts.openvino_precision != "default" and not (
+            opts.runmode in EXPORTED_MODEL_MODES
+            and opts.saved_model_dir.lower().endswith(".xml")):
+        raise errors.UsageError(
+            f"--openvino_precision={opts.openvino_precision} applies to running an OpenVINO "
+            f"model: --runmode={'|'.join(EXPORTED_MODEL_MODES)} with --saved_model_dir=<model>.xml")
 
 
 def _check_inputs(opts: InspectOptions) -> None:
@@ -419,7 +480,8 @@ def _check_inputs(opts: InspectOptions) -> None:
     if opts.runmode in EXPORTED_MODEL_MODES and not tf.io.gfile.exists(opts.saved_model_dir):
         raise errors.UsageError(
             f"--saved_model_dir '{opts.saved_model_dir}' does not exist: give a SavedModel "
-            f"directory or a .pb, .tflite or .onnx file written by --runmode=saved_model or onnx")
+            f"directory or a .pb, .tflite, .onnx or .xml file written by --runmode=saved_model, "
+            f"onnx or openvino")
     if opts.runmode == "saved_model_video" and not os.path.isfile(opts.input_video):
         raise errors.UsageError(f"--input_video '{opts.input_video}': no such file")
 
@@ -431,6 +493,8 @@ def _output_locations(opts: InspectOptions) -> List[Tuple[str, str, bool]]:
         path = getattr(opts, flag)
         if flag == "onnx_path":
             flag, path = _onnx_path(opts)
+        elif flag == "openvino_path" and opts.runmode == "openvino":
+            flag, path = _openvino_path(opts)
         elif flag == "export_ckpt" and path:  # a prefix: its files go into its directory
             path, is_dir = os.path.dirname(path) or ".", True
         if path:
@@ -464,6 +528,7 @@ def check_options(opts: InspectOptions) -> None:
     _check_numbers(opts)
     _check_inputs(opts)
     _check_outputs(opts)
+    _check_openvino(opts)
 
 
 def run(opts: InspectOptions) -> int:

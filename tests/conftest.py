@@ -212,24 +212,30 @@ def test_checkpoint(tmp_path_factory):
 # tf2onnx and onnxruntime are installed on Python >= 3.10 (requirements.txt).
 HAVE_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnxruntime"))
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="tf2onnx/onnxruntime need Python >= 3.10")
+# openvino is installed on Python >= 3.10 (requirements.txt).
+HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
+needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino needs Python >= 3.10")
 
 
 @pytest.fixture(scope="session")
 def exported_models(test_checkpoint, tmp_path_factory):
     """`test_checkpoint` exported once per session with a dynamic batch: {'ckpt', 'config',
-    'saved_model', 'frozen', 'tflite', 'onnx' (None without tf2onnx), 'settings'}."""
+    'saved_model', 'frozen', 'tflite', 'onnx' (None without tf2onnx), 'openvino' (the .xml
+    written with the SavedModel; None without openvino), 'settings'}."""
     import export
 
     ckpt_dir, config = test_checkpoint
     root = tmp_path_factory.mktemp("exported")
     sm_dir = str(root / "saved_model")
-    result = export.export_saved_model(config, sm_dir, "efficientdet-d0", ckpt_dir,
-                                       batch_size=None, tflite_path=str(root / "m.tflite"))
+    result = export.export_saved_model(
+        config, sm_dir, "efficientdet-d0", ckpt_dir, batch_size=None,
+        tflite_path=str(root / "m.tflite"),
+        openvino_path=str(root / "openvino" / "m.xml") if HAVE_OPENVINO else None)
     onnx_path = (export.export_onnx(config, str(root / "m.onnx"), ckpt_dir, batch_size=None)
                  if HAVE_ONNX else None)
     return {"ckpt": ckpt_dir, "config": config, "saved_model": sm_dir,
             "frozen": result.frozen_graph, "tflite": result.tflite, "onnx": onnx_path,
-            "settings": result.settings}
+            "openvino": result.openvino, "settings": result.settings}
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
-"""detectors: every format (checkpoint, SavedModel, frozen graph, TFLite, ONNX) gives the same
-detections, per image in a dynamic batch, with the score threshold as a run-time input; the
-base64 signature decodes every image kind (16-bit PNGs too); load errors name the path; a new
-format is one class plus one table entry."""
+"""detectors: every format (checkpoint, SavedModel, frozen graph, TFLite, ONNX, OpenVINO) gives
+the same detections, per image in a dynamic batch, with the score threshold as a run-time input;
+the base64 signature decodes every image kind (16-bit PNGs too); load errors name the path; a new
+format is one class plus one table entry; OpenVINO's precision choice says what runs."""
 
 import io
 
@@ -14,16 +14,25 @@ from PIL import Image
 import detectors
 import errors
 import export
-from conftest import HAVE_ONNX, STREET, assert_same_detections, street
+from conftest import (
+    HAVE_ONNX,
+    HAVE_OPENVINO,
+    STREET,
+    assert_same_detections,
+    needs_openvino,
+    street,
+)
 
 tf1 = tf.compat.v1
 
-FORMATS = ["saved_model", "frozen", "tflite"] + (["onnx"] if HAVE_ONNX else [])
+FORMATS = (["saved_model", "frozen", "tflite"] + (["onnx"] if HAVE_ONNX else [])
+           + (["openvino"] if HAVE_OPENVINO else []))
 
 
 @pytest.fixture(scope="module")
 def loaded(exported_models):
-    """Each exported model loaded once: {'saved_model' | 'frozen' | 'tflite' | 'onnx': ...}."""
+    """Each exported model loaded once: {'saved_model' | 'frozen' | 'tflite' | 'onnx' |
+    'openvino': ...}."""
     models = {key: detectors.load_detector(exported_models[key]) for key in FORMATS}
     yield models
     for det in models.values():
@@ -37,6 +46,8 @@ def test_load_detector_picks_the_class_by_suffix(loaded):
     assert kinds["tflite"] is detectors.TFLiteDetector
     if HAVE_ONNX:
         assert kinds["onnx"] is detectors.OnnxDetector
+    if HAVE_OPENVINO:
+        assert kinds["openvino"] is detectors.OpenVinoDetector
 
 
 def test_all_formats_agree_with_checkpoint_inference(loaded, checkpoint_detector):
@@ -108,6 +119,10 @@ def test_score_threshold_is_a_run_time_input(loaded):
     assert_same_detections(low, loaded["frozen"].predict(image, 0.2)[0], "frozen low")
     if HAVE_ONNX:
         assert_same_detections(low, loaded["onnx"].predict(image, 0.2)[0], "onnx low")
+    if HAVE_OPENVINO:
+        assert loaded["openvino"].score_thresh == 0.4  # the export default, from the IR itself
+        assert_same_detections(low, loaded["openvino"].predict(image, 0.2)[0], "openvino low")
+        assert_same_detections(high, loaded["openvino"].predict(image, 0.6)[0], "openvino high")
     tflite = loaded["tflite"]
     assert_same_detections(high, tflite.predict(image, score_thresh=0.6)[0], "tflite high")
     with pytest.raises(errors.UsageError, match="TFLite model was exported with score "
@@ -172,3 +187,52 @@ def test_predict_checks_its_input(checkpoint_detector):
 
 def test_export_settings_give_the_default_threshold(exported_models):
     assert export.read_export_settings(exported_models["tflite"])["score_thresh"] == 0.4
+
+
+@needs_openvino
+def test_openvino_load_errors_name_the_file(exported_models, tmp_path):
+    xml = exported_models["openvino"]
+    weights = xml[:-len(".xml")] + ".bin"
+    (tmp_path / "alone.xml").write_bytes(open(xml, "rb").read())
+    with pytest.raises(errors.ModelFileError) as e:
+        detectors.load_detector(str(tmp_path / "alone.xml"))
+    assert str(e.value) == (f"OpenVINO model '{tmp_path / 'alone.xml'}' has no weights file "
+                            f"'{tmp_path / 'alone.bin'}' beside it; copy the .bin written with "
+                            f"the .xml")
+    (tmp_path / "cut.xml").write_bytes(open(xml, "rb").read())
+    (tmp_path / "cut.bin").write_bytes(open(weights, "rb").read()[:10000])
+    with pytest.raises(errors.ModelFileError, match=f"^'{tmp_path / 'cut.xml'}' is not a "
+                                                    f"loadable OpenVINO model: Incorrect weights"):
+        detectors.load_detector(str(tmp_path / "cut.xml"))
+    (tmp_path / "junk.xml").write_text("not a model")
+    (tmp_path / "junk.bin").write_bytes(b"\x00" * 8)
+    with pytest.raises(errors.ModelFileError, match=f"^'{tmp_path / 'junk.xml'}' is not "
+                                                    f"OpenVINO IR: it has no <net> element"):
+        detectors.load_detector(str(tmp_path / "junk.xml"))
+    with pytest.raises(errors.ModelFileError, match=r"does not exist: give a SavedModel "
+                                                    r"directory or a .pb, .tflite, .onnx, .xml"):
+        detectors.load_detector(str(tmp_path / "missing.xml"))
+
+
+@needs_openvino
+def test_openvino_precision_says_what_runs(exported_models, loaded):
+    import openvino as ov
+
+    xml = exported_models["openvino"]
+    bf16_native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert loaded["openvino"].precision in ("f32", "bf16")
+    with detectors.load_detector(xml, precision="f32") as det:
+        assert det.precision == "f32" and det.note.endswith("inference precision f32")
+        f32 = det.predict(street()[None])[0]
+    assert_same_detections(loaded["saved_model"].predict(street()[None])[0], f32, "f32")
+    with detectors.load_detector(xml, precision="bf16") as det:
+        if bf16_native:
+            assert det.precision == "bf16" and "requested" not in det.note
+        else:  # OpenVINO accepts the hint and runs f32: the detector says so
+            assert det.precision == "f32"
+            assert "inference precision f32 (bf16 requested; this CPU offers" in det.note
+            assert "no native bf16" in det.note
+            assert_same_detections(f32, det.predict(street()[None])[0], "bf16 as f32")
+    with pytest.raises(errors.UsageError, match="precision 'bf16' cannot be chosen for a "
+                                                "SavedModel"):
+        detectors.load_detector(exported_models["saved_model"], precision="bf16")

@@ -166,3 +166,43 @@ def test_one_timing_loop():
     assert len(calls) == 5 and len(times) == 3 and min(times) >= 0
     with pytest.raises(errors.UsageError, match="timed runs must be >= 1, got 0"):
         inference.time_calls(lambda: None, runs=0, warmup=0)
+
+
+def test_coco_results_of_a_detector_use_the_json_ids_and_find_themselves(
+        checkpoint_detector, tmp_path):
+    import json
+
+    import coco_metric
+
+    Image.fromarray(street(400, 300)).save(tmp_path / "b.jpg")
+    Image.fromarray(street(256, 160)).save(tmp_path / "a.jpg")
+    # Ids come from the json (a converter assigns them), not from the file names or order.
+    images = [{"id": 17, "file_name": "b.jpg", "height": 300, "width": 400},
+              {"id": 4, "file_name": "a.jpg", "height": 160, "width": 256},
+              {"id": 9, "file_name": "missing.jpg", "height": 10, "width": 10}]
+    gt, truth = {"images": images, "categories": [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)],
+                 "annotations": []}, {}
+    for im in images[:2]:
+        det = checkpoint_detector.predict(visualize.read_image(
+            str(tmp_path / im["file_name"]))[None], 0.5)[0]
+        assert len(det) > 0
+        truth[im["id"]] = det
+        for (y0, x0, y1, x1), cls in zip(det.boxes.tolist(), det.classes.tolist()):
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": im["id"],
+                                      "category_id": cls, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                                      "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    pairs = inference.coco_image_paths(str(tmp_path / "gt.json"), str(tmp_path))
+    assert pairs == [(17, str(tmp_path / "b.jpg")), (4, str(tmp_path / "a.jpg")),
+                     (9, str(tmp_path / "missing.jpg"))]
+    out = str(tmp_path / "results" / "dets.json")
+    summary = inference.coco_results(checkpoint_detector, pairs, out, score_thresh=0.2)
+    assert len(summary.failed) == 1 and "missing.jpg" in summary.failed[0]
+    results = json.load(open(out))
+    first = [r for r in results if r["image_id"] == 17][0]
+    y0, x0, y1, x1 = truth[17].boxes[0].tolist()
+    np.testing.assert_allclose(first["bbox"], [x0, y0, x1 - x0, y1 - y0], atol=1e-3)
+    assert min(r["score"] for r in results) > 0.2 and {r["image_id"] for r in results} == {4, 17}
+    metrics = coco_metric.evaluate_detections_json(str(tmp_path / "gt.json"), out,
+                                                   image_ids=[4, 17])
+    assert metrics["AP50"] > 0.95  # its own boxes as ground truth (pycocotools' interpolation)

@@ -30,6 +30,7 @@ from conftest import (
     assert_same_detections,
     inspect_options,
     needs_onnx,
+    needs_openvino,
     street,
 )
 
@@ -72,17 +73,19 @@ SEED_FLAGS = {
     "max_boxes_to_draw": None, "min_score_thresh": None, "saved_model_dir": "/tmp/saved_model",
     "tflite_path": None, "onnx_path": None,
 }
+# Flags added after the seed: OpenVINO export and its inference precision.
+NEW_FLAGS = {"openvino_path": None, "openvino_precision": "default"}
 
 
 def test_every_flag_keeps_its_name_and_default():
     defaults = dataclasses.asdict(model_inspect.InspectOptions())
-    assert defaults == {**SEED_FLAGS, "verbose": False}
+    assert defaults == {**SEED_FLAGS, **NEW_FLAGS, "verbose": False}
     assert dataclasses.asdict(options()) == defaults
     runmode = next(f for f in dataclasses.fields(model_inspect.InspectOptions)
                    if f.name == "runmode")
     assert runmode.metadata["choices"] == tuple(model_inspect.RUNMODES) == (
         "dry", "freeze", "bm", "ckpt", "infer", "saved_model", "saved_model_infer",
-        "saved_model_benchmark", "saved_model_video", "onnx")
+        "saved_model_benchmark", "saved_model_video", "onnx", "openvino")
 
 
 def test_config_comes_from_the_model_directory(test_checkpoint, exported_models, tmp_path,
@@ -136,6 +139,14 @@ def test_bad_hparams_are_one_clear_line(args, message, no_graphs):
     (["--runmode=bm", "--bm_runs=0"], "--bm_runs must be >= 1 for --runmode=bm, got 0"),
     (["--runmode=saved_model_video", "--saved_model_dir=.", "--input_video=/nonexistent.mov"],
      "--input_video '/nonexistent.mov': no such file"),
+    (["--runmode=saved_model", "--openvino_path=/tmp/x/model.bin"],
+     "--openvino_path '/tmp/x/model.bin' must end in .xml (the weights go into the .bin"),
+    (["--runmode=saved_model_infer", "--saved_model_dir=.", "--input_image=x.jpg",
+      "--openvino_precision=bf16"], "--openvino_precision=bf16 applies to running an OpenVINO "
+                                    "model: --runmode=saved_model_infer|saved_model_benchmark|"
+                                    "saved_model_video with --saved_model_dir=<model>.xml"),
+    (["--runmode=infer", "--input_image=x.jpg", "--openvino_precision=f32"],
+     "--openvino_precision=f32 applies to running an OpenVINO model"),
 ])
 def test_bad_options_are_one_clear_line(args, message, no_graphs):
     with pytest.raises(errors.UsageError) as e:
@@ -151,6 +162,7 @@ def test_bad_options_are_one_clear_line(args, message, no_graphs):
     ("saved_model_dir", "saved_model", "directory"),
     ("tflite_path", "saved_model", "file name"),
     ("onnx_path", "onnx", "file name"),
+    ("openvino_path", "openvino", "file name"),
     ("output_video", "saved_model_video", "file name"),
     ("trace_filename", "bm", "file name"),
     ("trace_filename", "saved_model_benchmark", "file name"),
@@ -500,3 +512,51 @@ def test_onnx_runmode_and_running_the_onnx_file(test_checkpoint, tmp_path, capsy
                    f"--output_image_dir={tmp_path}") == 0
     printed = capsys.readouterr().out
     assert int(re.search(r"street.jpg: (\d+) detections", printed).group(1)) > 0
+
+
+@needs_openvino
+def test_openvino_export_and_every_exported_model_runmode(seed_dir, test_checkpoint,
+                                                         checkpoint_detector, tmp_path, capsys):
+    """--runmode=saved_model --openvino_path writes IR beside the SavedModel; the .xml runs in
+    saved_model_infer, saved_model_benchmark (precision in the line) and saved_model_video."""
+    ckpt = test_checkpoint[0]
+    xml = tmp_path / "ov" / "d0.xml"
+    assert inspect("--runmode=saved_model", f"--ckpt_path={ckpt}",
+                   f"--saved_model_dir={tmp_path / 'sm'}", f"--openvino_path={xml}") == 0
+    assert f"wrote OpenVINO model {xml} (+ .bin" in capsys.readouterr().out
+    with detectors.load_detector(str(xml)) as det:
+        assert det.batch_size == 1
+        assert_same_detections(checkpoint_detector.predict(street()[None])[0],
+                               det.predict(street()[None])[0], "openvino batch 1")
+    assert inspect("--runmode=saved_model_infer", f"--saved_model_dir={xml}",
+                   f"--input_image={STREET}", f"--output_image_dir={tmp_path / 'out'}",
+                   "--min_score_thresh=0.2", f"--ckpt_path={ckpt}") == 0
+    printed = capsys.readouterr().out
+    assert f"model {xml}: OpenVINO " in printed
+    assert int(re.search(r"street.jpg: (\d+) detections", printed).group(1)) > 0
+    assert shows_boxes(tmp_path / "out" / "0.jpg", street())
+    assert inspect("--runmode=saved_model_benchmark", f"--saved_model_dir={xml}",
+                   f"--input_image={STREET}", "--bm_runs=2", "--openvino_precision=bf16") == 0
+    line = capsys.readouterr().out
+    assert re.search(r"batch 1, 2 runs\): per image mean [\d.]+ ms, median [\d.]+ ms, [\d.]+ FPS; "
+                     r"OpenVINO [\d.]+, inference precision (f32 \(bf16 requested; this CPU "
+                     r"offers .*no native bf16\)|bf16)$", line.strip()), line
+    assert inspect("--runmode=saved_model_video", f"--saved_model_dir={xml}",
+                   f"--input_video={seed_dir / 'input.mov'}",
+                   f"--output_video={tmp_path / 'out.mp4'}") == 0
+    assert "processed 6 frames of" in capsys.readouterr().out
+    assert (tmp_path / "out.mp4").stat().st_size > 0
+
+
+@needs_openvino
+def test_openvino_runmode_writes_a_dynamic_batch_model(test_checkpoint, tmp_path, capsys):
+    out = tmp_path / "sm_dir"
+    assert inspect("--runmode=openvino", f"--ckpt_path={test_checkpoint[0]}",
+                   f"--saved_model_dir={out}", "--batch_size=0") == 0
+    xml = out / "efficientdet-d0.xml"  # the default: <saved_model_dir>/<model_name>.xml
+    assert f"wrote OpenVINO model {xml}" in capsys.readouterr().out
+    assert (out / "efficientdet-d0.bin").exists()
+    assert export.read_export_settings(str(xml))["batch_size"] == "dynamic"
+    with detectors.load_detector(str(xml)) as det:
+        assert det.batch_size is None
+        assert len(det.predict(np.stack([street(256, 160)] * 3))) == 3

@@ -1,0 +1,304 @@
+"""Every runtime of one export, end to end, side by side: latency ratio to the TF frozen graph
+and COCO AP on a trained model.
+
+    # 1. exports (random weights; any machine load): SavedModel (+ frozen graph, TFLite,
+    #    OpenVINO IR) and ONNX for each feature network and batch size
+    python benchmarks/bench_runtimes.py --workdir=/tmp/bench_runtimes --export_only
+    # 2. timing, on a quiet machine (one process per feature network and batch size, every
+    #    runtime loaded in it, interleaved rounds)
+    python benchmarks/bench_runtimes.py --workdir=/tmp/bench_runtimes --rounds=3 --runs=10 \
+        --ap_model_dir=/tmp/ov-demo/model --ap_json=/tmp/ov-demo/data/rec/json_val.json \
+        --ap_images=/tmp/ov-demo/data/val/VOCdevkit/VOC2012/JPEGImages \
+        --out=benchmarks/results_runtimes.md
+
+Runtimes: TF SavedModel (`saved_model_benchmark` on the export directory), TF frozen graph
+(`<model_name>_frozen.pb`), TFLite (`--tflite_path`), ONNX Runtime (`--runmode=onnx`) and
+OpenVINO IR (`--openvino_path`) at inference precision f32, bf16 and the runtime's default.
+Each timed call is `Detector.predict` on street.jpg (decoded once, outside the timing):
+feeding the uint8 batch, pre-processing, the network, NMS and fetching the detections, as
+`saved_model_benchmark` times it. The table gives the median over rounds of each round's
+median per-image latency, and its ratio to the TF frozen graph of the same round set.
+
+AP: the trained checkpoint of `--ap_model_dir` is exported the same ways (batch 1, score
+threshold `--ap_score_thresh`), each runtime detects on every image of `--ap_json` (ids from
+the json's `file_name`), and pycocotools scores the results json. Every runtime's detections
+are also compared with the TF SavedModel's (boxes within 1 px, scores within 1e-3).
+Timings belong here and in the README, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+from machine import cpu_name, print_and_save
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # the modules, and conftest's parity check
+IMAGE = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "images", "street.jpg")
+MODEL = "efficientdet-d0"
+# (row label, export file key, OpenVINO precision)
+RUNTIMES: List[Tuple[str, str, str]] = [
+    ("TF SavedModel", "saved_model", "default"),
+    ("TF frozen graph", "frozen", "default"),
+    ("TFLite", "tflite", "default"),
+    ("ONNX Runtime", "onnx", "default"),
+    ("OpenVINO f32", "openvino", "f32"),
+    ("OpenVINO bf16", "openvino", "bf16"),
+    ("OpenVINO default", "openvino", "default"),
+]
+BASELINE = "TF frozen graph"
+
+
+def export_paths(directory: str) -> Dict[str, str]:
+    return {"saved_model": os.path.join(directory, "saved_model"),
+            "frozen": os.path.join(directory, "saved_model", f"{MODEL}_frozen.pb"),
+            "tflite": os.path.join(directory, "model.tflite"),
+            "onnx": os.path.join(directory, "model.onnx"),
+            "openvino": os.path.join(directory, "openvino", "model.xml")}
+
+
+def export_all(directory: str, fpn: str, batch: int, ckpt: Optional[str] = None,
+               score_thresh: Optional[float] = None) -> Dict[str, str]:
+    """Every format of one model in `directory` (kept: a later run reuses it)."""
+    import export
+    import hparams_config
+
+    paths = export_paths(directory)
+    if ckpt:
+        config = hparams_config.load_run_config(None, "", ckpt)
+    else:
+        config = hparams_config.get_detection_config(MODEL, {"fpn_name": fpn})
+    config.is_training_bn = False
+    if not os.path.exists(paths["openvino"]):
+        start = time.time()
+        export.export_saved_model(config, paths["saved_model"], MODEL, ckpt, batch,
+                                  score_thresh, tflite_path=paths["tflite"],
+                                  openvino_path=paths["openvino"])
+        print(f"  exported SavedModel, frozen graph, TFLite, OpenVINO in "
+              f"{time.time() - start:.0f} s", flush=True)
+    if not os.path.exists(paths["onnx"]):
+        start = time.time()
+        export.export_onnx(config, paths["onnx"], ckpt, batch, score_thresh)
+        print(f"  exported ONNX in {time.time() - start:.0f} s", flush=True)
+    return paths
+
+
+def load(label: str, paths: Dict[str, str], threads: int):
+    import detectors
+
+    _, key, precision = next(r for r in RUNTIMES if r[0] == label)
+    return detectors.load_detector(paths[key], threads, precision)
+
+
+def time_one(directory: str, batch: int, rounds: int, runs: int, warmup: int,
+             threads: int) -> Dict[str, Dict]:
+    """In this process: load every runtime of the export in `directory`, then `rounds`
+    interleaved rounds of `runs` timed calls each (after `warmup` calls per round)."""
+    import numpy as np
+
+    import inference
+    import visualize
+
+    image = visualize.read_image(IMAGE)
+    images = np.stack([image] * batch)
+    paths = export_paths(directory)
+    dets = {label: load(label, paths, threads) for label, _, _ in RUNTIMES}
+    medians: Dict[str, List[float]] = {label: [] for label in dets}
+    for _ in range(rounds):
+        for label, det in dets.items():
+            times = inference.time_calls(lambda d=det: d.predict(images), runs, warmup)
+            medians[label].append(1000.0 * statistics.median(times) / batch)
+    return {label: {"ms": statistics.median(ms), "rounds": ms,
+                    "precision": getattr(dets[label], "precision", "f32"),
+                    "note": dets[label].note} for label, ms in medians.items()}
+
+
+def ap_one(directory: str, gt_json: str, image_dir: str, threads: int) -> Dict[str, Dict]:
+    """AP of every runtime on the images of `gt_json`, and parity with the TF SavedModel."""
+    import coco_metric
+    import inference
+
+    pairs = inference.coco_image_paths(gt_json, image_dir)
+    paths = export_paths(directory)
+    found, out = {}, {}
+    for label, _, _ in RUNTIMES:
+        with load(label, paths, threads) as det:
+            results = os.path.join(directory, "results", label.replace(" ", "_") + ".json")
+            summary = inference.coco_results(det, pairs, results)
+            if summary.failed:
+                raise RuntimeError(f"{label}: images failed: {summary.failed[:3]}")
+            metrics = coco_metric.evaluate_detections_json(gt_json, results)
+            found[label] = summary.detections
+            out[label] = {"AP": metrics["AP"], "AP50": metrics["AP50"],
+                          "detections": sum(len(d) for d in summary.detections.values())}
+    reference = found["TF SavedModel"]
+    for label, dets in found.items():
+        out[label]["parity"] = parity(reference, dets)
+    return out
+
+
+def parity(reference: Dict, other: Dict) -> str:
+    """'same' when every image has the same detections (count and classes equal, boxes
+    within 1 px, scores within 1e-3, matched one to one), else how many images differ."""
+    from conftest import assert_same_detections
+
+    differ = 0
+    for path, want in reference.items():
+        try:
+            assert_same_detections(want, other[path], path)
+        except AssertionError:
+            differ += 1
+    return "same" if not differ else f"{differ}/{len(reference)} images differ"
+
+
+def cpu_offers() -> str:
+    """The CPU's vector and matrix extensions that decide bf16 speed."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")),
+                         [])
+    except OSError:
+        flags = []
+    amx = [n for n in flags if n.startswith("amx")]
+    parts = [f"AVX2 {'yes' if 'avx2' in flags else 'no'}",
+             f"AVX-512 {'yes' if 'avx512f' in flags else 'no'}",
+             f"AVX-512 BF16 {'yes' if 'avx512_bf16' in flags else 'no'}",
+             f"AMX {'yes (' + ', '.join(amx) + ')' if amx else 'no'}"]
+    try:
+        import export
+
+        ov = export.import_openvino()
+        caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        parts.append(f"OpenVINO CPU capabilities {', '.join(caps)}")
+    except Exception:  # noqa: BLE001 - only for the description line
+        pass
+    return "; ".join(parts)
+
+
+def versions() -> str:
+    import tensorflow as tf
+
+    out = [f"Python {platform.python_version()}", f"TF {tf.__version__}"]
+    for module, name in (("onnxruntime", "ONNX Runtime"), ("openvino", "OpenVINO")):
+        try:
+            if module == "openvino":
+                import export
+
+                version = export.import_openvino().get_version().split("-")[0]
+            else:
+                version = __import__(module).__version__
+            out.append(f"{name} {version}")
+        except ImportError:
+            pass
+    return ", ".join(out)
+
+
+def _child(args: argparse.Namespace, mode: str, directory: str, batch: int) -> Dict:
+    """Run `time_one` / `ap_one` in a fresh process (isolates runtimes' thread pools and
+    any crash); retried once if the process dies."""
+    cmd = [sys.executable, os.path.abspath(__file__), f"--child={mode}",
+           f"--child_dir={directory}", f"--child_batch={batch}", f"--rounds={args.rounds}",
+           f"--runs={args.runs}", f"--warmup={args.warmup}", f"--threads={args.threads}",
+           f"--ap_json={args.ap_json}", f"--ap_images={args.ap_images}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    for attempt in (1, 2):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode == 0:
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"  {mode} {directory}: process failed (status {proc.returncode}, attempt "
+              f"{attempt}):\n{proc.stderr[-1500:]}", flush=True)
+    raise RuntimeError(f"{mode} {directory} failed twice")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", default="/tmp/bench_runtimes")
+    p.add_argument("--fpns", default="vfpn,bifpn")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--export_only", action="store_true")
+    p.add_argument("--ap_model_dir", default="")
+    p.add_argument("--ap_json", default="")
+    p.add_argument("--ap_images", default="")
+    p.add_argument("--ap_score_thresh", type=float, default=0.001)
+    p.add_argument("--out", default="")
+    p.add_argument("--child", default="", help=argparse.SUPPRESS)
+    p.add_argument("--child_dir", default="", help=argparse.SUPPRESS)
+    p.add_argument("--child_batch", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.child == "time":
+        result = time_one(args.child_dir, args.child_batch, args.rounds, args.runs,
+                          args.warmup, args.threads)
+        print(json.dumps(result))
+        return
+    if args.child == "ap":
+        print(json.dumps(ap_one(args.child_dir, args.ap_json, args.ap_images, args.threads)))
+        return
+
+    combos = [(fpn, int(b)) for b in args.batches.split(",") for fpn in args.fpns.split(",")]
+    for fpn, batch in combos:
+        print(f"export {fpn} batch {batch}", flush=True)
+        export_all(os.path.join(args.workdir, f"{fpn}_b{batch}"), fpn, batch)
+    ap_dir = os.path.join(args.workdir, "ap")
+    if args.ap_model_dir:
+        print("export the trained model", flush=True)
+        export_all(ap_dir, "", 1, args.ap_model_dir, args.ap_score_thresh)
+    if args.export_only:
+        return
+
+    start = time.time()
+    timings = {}
+    for fpn, batch in combos:
+        print(f"timing {fpn} batch {batch}", flush=True)
+        timings[(fpn, batch)] = _child(args, "time", os.path.join(args.workdir,
+                                                                   f"{fpn}_b{batch}"), batch)
+    aps = _child(args, "ap", ap_dir, 1) if args.ap_model_dir else {}
+    print(f"measured in {time.time() - start:.0f} s", flush=True)
+
+    rows = []
+    for (fpn, batch), result in timings.items():
+        base = result[BASELINE]["ms"]
+        for label, r in result.items():
+            ap = aps.get(label) if fpn == "vfpn" and batch == 1 else None
+            ap_cells = (f"{ap['AP']:.3f} | {ap['AP50']:.3f} | {ap['parity']}" if ap
+                        else " | | ")
+            rows.append(f"| {MODEL} | {fpn} | {batch} | {label} | {r['precision']} | "
+                        f"{r['ms']:.1f} | {1000.0 / r['ms']:.1f} | {r['ms'] / base:.2f} | "
+                        f"{ap_cells} |")
+    ov_note = next((r["note"] for r in next(iter(timings.values())).values()
+                    if "bf16 requested" in r["note"]), "")
+    header = [
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; {cpu_offers()}.",
+        f"Versions: {versions()}. Threads: {args.threads or 'each runtime default'}. "
+        f"End to end on {os.path.basename(IMAGE)} (1024x636 uint8, decoded outside the "
+        f"timing): median over {args.rounds} interleaved rounds of the median of {args.runs} "
+        f"calls after {args.warmup} warm-ups; random weights; one process per model and "
+        f"batch holding every runtime.",
+        (f"OpenVINO bf16 on this CPU: {ov_note}." if ov_note else ""),
+        (f"AP: {os.path.basename(os.path.dirname(args.ap_json.rstrip('/')) or args.ap_json)} "
+         f"held-out images of `{args.ap_json}`, trained checkpoint `{args.ap_model_dir}` "
+         f"exported at batch 1 with score threshold {args.ap_score_thresh}; parity: "
+         f"detections vs the TF SavedModel's (boxes 1 px, scores 1e-3)." if aps else ""),
+        "",
+        "| model | fpn | batch | runtime | precision run | ms/img | img/s | vs TF frozen | "
+        "AP | AP50 | detections vs SavedModel |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    text = "\n".join([h for h in header[:4] if h] + header[4:] + rows) + "\n"
+    print_and_save(text, args.out)
+
+
+if __name__ == "__main__":
+    main()
