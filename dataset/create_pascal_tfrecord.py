@@ -364,7 +364,10 @@ def _define_flags() -> None:
 def main(argv: List[str]) -> None:
     from absl import flags
 
+    import cli
+
     del argv
+    cli.import_tensorflow()  # keeps TF's start-up noise (CUDA probes) out of the log
     f = flags.FLAGS
     try:
         summary = create_pascal_tfrecord(
