@@ -28,7 +28,7 @@ import dataclasses
 import os
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import tensorflow as tf
 import yaml
@@ -327,6 +327,21 @@ def export_tflite(saved_model_dir: str, tflite_path: str) -> str:
     return write_file(tflite_path, model)
 
 
+def _frozen_image_arrays_graph(config: hparams_config.Config, ckpt_path: Optional[str],
+                               batch_size: Optional[int], score_thresh: Optional[float],
+                               max_output_size: Optional[int]
+                               ) -> Tuple[tf1.GraphDef, Dict[str, Any]]:
+    """The serving graph's uint8 `image_arrays` path (no base64 signature), restored from
+    `ckpt_path` and frozen, and its export settings: what ONNX and OpenVINO convert."""
+    graph = serving.build_serving_graph(config, batch_size, score_thresh, max_output_size,
+                                        with_base64=False)
+    settings = export_settings(graph, ckpt_path)
+    with tf1.Session(graph=graph.graph) as sess:
+        serving.restore_or_init(graph, sess, ckpt_path, config)
+        frozen = serving.freeze(sess, graph.graph, graph.output_node_names(with_base64=False))
+    return frozen, settings
+
+
 def export_onnx(config: hparams_config.Config, onnx_path: str, ckpt_path: Optional[str] = None,
                 batch_size: Optional[int] = 1, score_thresh: Optional[float] = None,
                 max_output_size: Optional[int] = None, opset: int = 15) -> str:
@@ -337,12 +352,8 @@ def export_onnx(config: hparams_config.Config, onnx_path: str, ckpt_path: Option
     NMS converts (ONNX's NonMaxSuppression has no soft-NMS).
     """
     _check_onnx_nms(config, "ONNX")
-    graph = serving.build_serving_graph(config, batch_size, score_thresh, max_output_size,
-                                        with_base64=False)
-    settings = export_settings(graph, ckpt_path)
-    with tf1.Session(graph=graph.graph) as sess:
-        serving.restore_or_init(graph, sess, ckpt_path, config)
-        frozen = serving.freeze(sess, graph.graph, graph.output_node_names(with_base64=False))
+    frozen, settings = _frozen_image_arrays_graph(config, ckpt_path, batch_size, score_thresh,
+                                                  max_output_size)
     ensure_parent(onnx_path)
     _tf2onnx(frozen, onnx_path, [f"{serving.IMAGE_ARRAYS}:0"], opset, "ONNX")
     write_export_settings(onnx_path, settings)
@@ -481,12 +492,8 @@ def export_openvino(config: hparams_config.Config, xml_path: str,
     (`xml_path` and the `.bin` beside it) with its export settings; see `write_openvino`.
     A dynamic batch (batch_size None) keeps per-image detections, as the TF formats do."""
     _check_onnx_nms(config, "OpenVINO")
-    graph = serving.build_serving_graph(config, batch_size, score_thresh, max_output_size,
-                                        with_base64=False)
-    settings = export_settings(graph, ckpt_path)
-    with tf1.Session(graph=graph.graph) as sess:
-        serving.restore_or_init(graph, sess, ckpt_path, config)
-        frozen = serving.freeze(sess, graph.graph, graph.output_node_names(with_base64=False))
+    frozen, settings = _frozen_image_arrays_graph(config, ckpt_path, batch_size, score_thresh,
+                                                  max_output_size)
     return write_openvino(frozen, xml_path, settings)
 
 

@@ -217,40 +217,33 @@ def _saved_model(opts: InspectOptions) -> int:
     return 0
 
 
-def _onnx_path(opts: InspectOptions) -> Tuple[str, str]:
-    """(flag, path) of the ONNX output: --onnx_path, else <saved_model_dir>/<model_name>.onnx."""
-    if opts.onnx_path:
-        return "onnx_path", opts.onnx_path
-    return "saved_model_dir", os.path.join(opts.saved_model_dir, f"{opts.model_name}.onnx")
+# The single-file export runmodes: {runmode: (output flag, default suffix, export function
+# name in export.py, what the file holds)}.
+_FILE_EXPORTS = {
+    "onnx": ("onnx_path", ".onnx", "export_onnx", "ONNX model {path} (input image_arrays:0 uint8 "
+             "[B, h, w, 3]; optional input score_thresh:0)"),
+    "openvino": ("openvino_path", ".xml", "export_openvino", "OpenVINO model {path} (+ .bin; "
+                 "inputs image_arrays:0 uint8 [B, h, w, 3], score_thresh:0)"),
+}
 
 
-def _onnx(opts: InspectOptions) -> int:
+def _file_export_path(opts: InspectOptions) -> Tuple[str, str]:
+    """(flag, path) of a single-file export: its flag (--onnx_path, --openvino_path), else
+    <saved_model_dir>/<model_name><suffix>."""
+    flag, suffix, _, _ = _FILE_EXPORTS[opts.runmode]
+    if getattr(opts, flag):
+        return flag, getattr(opts, flag)
+    return "saved_model_dir", os.path.join(opts.saved_model_dir, f"{opts.model_name}{suffix}")
+
+
+def _file_export(opts: InspectOptions) -> int:
     import export
 
-    path = export.export_onnx(load_config(opts), _onnx_path(opts)[1], opts.ckpt_path,
-                              opts.batch_size or None, opts.min_score_thresh,
-                              opts.max_boxes_to_draw)
-    print(f"wrote ONNX model {path} (input image_arrays:0 uint8 [B, h, w, 3]; optional "
-          f"input score_thresh:0)")
-    return 0
-
-
-def _openvino_path(opts: InspectOptions) -> Tuple[str, str]:
-    """(flag, path) of the OpenVINO output of --runmode=openvino: --openvino_path, else
-    <saved_model_dir>/<model_name>.xml."""
-    if opts.openvino_path:
-        return "openvino_path", opts.openvino_path
-    return "saved_model_dir", os.path.join(opts.saved_model_dir, f"{opts.model_name}.xml")
-
-
-def _openvino(opts: InspectOptions) -> int:
-    import export
-
-    path = export.export_openvino(load_config(opts), _openvino_path(opts)[1], opts.ckpt_path,
-                                  opts.batch_size or None, opts.min_score_thresh,
-                                  opts.max_boxes_to_draw)
-    print(f"wrote OpenVINO model {path} (+ .bin; inputs image_arrays:0 uint8 [B, h, w, 3], "
-          f"score_thresh:0)")
+    _, _, function, what = _FILE_EXPORTS[opts.runmode]
+    path = getattr(export, function)(load_config(opts), _file_export_path(opts)[1],
+                                     opts.ckpt_path, opts.batch_size or None,
+                                     opts.min_score_thresh, opts.max_boxes_to_draw)
+    print("wrote " + what.format(path=path))
     return 0
 
 
@@ -346,8 +339,8 @@ RUNMODES: Dict[str, Callable[[InspectOptions], int]] = {
     "saved_model_infer": lambda opts: _run_exported(opts, _detect_images),
     "saved_model_benchmark": lambda opts: _run_exported(opts, _benchmark_exported),
     "saved_model_video": lambda opts: _run_exported(opts, _video_exported),
-    "onnx": _onnx,
-    "openvino": _openvino,
+    "onnx": _file_export,
+    "openvino": _file_export,
 }
 
 
@@ -491,10 +484,8 @@ def _output_locations(opts: InspectOptions) -> List[Tuple[str, str, bool]]:
     out = []
     for flag, is_dir in _OUTPUTS[opts.runmode]:
         path = getattr(opts, flag)
-        if flag == "onnx_path":
-            flag, path = _onnx_path(opts)
-        elif flag == "openvino_path" and opts.runmode == "openvino":
-            flag, path = _openvino_path(opts)
+        if opts.runmode in _FILE_EXPORTS and flag == _FILE_EXPORTS[opts.runmode][0]:
+            flag, path = _file_export_path(opts)
         elif flag == "export_ckpt" and path:  # a prefix: its files go into its directory
             path, is_dir = os.path.dirname(path) or ".", True
         if path:

@@ -13,10 +13,12 @@ import argparse
 import os
 import sys
 
-import tensorflow as tf
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+import cli  # noqa: E402
+
+tf = cli.import_tensorflow()  # first, so that TF's start-up noise is filtered
 
 from machine import print_and_save  # noqa: E402
 

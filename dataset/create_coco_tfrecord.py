@@ -107,6 +107,55 @@ def _mask_png(segmentation: Any, height: int, width: int) -> bytes:
     return tfrecord_util.encode_png(Image.fromarray(mask.astype(np.uint8)))
 
 
+def _convert_annotations(options: CocoOptions, annotations: List[Dict[str, Any]],
+                         image_item: str, width: int, height: int, problems: List[Problem],
+                         notes: List[Tuple[str, str]]) -> Dict[str, List[Any]]:
+    """Check and convert one image's annotations into {record key: values}. A bad annotation
+    is a `Problem` and left out; a clipped box is a note."""
+    cols: Dict[str, List[Any]] = collections.defaultdict(list)
+    for ann in annotations:
+        item = f"annotation id {ann.get('id')} ({image_item})"
+        category_id = ann.get("category_id")
+        msg = validation.check_class_id(category_id, options.num_classes)
+        if msg:
+            problems.append(Problem("class_id_out_of_range", options.annotations_file, item,
+                                    msg))
+            continue
+        if options.category_names and category_id not in options.category_names:
+            problems.append(Problem("unknown_class", options.annotations_file, item,
+                                    f"category_id {category_id} is not in the json's "
+                                    f"'categories'"))
+            continue
+        check = validation.check_box_xywh(ann.get("bbox"), width, height)
+        if check.reason:
+            problems.append(Problem(check.reason, options.annotations_file, item,
+                                    check.detail))
+            continue
+        if options.include_masks:
+            try:
+                cols["image/object/mask"].append(
+                    _mask_png(ann.get("segmentation"), height, width))
+            except Exception as e:  # noqa: BLE001 - pycocotools raises bare Exceptions
+                problems.append(Problem("bad_segmentation", options.annotations_file, item,
+                                        f"cannot make a mask ({type(e).__name__}: {e})"))
+                continue
+        if check.clipped:
+            notes.append(("box_clipped_to_image", f"{options.annotations_file}: {item}"))
+        x0, y0, x1, y1 = check.box
+        cols["image/object/bbox/xmin"].append(x0 / width)
+        cols["image/object/bbox/xmax"].append(x1 / width)
+        cols["image/object/bbox/ymin"].append(y0 / height)
+        cols["image/object/bbox/ymax"].append(y1 / height)
+        cols["image/object/class/label"].append(int(category_id))
+        cols["image/object/class/text"].append(
+            options.category_names.get(category_id, str(category_id)))
+        cols["image/object/is_crowd"].append(int(bool(ann.get("iscrowd", 0))))
+        area = ann.get("area")
+        cols["image/object/area"].append(
+            float(area) if isinstance(area, (int, float)) else (x1 - x0) * (y1 - y0))
+    return cols
+
+
 def process_image(options: CocoOptions, task: CocoTask) -> WorkerResult:
     """Load, check and convert one image and its annotations into record values.
 
@@ -153,47 +202,8 @@ def process_image(options: CocoOptions, task: CocoTask) -> WorkerResult:
     }
     num_boxes = 0
     if options.has_objects:
-        cols: Dict[str, List[Any]] = collections.defaultdict(list)
-        for ann in task.annotations:
-            item = f"annotation id {ann.get('id')} ({image_item})"
-            category_id = ann.get("category_id")
-            msg = validation.check_class_id(category_id, options.num_classes)
-            if msg:
-                problems.append(Problem("class_id_out_of_range", options.annotations_file, item,
-                                        msg))
-                continue
-            if options.category_names and category_id not in options.category_names:
-                problems.append(Problem("unknown_class", options.annotations_file, item,
-                                        f"category_id {category_id} is not in the json's "
-                                        f"'categories'"))
-                continue
-            check = validation.check_box_xywh(ann.get("bbox"), width, height)
-            if check.reason:
-                problems.append(Problem(check.reason, options.annotations_file, item,
-                                        check.detail))
-                continue
-            if options.include_masks:
-                try:
-                    cols["image/object/mask"].append(
-                        _mask_png(ann.get("segmentation"), height, width))
-                except Exception as e:  # noqa: BLE001 - pycocotools raises bare Exceptions
-                    problems.append(Problem("bad_segmentation", options.annotations_file, item,
-                                            f"cannot make a mask ({type(e).__name__}: {e})"))
-                    continue
-            if check.clipped:
-                notes.append(("box_clipped_to_image", f"{options.annotations_file}: {item}"))
-            x0, y0, x1, y1 = check.box
-            cols["image/object/bbox/xmin"].append(x0 / width)
-            cols["image/object/bbox/xmax"].append(x1 / width)
-            cols["image/object/bbox/ymin"].append(y0 / height)
-            cols["image/object/bbox/ymax"].append(y1 / height)
-            cols["image/object/class/label"].append(int(category_id))
-            cols["image/object/class/text"].append(
-                options.category_names.get(category_id, str(category_id)))
-            cols["image/object/is_crowd"].append(int(bool(ann.get("iscrowd", 0))))
-            area = ann.get("area")
-            cols["image/object/area"].append(
-                float(area) if isinstance(area, (int, float)) else (x1 - x0) * (y1 - y0))
+        cols = _convert_annotations(options, task.annotations, image_item, width, height,
+                                    problems, notes)
         num_boxes = len(cols["image/object/class/label"])
         msg = validation.check_instance_count(num_boxes, options.max_instances_per_image)
         if msg:

@@ -116,49 +116,12 @@ def _find_image(image_dir: str, filename: str, stem: str) -> str:
     return path or os.path.join(image_dir, stem + ".jpg")
 
 
-def process_example(options: VocOptions, task: VocTask) -> WorkerResult:
-    """Parse, check and convert one VOC image; runs in a worker process (no TensorFlow).
-
-    The record values lack image/source_id: the parent assigns ids to written images in order.
-    `extra` holds what the json needs (file name, size, annotations without ids).
-    """
-    year_dir = os.path.join(options.data_dir, task.year)
-    xml_path = os.path.join(year_dir, options.annotations_dir, task.name + ".xml")
-    image_item = f"image '{task.name}' ({task.year})"
-    problems: List[Problem] = []
-    notes: List[Tuple[str, str]] = []
-    if not os.path.isfile(xml_path):
-        problems.append(Problem("missing_annotation_file", xml_path, image_item,
-                                "annotation xml not found"))
-        return WorkerResult(None, problems, notes)
-    try:
-        data = parse_voc_xml(xml_path)
-    except Exception as e:  # noqa: BLE001 - lxml raises XMLSyntaxError, OSError, ...
-        problems.append(Problem("bad_annotation_file", xml_path, image_item,
-                                f"cannot parse the xml ({type(e).__name__}: {e})"))
-        return WorkerResult(None, problems, notes)
-    objects = [o for o in data["object"] if isinstance(o, dict)]
-    filename = data.get("filename") if isinstance(data.get("filename"), str) else ""
-    image_path = _find_image(os.path.join(year_dir, "JPEGImages"), filename, task.name)
-    try:
-        loaded = validation.load_image_as_jpeg(image_path)
-    except validation.ImageLoadError as e:
-        problems.append(Problem(e.reason, image_path, image_item, e.detail))
-        return WorkerResult(None, problems, notes, boxes_in_skipped_image=len(objects))
-    width, height = loaded.width, loaded.height
-    size = data.get("size") if isinstance(data.get("size"), dict) else {}
-    xml_w, xml_h = _number(size.get("width")), _number(size.get("height"))
-    if xml_w and xml_h and (int(xml_w), int(xml_h)) != (width, height):
-        problems.append(Problem("image_size_mismatch", xml_path, image_item,
-                                f"<size> says {int(xml_w)}x{int(xml_h)} (WxH) but {image_path} "
-                                f"is {width}x{height}"))
-        return WorkerResult(None, problems, notes, boxes_in_skipped_image=len(objects))
-    where = f"{image_path}: {image_item}"
-    if loaded.converted_from:
-        notes.append((f"converted_to_rgb_from_{loaded.converted_from}", where))
-    if loaded.reencoded and loaded.source_format != "JPEG":
-        notes.append((f"reencoded_{loaded.source_format.lower()}_to_jpeg", where))
-
+def _convert_objects(options: VocOptions, objects: List[Dict[str, Any]], xml_path: str,
+                     image_item: str, width: int, height: int, problems: List[Problem],
+                     notes: List[Tuple[str, str]]
+                     ) -> Tuple[Dict[str, List[Any]], List[Dict[str, Any]]]:
+    """Check and convert one image's <object>s: ({record column: values}, json annotations
+    without ids). A bad object is a `Problem` and left out; clipped or ignored ones are notes."""
     keys = ("xmin", "xmax", "ymin", "ymax", "text", "label", "difficult", "truncated", "view",
             "area")
     cols: Dict[str, List[Any]] = {k: [] for k in keys}
@@ -203,6 +166,54 @@ def process_example(options: VocOptions, task: VocTask) -> WorkerResult:
         json_annotations.append({"bbox": [x0, y0, x1 - x0, y1 - y0],
                                  "area": (x1 - x0) * (y1 - y0), "category_id": class_id,
                                  "iscrowd": 0, "ignore": 0, "segmentation": []})
+    return cols, json_annotations
+
+
+def process_example(options: VocOptions, task: VocTask) -> WorkerResult:
+    """Parse, check and convert one VOC image; runs in a worker process (no TensorFlow).
+
+    The record values lack image/source_id: the parent assigns ids to written images in order.
+    `extra` holds what the json needs (file name, size, annotations without ids).
+    """
+    year_dir = os.path.join(options.data_dir, task.year)
+    xml_path = os.path.join(year_dir, options.annotations_dir, task.name + ".xml")
+    image_item = f"image '{task.name}' ({task.year})"
+    problems: List[Problem] = []
+    notes: List[Tuple[str, str]] = []
+    if not os.path.isfile(xml_path):
+        problems.append(Problem("missing_annotation_file", xml_path, image_item,
+                                "annotation xml not found"))
+        return WorkerResult(None, problems, notes)
+    try:
+        data = parse_voc_xml(xml_path)
+    except Exception as e:  # noqa: BLE001 - lxml raises XMLSyntaxError, OSError, ...
+        problems.append(Problem("bad_annotation_file", xml_path, image_item,
+                                f"cannot parse the xml ({type(e).__name__}: {e})"))
+        return WorkerResult(None, problems, notes)
+    objects = [o for o in data["object"] if isinstance(o, dict)]
+    filename = data.get("filename") if isinstance(data.get("filename"), str) else ""
+    image_path = _find_image(os.path.join(year_dir, "JPEGImages"), filename, task.name)
+    try:
+        loaded = validation.load_image_as_jpeg(image_path)
+    except validation.ImageLoadError as e:
+        problems.append(Problem(e.reason, image_path, image_item, e.detail))
+        return WorkerResult(None, problems, notes, boxes_in_skipped_image=len(objects))
+    width, height = loaded.width, loaded.height
+    size = data.get("size") if isinstance(data.get("size"), dict) else {}
+    xml_w, xml_h = _number(size.get("width")), _number(size.get("height"))
+    if xml_w and xml_h and (int(xml_w), int(xml_h)) != (width, height):
+        problems.append(Problem("image_size_mismatch", xml_path, image_item,
+                                f"<size> says {int(xml_w)}x{int(xml_h)} (WxH) but {image_path} "
+                                f"is {width}x{height}"))
+        return WorkerResult(None, problems, notes, boxes_in_skipped_image=len(objects))
+    where = f"{image_path}: {image_item}"
+    if loaded.converted_from:
+        notes.append((f"converted_to_rgb_from_{loaded.converted_from}", where))
+    if loaded.reencoded and loaded.source_format != "JPEG":
+        notes.append((f"reencoded_{loaded.source_format.lower()}_to_jpeg", where))
+
+    cols, json_annotations = _convert_objects(options, objects, xml_path, image_item, width,
+                                              height, problems, notes)
     num_boxes = len(cols["label"])
     msg = validation.check_instance_count(num_boxes, options.max_instances_per_image)
     if msg:
