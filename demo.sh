@@ -3,7 +3,7 @@
 #   generate shapes -> TFRecords (COCO converter for train, VOC converter for val)
 #   -> train VFPN-d0 from scratch -> COCO eval -> export a SavedModel -> draw detections
 #
-#   ./demo.sh            the real thing (about 8 minutes on 2 CPU cores, after the install)
+#   ./demo.sh            the real thing (about 12 minutes on 2 CPU cores, after the install)
 #   ./demo.sh --quick    the same steps at a tiny size (a minute or two; used by the tests)
 #
 # Outputs go to $DEMO_DIR (default: demo/ in this checkout, or demo-quick/ with --quick). A
@@ -27,13 +27,13 @@ if [ "$QUICK" = 1 ]; then
     SIZE="image_size=128,fpn_num_filters=16,fpn_cell_repeats=2,box_class_repeats=1"
 else
     OUT=${DEMO_DIR:-demo}
-    NUM_TRAIN=512; NUM_VAL=64; BATCH=8; EPOCHS=3; SHARDS=4
+    NUM_TRAIN=512; NUM_VAL=64; BATCH=8; EPOCHS=5; SHARDS=4
     SIZE="image_size=256"
 fi
-# The sample-dataset recipe (README, "Learning on the sample dataset"): a short from-scratch
-# run needs a quick warm-up, Adam and batch-norm statistics that keep up.
+# The short-run recipe (README, Quick start, "A recipe for short runs from scratch"): a short
+# from-scratch run needs a quick warm-up, Adam and batch-norm statistics that keep up.
 HPARAMS="num_classes=3,$SIZE,moving_average_decay=0,batch_norm_momentum=0.9"
-HPARAMS="$HPARAMS,train_scale_min=0.8,train_scale_max=1.2,optimizer=adam,learning_rate=0.016"
+HPARAMS="$HPARAMS,train_scale_min=0.8,train_scale_max=1.2,optimizer=adam,learning_rate=0.032"
 HPARAMS="$HPARAMS,lr_warmup_init=0.0001,lr_warmup_epoch=0.5"
 
 start=$(date +%s)
