@@ -129,12 +129,15 @@ def _network_outputs(config, images, weights=None):
         fetch = {}
         for name, outputs in (("fpn", feats), ("class", cls), ("box", box)):
             fetch.update({f"{name}_{lv}": t for lv, t in outputs.items()})
+        variables = {v.op.name: v for v in tf1.global_variables()}
+        # All assignments built before the session runs: one graph, one run (loading them one
+        # by one extends the graph per variable, which took minutes).
+        overwrite = [v.assign(weights[name]) for name, v in variables.items()
+                     if weights is not None and name in weights]
         with tf1.Session() as s:
             s.run(tf1.global_variables_initializer())
-            for v in tf1.global_variables():
-                if weights is not None and v.op.name in weights:
-                    v.load(weights[v.op.name], s)
-            return s.run(fetch), {v.op.name: s.run(v) for v in tf1.global_variables()}
+            s.run(overwrite)
+            return s.run(fetch), s.run(variables)
 
 
 @pytest.mark.parametrize("zero_init", [True, False])
