@@ -3,7 +3,7 @@
 #   generate shapes -> TFRecords (COCO converter for train, VOC converter for val)
 #   -> train VFPN-d0 from scratch -> COCO eval -> export a SavedModel -> draw detections
 #
-#   ./demo.sh            the real thing (about 12 minutes on 2 CPU cores, after the install)
+#   ./demo.sh            the real thing (about 11 minutes on 2 CPU cores, after the install)
 #   ./demo.sh --quick    the same steps at a tiny size (a minute or two; used by the tests)
 #
 # Outputs go to $DEMO_DIR (default: demo/ in this checkout, or demo-quick/ with --quick). A
