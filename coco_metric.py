@@ -1,4 +1,5 @@
-"""COCO box evaluation (pycocotools) for the Estimator eval and for detections json files.
+"""COCO box evaluation (pycocotools) of accumulated batches and of detections json files (the
+Estimator eval wraps `EvaluationMetric` in coco_metric_ops.py).
 
 Metrics are the standard COCO bbox numbers of Lin et al., "Microsoft COCO: Common Objects in
 Context" (ECCV 2014), computed by pycocotools' `COCOeval`: AP (mean over IoU 0.50:0.95), AP50,
@@ -230,22 +231,6 @@ def _load_results(gt: COCO, results: List[Dict[str, Any]]) -> COCO:
         return gt.loadRes([dict(r, bbox=list(r["bbox"])) for r in results])
 
 
-def metric_error_message(error: BaseException) -> Optional[str]:
-    """The `CocoMetricError` text inside `error`, else None.
-
-    In graph mode an error raised by `update_state` reaches the caller as a
-    tf.errors.InvalidArgumentError whose text is a TF stack around our one line; a CLI can print
-    just that line."""
-    if isinstance(error, CocoMetricError):
-        return str(error)
-    marker = CocoMetricError.__name__ + ": "
-    text = str(getattr(error, "message", "") or error)
-    start = text.find(marker)
-    if start < 0:
-        return None
-    return text[start + len(marker):].split("\n", 1)[0].strip()
-
-
 # -------------------------------------------------------------------------------------------------
 # Running COCOeval
 # -------------------------------------------------------------------------------------------------
@@ -378,13 +363,37 @@ def _unknown_ids_message(missing: Sequence[int], json_path: str) -> str:
 # -------------------------------------------------------------------------------------------------
 
 
+def _batch_image_ids(dets: np.ndarray, real: np.ndarray, row_ids: np.ndarray,
+                     source_ids: Any) -> np.ndarray:
+    """[B] int64 image ids of a batch from its `source_ids`, checked against the detection rows'
+    column 0 (`row_ids`, valid where `real`): each row must belong to an image of the batch,
+    and with [B, K, 7] detections to its own batch element."""
+    batch_ids = _image_ids(source_ids, "source_ids")
+    if dets.ndim == 3:
+        if len(batch_ids) != dets.shape[0]:
+            raise CocoMetricError(f"source_ids has {len(batch_ids)} ids for a batch of "
+                                  f"{dets.shape[0]} detections")
+        expected = np.repeat(batch_ids, dets.shape[1])
+        wrong = real & (row_ids != expected)
+        if np.any(wrong):
+            i = int(np.argmax(wrong))
+            raise CocoMetricError(
+                f"detection row source_id {row_ids[i]} differs from the batch's source_id "
+                f"{expected[i]}: column 0 of each detection row must be its image's id")
+    stray = real & ~np.isin(row_ids, batch_ids)
+    if np.any(stray):
+        raise CocoMetricError(
+            f"detection rows of image ids {sorted(set(row_ids[stray].tolist()))[:5]} are "
+            "not among the batch's source_ids")
+    return batch_ids
+
+
 class EvaluationMetric:
-    """COCO bbox metric accumulated over batches (numpy), with an Estimator adapter.
+    """COCO bbox metric accumulated over batches (numpy; coco_metric_ops.py makes Estimator ops).
 
     Ground truth comes from `filename` (a COCO instances json) when given, otherwise from the
     `groundtruth_data` passed to `update_state`. With `testdev_dir`, detections are written there
-    for the COCO test-dev server and metrics are -1. State lasts until `reset_states`; the
-    Estimator adapter makes one instance per eval graph, so each evaluation starts empty.
+    for the COCO test-dev server and metrics are -1. State lasts until `reset_states`.
     """
 
     def __init__(self, filename: Optional[str] = None, testdev_dir: Optional[str] = None,
@@ -458,58 +467,11 @@ class EvaluationMetric:
         if np.any(real):
             row_ids[real] = _image_ids(flat[real, 0], "detections")
 
-        if source_ids is not None:
-            batch_ids = _image_ids(source_ids, "source_ids")
-            if dets.ndim == 3:
-                if len(batch_ids) != dets.shape[0]:
-                    raise CocoMetricError(f"source_ids has {len(batch_ids)} ids for a batch of "
-                                          f"{dets.shape[0]} detections")
-                expected = np.repeat(batch_ids, dets.shape[1])
-                wrong = real & (row_ids != expected)
-                if np.any(wrong):
-                    i = int(np.argmax(wrong))
-                    raise CocoMetricError(
-                        f"detection row source_id {row_ids[i]} differs from the batch's source_id "
-                        f"{expected[i]}: column 0 of each detection row must be its image's id")
-            stray = real & ~np.isin(row_ids, batch_ids)
-            if np.any(stray):
-                raise CocoMetricError(
-                    f"detection rows of image ids {sorted(set(row_ids[stray].tolist()))[:5]} are "
-                    "not among the batch's source_ids")
-        else:
-            batch_ids = np.unique(row_ids[real])
-
+        batch_ids = (_batch_image_ids(dets, real, row_ids, source_ids)
+                     if source_ids is not None else np.unique(row_ids[real]))
         padding = batch_ids == PADDING_IMAGE_ID
-        gt = None
-        if self._gt_json is not None:
-            missing = sorted(set(batch_ids[~padding].tolist()) - self._json_image_ids)
-            if missing:
-                raise CocoMetricError(_unknown_ids_message(missing, self.filename))
-        elif not self.testdev_dir:
-            if groundtruth_data is None:
-                raise CocoMetricError("no ground truth: pass groundtruth_data to update_state or "
-                                      "a COCO json (--val_json_file) to EvaluationMetric")
-            if source_ids is None:
-                raise CocoMetricError("source_ids are needed with groundtruth_data (one per "
-                                      "image)")
-            gt = np.asarray(groundtruth_data)
-            if gt.ndim != 3 or gt.shape[-1] != 7 or gt.shape[0] != len(batch_ids):
-                raise CocoMetricError(
-                    f"groundtruth_data must be [B={len(batch_ids)}, M, 7] (ymin, xmin, ymax, "
-                    f"xmax, is_crowd, area, class), got shape {gt.shape}")
-
-        # An image seen twice (a repeated dataset, a padded last batch) would count its ground
-        # truth twice; keep its first occurrence and report how many were skipped.
-        keep_image = ~padding
-        for b, image_id in enumerate(batch_ids.tolist()):
-            if padding[b]:
-                continue  # a blank image that fills the last batch: not part of the split
-            if image_id in self._seen:
-                keep_image[b] = False
-                self._duplicates += 1
-            else:
-                self._seen.add(image_id)
-                self._image_ids.append(image_id)
+        gt = self._checked_groundtruth(groundtruth_data, source_ids, batch_ids, padding)
+        keep_image = self._first_sightings(batch_ids, padding)
         if dets.ndim == 3 and source_ids is not None:
             # Per batch element, so that an image repeated inside one batch is also taken once.
             take = real & np.repeat(keep_image, dets.shape[1])
@@ -521,6 +483,49 @@ class EvaluationMetric:
 
         if gt is not None:
             self._add_groundtruth(gt, batch_ids, keep_image)
+
+    def _checked_groundtruth(self, groundtruth_data: Optional[np.ndarray],
+                             source_ids: Optional[np.ndarray], batch_ids: np.ndarray,
+                             padding: np.ndarray) -> Optional[np.ndarray]:
+        """The batch's [B, M, 7] records ground truth (None with a json or test-dev), after
+        checking that the batch's images are known to the json, or that the ground truth fits."""
+        if self._gt_json is not None:
+            missing = sorted(set(batch_ids[~padding].tolist()) - self._json_image_ids)
+            if missing:
+                raise CocoMetricError(_unknown_ids_message(missing, self.filename))
+            return None
+        if self.testdev_dir:
+            return None
+        if groundtruth_data is None:
+            raise CocoMetricError("no ground truth: pass groundtruth_data to update_state or "
+                                  "a COCO json (--val_json_file) to EvaluationMetric")
+        if source_ids is None:
+            raise CocoMetricError("source_ids are needed with groundtruth_data (one per image)")
+        gt = np.asarray(groundtruth_data)
+        if gt.ndim != 3 or gt.shape[-1] != 7 or gt.shape[0] != len(batch_ids):
+            raise CocoMetricError(
+                f"groundtruth_data must be [B={len(batch_ids)}, M, 7] (ymin, xmin, ymax, "
+                f"xmax, is_crowd, area, class), got shape {gt.shape}")
+        return gt
+
+    def _first_sightings(self, batch_ids: np.ndarray, padding: np.ndarray) -> np.ndarray:
+        """[B] bool: the batch's images seen here for the first time (recorded as seen).
+
+        An image seen twice (a repeated dataset, a padded last batch) would count its ground
+        truth twice; only its first occurrence is kept and the repeats are counted for a
+        warning. Padding images (the blank fill of the last batch) are not part of the split.
+        """
+        keep_image = ~padding
+        for b, image_id in enumerate(batch_ids.tolist()):
+            if padding[b]:
+                continue
+            if image_id in self._seen:
+                keep_image[b] = False
+                self._duplicates += 1
+            else:
+                self._seen.add(image_id)
+                self._image_ids.append(image_id)
+        return keep_image
 
     def _add_groundtruth(self, gt: np.ndarray, batch_ids: np.ndarray,
                          keep_image: np.ndarray) -> None:
@@ -615,82 +620,3 @@ class EvaluationMetric:
                          self.filename or "the records")
         self._cached = metrics
         return dict(metrics)
-
-    # --- Estimator adapter ---------------------------------------------------------------------
-
-    def _update_np(self, detections: np.ndarray, groundtruth_data: Optional[np.ndarray] = None,
-                   source_ids: Optional[np.ndarray] = None) -> np.ndarray:
-        self.update_state(detections, groundtruth_data, source_ids)
-        return np.zeros([], np.int32)
-
-    def _result_np(self) -> np.ndarray:
-        metrics = self.result()
-        return np.asarray([metrics.get(n, UNDEFINED) for n in self.metric_names], np.float32)
-
-    def estimator_metric_fn(self, detections: tf.Tensor,
-                            groundtruth_data: Optional[tf.Tensor] = None,
-                            source_ids: Optional[tf.Tensor] = None
-                            ) -> Dict[str, Tuple[tf.Tensor, tf.Operation]]:
-        """`{name: (value, update_op)}` for Estimator `eval_metric_ops` (graph mode).
-
-        The update op runs `update_state` on each batch's numpy values; every value is a float32
-        scalar sliced from one op that runs `result()` once, after the last batch (the Estimator
-        evaluates all value tensors in one session.run). Arguments are as in `update_state`.
-
-        The state lives in this Python object, so the eval must run as one replica (no
-        eval_distribute strategy); on TPU, call this in the host-side metric_fn. An input error
-        reaches the caller as tf.errors.InvalidArgumentError; `metric_error_message` extracts
-        our one-line message from it.
-        """
-        inputs = [detections]
-        if groundtruth_data is not None:
-            inputs.append(groundtruth_data)
-        if source_ids is not None:
-            inputs.append(source_ids)
-        has_gt, has_ids = groundtruth_data is not None, source_ids is not None
-
-        def update(dets, *rest):
-            gt = rest[0] if has_gt else None
-            ids = rest[-1] if has_ids else None
-            return self._update_np(dets, gt, ids)
-
-        names = self.metric_names
-        with tf.name_scope("coco_metric"):
-            update_op = tf.compat.v1.numpy_function(update, inputs, tf.int32, stateful=True,
-                                                    name="update")
-            values = tf.compat.v1.numpy_function(self._result_np, [], tf.float32,
-                                                 stateful=True, name="result")
-            values.set_shape([len(names)])
-            update_op = update_op.op
-            return {name: (values[i], update_op) for i, name in enumerate(names)}
-
-
-def estimator_metric_fn(detections: tf.Tensor, groundtruth_data: Optional[tf.Tensor] = None,
-                        source_ids: Optional[tf.Tensor] = None, *,
-                        filename: Optional[str] = None, testdev_dir: Optional[str] = None,
-                        label_map: Union[None, str, LabelMap] = None,
-                        num_classes: Optional[int] = None,
-                        val_json_file: Optional[str] = None
-                        ) -> Dict[str, Tuple[tf.Tensor, tf.Operation]]:
-    """COCO `eval_metric_ops` for one eval graph: a fresh `EvaluationMetric` per call.
-
-    Args:
-      detections: [B, K, 7] float (source_id, x, y, w, h, score, class), original image pixels.
-      groundtruth_data: [B, M, 7] float (ymin, xmin, ymax, xmax, is_crowd, area, class), original
-        image pixels, padded with -1; used when `filename` is None.
-      source_ids: [B] image ids (float, int or numeric string).
-      filename: COCO instances json, or None for ground truth from the records.
-      testdev_dir: write the test-dev results json there; metrics are then -1.
-      label_map: {class id: name}; gives the per-class 'AP_/<name>' metrics.
-      num_classes: per-class metrics for ids 1..num_classes when no label map or json names them.
-      val_json_file: the same as `filename`, under the flag's name.
-
-    Returns:
-      {metric name: (float32 scalar value tensor, update op)}.
-    """
-    if filename and val_json_file and filename != val_json_file:
-        raise ValueError(f"filename={filename} and val_json_file={val_json_file} disagree")
-    filename = filename or val_json_file
-    metric = EvaluationMetric(filename=filename, testdev_dir=testdev_dir, label_map=label_map,
-                              num_classes=num_classes)
-    return metric.estimator_metric_fn(detections, groundtruth_data, source_ids)

@@ -37,7 +37,6 @@ Python before any graph is built.
 
 from __future__ import annotations
 
-import struct
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
@@ -45,9 +44,9 @@ from absl import logging
 
 import anchors
 import coco_metric
-import errors
 import hparams_config
 from dataset import tfrecord_util
+from record_files import InputError, list_record_files
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -61,128 +60,7 @@ READ_BUFFER_BYTES = 8 * 1024 * 1024  # per open file; large sequential reads hel
 # object, and their log-size box targets would be huge (a cause of NaN losses).
 MIN_TRAIN_BOX_SIDE = 0.5
 
-# Files a glob may catch next to the shards that are certainly not TFRecords (e.g. the
-# VOC converter's json lies in the output directory). They are skipped with a warning.
-NON_RECORD_SUFFIXES = (".json", ".yaml", ".yml", ".txt", ".xml", ".csv", ".md", ".jpg", ".jpeg",
-                       ".png", ".py", ".log")
-
 _MAX_EXACT_ID = coco_metric.MAX_EXACT_FLOAT32_INT  # the integers float32 holds exactly
-
-
-class InputError(errors.UsageError):
-    """A bad --training_file_pattern / --validation_file_pattern or batch size."""
-
-
-# -------------------------------------------------------------------------------------------------
-# File patterns
-# -------------------------------------------------------------------------------------------------
-def _crc32c_table() -> List[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC32C_TABLE = _crc32c_table()
-
-
-def _masked_crc32c(data: bytes) -> int:
-    """The TFRecord checksum: CRC-32C (Castagnoli), rotated right by 15 bits, plus a constant."""
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def is_tfrecord_file(path: str) -> bool:
-    """True if `path` starts with a valid (uncompressed) TFRecord header, or is empty.
-
-    Reads 12 bytes: the first record's uint64 length and its masked CRC-32C. An empty file is a
-    valid TFRecord file with no records.
-    """
-    with tf.io.gfile.GFile(path, "rb") as f:
-        head = f.read(12)
-    if not head:
-        return True
-    if len(head) < 12:
-        return False
-    length_bytes, crc = head[:8], struct.unpack("<I", head[8:12])[0]
-    return _masked_crc32c(length_bytes) == crc
-
-
-def list_record_files(file_pattern: str, flag: str) -> List[str]:
-    """The TFRecord files of a comma-separated list of globs; errors name `flag`.
-
-    Each glob must match at least one file. Matches that end in `NON_RECORD_SUFFIXES` (e.g. the
-    ground-truth json written next to the shards) and directories are skipped with a warning;
-    any other file whose header is not a TFRecord header is an error, because reading it would
-    fail deep inside the graph with an opaque message.
-
-    Raises:
-      InputError: empty pattern, a glob without matches, no TFRecord file left, or a file that is
-        not a TFRecord.
-    """
-    example = f"{flag}='tfrecord/train-*.tfrecord'"
-    if not file_pattern or not str(file_pattern).strip():
-        raise InputError(f"{flag} is empty: pass the glob of the TFRecord shards, e.g. {example}.")
-    patterns = [p.strip() for p in str(file_pattern).split(",") if p.strip()]
-    matched: List[str] = []
-    for pattern in patterns:
-        found = sorted(tf.io.gfile.glob(pattern))
-        if not found:
-            raise InputError(f"{flag}={pattern} matches no file; check the path (quote the glob "
-                             f"so the shell does not expand it), e.g. {example}.")
-        matched.extend(f for f in found if f not in matched)
-    skipped = [f for f in matched
-               if f.lower().endswith(NON_RECORD_SUFFIXES) or tf.io.gfile.isdir(f)]
-    files = [f for f in matched if f not in skipped]
-    if skipped:
-        logging.warning("%s=%s: skipping %d match(es) that are not TFRecord files: %s", flag,
-                        file_pattern, len(skipped), ", ".join(skipped[:3]) +
-                        (", ..." if len(skipped) > 3 else ""))
-    if not files:
-        raise InputError(f"{flag}={file_pattern} matches no TFRecord file, only "
-                         f"{', '.join(skipped[:3])}; point it at the shards, e.g. {example}.")
-    for path in files:
-        if not is_tfrecord_file(path):
-            raise InputError(f"{flag}={file_pattern} matches {path}, which is not a TFRecord file "
-                             f"(bad record header; compressed records are not supported); "
-                             f"narrow the glob to the shards, e.g. {example}.")
-    if all(tf.io.gfile.stat(f).length == 0 for f in files):
-        raise InputError(f"{flag}={file_pattern}: every matching file is empty ({files[0]} ...); "
-                         f"re-create the records with the dataset converters.")
-    return files
-
-
-def find_broken_record_file(files: Sequence[str]) -> Optional[Tuple[str, str]]:
-    """(path, what is wrong) of the first file whose record framing is broken, else None.
-
-    Walks each file's record headers (length, length checksum) without reading the payloads,
-    so it takes one small read per record: used after TensorFlow reported a corrupted or
-    truncated record without naming the file.
-    """
-    for path in files:
-        size = tf.io.gfile.stat(path).length
-        offset, index = 0, 0
-        with tf.io.gfile.GFile(path, "rb") as f:
-            while offset < size:
-                f.seek(offset)
-                head = f.read(12)
-                if len(head) < 12:
-                    return path, f"truncated header of record {index} at byte {offset}"
-                if _masked_crc32c(head[:8]) != struct.unpack("<I", head[8:12])[0]:
-                    return path, f"bad header checksum of record {index} at byte {offset}"
-                length = struct.unpack("<Q", head[:8])[0]
-                offset += 12 + length + 4
-                if offset > size:
-                    return path, (f"record {index} is truncated: it needs {offset - size} more "
-                                  f"bytes than the file holds")
-                index += 1
-    return None
 
 
 # -------------------------------------------------------------------------------------------------
@@ -216,35 +94,12 @@ def _message(*parts: Any) -> tf.Tensor:
     return tf.strings.join([p if isinstance(p, str) else _str(p) for p in parts])
 
 
-def parse_record(serialized: tf.Tensor, num_classes: int,
-                 max_instances: int) -> Dict[str, tf.Tensor]:
-    """Parse and check one serialized tf.train.Example; decode its image.
-
-    Missing keys fall back as the reference decoder: image/source_id '' (-> -1),
-    image/object/is_crowd all 0. A missing image/object/area becomes the box area in original
-    pixels (the reference uses normalized units there, which puts every object into COCO's
-    'small' area range when no json is given).
-
-    Returns:
-      image: uint8 [h, w, 3] (grayscale/RGBA are converted to 3 channels).
-      source_id: float32 scalar, the numeric image/source_id ('' -> -1).
-      boxes: float32 [N, 4], normalized [ymin, xmin, ymax, xmax].
-      classes: int32 [N], class ids 1..num_classes.
-      is_crowd: bool [N].
-      area: float32 [N], original pixels.
-    The checks (see module docstring) run before anything that uses the values.
-    """
-    ex = tf.io.parse_single_example(serialized, _FEATURES)
-    raw_id = tf.strings.strip(ex["image/source_id"])
-    coords = [_dense(ex[f"image/object/bbox/{k}"]) for k in ("ymin", "xmin", "ymax", "xmax")]
-    labels = _dense(ex["image/object/class/label"])
-    crowd = _dense(ex["image/object/is_crowd"])
-    area = _dense(ex["image/object/area"])
+def _record_checks(where: tf.Tensor, raw_id: tf.Tensor, coords: List[tf.Tensor],
+                   labels: tf.Tensor, crowd: tf.Tensor, area: tf.Tensor, num_classes: int,
+                   max_instances: int) -> Tuple[tf.Tensor, List[tf.Operation]]:
+    """(the float64 source id, the assert ops) of one parsed record; `parse_record` runs the
+    asserts before it uses any value they guard. Each message names the record (`where`)."""
     n = tf.size(labels)
-    # No quotes in messages: the assertion text escapes them.
-    where = _message("TFRecord with image/source_id=",
-                     tf.where(tf.equal(raw_id, ""), "(empty)", raw_id))
-
     checks = []
     numeric = tf.logical_or(tf.equal(raw_id, ""), tf.strings.regex_full_match(raw_id, r"-?\d+"))
     numeric_check = tf.debugging.Assert(numeric, [_message(
@@ -275,6 +130,38 @@ def parse_record(serialized: tf.Tensor, num_classes: int,
         where, " has class ids ", tf.strings.reduce_join(_str(labels), separator=","),
         " outside 1..num_classes=", str(num_classes), "; set the num_classes hparam or fix the "
         "label map used for conversion")]))
+    return id64, checks
+
+
+def parse_record(serialized: tf.Tensor, num_classes: int,
+                 max_instances: int) -> Dict[str, tf.Tensor]:
+    """Parse and check one serialized tf.train.Example; decode its image.
+
+    Missing keys fall back as the reference decoder: image/source_id '' (-> -1),
+    image/object/is_crowd all 0. A missing image/object/area becomes the box area in original
+    pixels (the reference uses normalized units there, which puts every object into COCO's
+    'small' area range when no json is given).
+
+    Returns:
+      image: uint8 [h, w, 3] (grayscale/RGBA are converted to 3 channels).
+      source_id: float32 scalar, the numeric image/source_id ('' -> -1).
+      boxes: float32 [N, 4], normalized [ymin, xmin, ymax, xmax].
+      classes: int32 [N], class ids 1..num_classes.
+      is_crowd: bool [N].
+      area: float32 [N], original pixels.
+    The checks (see module docstring) run before anything that uses the values.
+    """
+    ex = tf.io.parse_single_example(serialized, _FEATURES)
+    raw_id = tf.strings.strip(ex["image/source_id"])
+    coords = [_dense(ex[f"image/object/bbox/{k}"]) for k in ("ymin", "xmin", "ymax", "xmax")]
+    labels = _dense(ex["image/object/class/label"])
+    crowd = _dense(ex["image/object/is_crowd"])
+    area = _dense(ex["image/object/area"])
+    # No quotes in messages: the assertion text escapes them.
+    where = _message("TFRecord with image/source_id=",
+                     tf.where(tf.equal(raw_id, ""), "(empty)", raw_id))
+    id64, checks = _record_checks(where, raw_id, coords, labels, crowd, area, num_classes,
+                                  max_instances)
     # The stack waits for the checks, so lists of different lengths fail with the message
     # above rather than inside the Pack op.
     with tf.control_dependencies(checks):

@@ -355,8 +355,9 @@ def _optimizer(config: Config, run: RunContext, learning_rate: tf.Tensor):
 
 def _eval_metric_ops(cls_outputs, box_outputs, labels, config: Config, run: RunContext,
                      losses):
-    import coco_metric  # eval-only dependencies
+    import coco_metric_ops  # eval-only dependencies (pycocotools)
     import postprocess
+    from dataset import label_maps
 
     dets = postprocess.generate_detections(
         cls_outputs, box_outputs, config, labels["image_scales"], score_thresh=0.0,
@@ -367,10 +368,11 @@ def _eval_metric_ops(cls_outputs, box_outputs, labels, config: Config, run: RunC
     source = tf.tile(tf.cast(labels["source_ids"], tf.float32)[:, None], [1, k])
     rows = tf.stack([source, xmin, ymin, xmax - xmin, ymax - ymin, dets["scores"],
                      tf.cast(dets["classes"], tf.float32)], axis=-1)
-    metrics = coco_metric.estimator_metric_fn(
+    metrics = coco_metric_ops.estimator_metric_fn(
         rows, labels["groundtruth_data"], labels["source_ids"],
         val_json_file=run.val_json_file, testdev_dir=run.testdev_dir,
-        label_map=config.label_map if isinstance(config.label_map, dict) else None)
+        # Per-class AP names: the model's own (as drawn), else the json's category names.
+        label_map=label_maps.for_config(config) or None)
     for name, value in losses.items():
         metrics[name] = tf1.metrics.mean(value)
     return metrics

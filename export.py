@@ -37,6 +37,7 @@ import checkpoint_io
 import errors
 import hparams_config
 import postprocess
+import run_dir
 import serving
 import utils
 
@@ -94,7 +95,7 @@ def other_run_problem(directory: str) -> Optional[str]:
         return None
     names = tf.io.gfile.listdir(directory)
     found = sorted({n.rstrip("/") for n in names
-                    if n == os.path.basename(hparams_config.default_config_path(directory))
+                    if n == os.path.basename(run_dir.config_path(directory))
                     or n == _CHECKPOINT_STATE or n.endswith(".index")})
     if not found:
         return None
@@ -200,7 +201,7 @@ def save_dry_run(config: hparams_config.Config, logdir: str, model_name: str,
         writer = tf1.summary.FileWriter(logdir, net.graph)
         writer.flush()
         writer.close()
-    config.save_to_yaml(hparams_config.default_config_path(logdir))
+    config.save_to_yaml(run_dir.config_path(logdir))
     return {"checkpoint": prefix, "graph": graph_path}
 
 
@@ -294,7 +295,7 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
     _save_saved_model(graph, frozen, saved_model_dir)
     frozen_path = write_file(os.path.join(saved_model_dir, f"{model_name}_frozen.pb"),
                              frozen.SerializeToString())
-    config.save_to_yaml(hparams_config.default_config_path(saved_model_dir))
+    config.save_to_yaml(run_dir.config_path(saved_model_dir))
     write_export_settings(saved_model_dir, settings)
     write_export_settings(frozen_path, settings)
     tflite = None

@@ -18,8 +18,7 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
-import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
@@ -113,7 +112,7 @@ class Config:
         return f"Config({self.as_dict()!r})"
 
     def __str__(self) -> str:
-        return yaml.safe_dump(_to_yamlable(self.as_dict()), default_flow_style=False)
+        return yaml.safe_dump(to_yamlable(self.as_dict()), default_flow_style=False)
 
     def __deepcopy__(self, memo):
         return Config(copy.deepcopy(self.as_dict(), memo))
@@ -158,7 +157,7 @@ class Config:
 
     @classmethod
     def load_from_yaml(cls, path: str) -> Config:
-        return cls(_read_yaml(path))
+        return cls(read_yaml(path))
 
 
 def _unknown_key_message(key: str, valid: Iterable[str]) -> str:
@@ -168,15 +167,15 @@ def _unknown_key_message(key: str, valid: Iterable[str]) -> str:
     return f"unknown hparam key '{key}'.{hint} Valid keys: see hparams_config.py."
 
 
-def _to_yamlable(value: Any) -> Any:
+def to_yamlable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _to_yamlable(v) for k, v in value.items()}
+        return {k: to_yamlable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_yamlable(v) for v in value]
+        return [to_yamlable(v) for v in value]
     return value
 
 
-def _read_yaml(path: str) -> Dict[str, Any]:
+def read_yaml(path: str) -> Dict[str, Any]:
     import tensorflow as tf
 
     if not tf.io.gfile.exists(path):
@@ -268,7 +267,7 @@ def _override_layers(values: Union[str, Mapping[str, Any], None]) -> List[Dict[s
             if pending:
                 layers.append(parse_override_string(",".join(pending)))
                 pending = []
-            layers.append(_read_yaml(piece))
+            layers.append(read_yaml(piece))
         elif "=" not in piece:
             raise HparamsError(
                 f"invalid hparams '{piece}': use key=value pairs separated by commas, or the "
@@ -551,114 +550,3 @@ def get_detection_config(model_name: str,
 def image_hw(config: Config) -> Tuple[int, int]:
     """(height, width) of the network input for `config`."""
     return utils.parse_image_size(config.image_size)
-
-
-CONFIG_FILE = "config.yaml"
-
-# Keys that may differ between a model directory's saved config and a later run on it: they
-# change neither the variables nor the data the model was trained on. Everything else is the
-# model, and a run that disagrees with the saved value stops before building anything.
-RUNTIME_KEYS = ("nms_configs", "label_map", "num_epochs")
-# Eval, export and inference may also run at another input size or precision than training
-# did (the variables are the same; e.g. export at 1920x1280 a model trained at 512).
-INFERENCE_RUNTIME_KEYS = RUNTIME_KEYS + ("image_size", "precision")
-# Keys of older config.yaml files that are no longer hparams (run options now); ignored on read.
-_RETIRED_KEYS = ("use_tpu", "strategy")
-
-
-def config_path(model_dir: str) -> str:
-    """Where a model directory keeps the config it was trained with."""
-    return os.path.join(model_dir, CONFIG_FILE)
-
-
-def default_config_path(model_dir: str) -> str:
-    return config_path(model_dir)
-
-
-def read_saved_config(model_dir: Optional[str], model_name: Optional[str] = None
-                      ) -> Optional[Config]:
-    """The config saved in `model_dir` (gs:// works), or None when it has none.
-
-    `model_name` None means "whatever the directory was trained as"; a different name is an
-    error naming both.
-    """
-    import tensorflow as tf
-
-    if not model_dir:
-        return None
-    path = config_path(model_dir)
-    if not tf.io.gfile.exists(path):
-        return None
-    saved = _read_yaml(path)
-    for key in _RETIRED_KEYS:
-        saved.pop(key, None)
-    name = saved.get("name") or model_name
-    if model_name and name != model_name:
-        raise HparamsError(
-            f"'{path}' was written for {name}, but --model_name is {model_name}; pass "
-            f"--model_name={name}.")
-    if name not in efficientdet_model_param_dict:
-        raise HparamsError(f"'{path}': unknown model name {name!r}.")
-    config = get_efficientdet_config(name)
-    config.override(saved, allow_new_keys=False)
-    return validate(config)
-
-
-def differences(a: Config, b: Config, prefix: str = "") -> List[Tuple[str, Any, Any]]:
-    """(key, value in a, value in b) for every key whose values differ; nested keys dotted."""
-    out = []
-    for key in list(a.keys()) + [k for k in b.keys() if k not in a]:
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, Config) and isinstance(vb, Config):
-            out.extend(differences(va, vb, prefix + key + "."))
-        elif _yaml_form(va) != _yaml_form(vb):
-            out.append((prefix + key, va, vb))
-    return out
-
-
-def _yaml_form(value: Any) -> Any:
-    """Values as they compare after a YAML round trip (tuples are lists, mappings dicts)."""
-    if isinstance(value, Config):
-        value = value.as_dict()
-    return _to_yamlable(value)
-
-
-def check_against_saved(saved: Config, config: Config, model_dir: str,
-                        may_differ: Sequence[str]) -> None:
-    """Stop with one line when `config` disagrees with the saved one on a model key.
-
-    `may_differ` lists top-level keys (see RUNTIME_KEYS) that are allowed to differ.
-    """
-    bad = [(k, a, b) for k, a, b in differences(saved, config)
-           if k.split(".")[0] not in may_differ]
-    if bad:
-        listed = "; ".join(f"{k}: trained with {a!r}, given {b!r}" for k, a, b in bad)
-        raise HparamsError(
-            f"--hparams disagree with {config_path(model_dir)} on what the model is: {listed}. "
-            f"Drop them (the saved values are used), or train into a new --model_dir. Only "
-            f"{', '.join(may_differ)} may differ.")
-
-
-def load_run_config(model_name: Optional[str],
-                    overrides: Union[str, Mapping[str, Any], None] = None,
-                    model_dir: Optional[str] = None, training: bool = False) -> Config:
-    """The config of a run: `model_dir/config.yaml` when it exists (written by training), else
-    the `model_name` preset; then `overrides`. Validated.
-
-    With a saved config, overrides may change only the runtime keys (INFERENCE_RUNTIME_KEYS, or
-    RUNTIME_KEYS when `training` resumes the directory); any other difference is an error that
-    lists each key with both values, raised before anything is built.
-    """
-    saved = read_saved_config(model_dir, model_name)
-    if saved is None:
-        if not model_name:
-            raise HparamsError("no model name: pass --model_name (e.g. efficientdet-d0).")
-        config = get_efficientdet_config(model_name)
-        config.override(overrides)
-        return validate(config)
-    config = Config(saved.as_dict())
-    config.override(overrides)
-    # Disagreement first: it names every differing key, where validate would name one symptom.
-    check_against_saved(saved, config, model_dir,
-                        RUNTIME_KEYS if training else INFERENCE_RUNTIME_KEYS)
-    return validate(config)

@@ -87,27 +87,27 @@ def config_dir(path: Optional[str]) -> Optional[str]:
     """
     import tensorflow as tf
 
-    import hparams_config
+    import run_dir
 
     if not path or path == "_":
         return None
     directory = path if tf.io.gfile.isdir(path) else os.path.dirname(path) or "."
-    return (directory if tf.io.gfile.exists(hparams_config.default_config_path(directory))
-            else None)
+    return (directory if tf.io.gfile.exists(run_dir.config_path(directory))
+     else None)
 
 
 def load_config(opts: InspectOptions) -> Config:
     """The model's config: --model_name, then the config.yaml of the exported model (for the
     runmodes that run one) or of --ckpt_path's directory, then --hparams. Validated."""
-    import hparams_config
+    import run_dir
     import vfpn
 
     model_dir = (config_dir(opts.saved_model_dir) if opts.runmode in EXPORTED_MODEL_MODES
                  else None)
     # An export knows its model, whatever --model_name says.
     name = None if model_dir else opts.model_name
-    config = hparams_config.load_run_config(name, opts.hparams,
-                                            model_dir or config_dir(opts.ckpt_path))
+    config = run_dir.load_run_config(name, opts.hparams,
+                                     model_dir or config_dir(opts.ckpt_path))
     vfpn.get_fpn_builder(config.fpn_name)  # an unknown name fails here, before any graph
     config.is_training_bn = False
     logging.debug("config:\n%s", config)

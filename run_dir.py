@@ -22,14 +22,14 @@ import datetime
 import hashlib
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 import yaml
 from absl import logging
 
 import hparams_config
-from hparams_config import Config
+from hparams_config import Config, HparamsError
 
 HISTORY_FILE = "eval_history.json"
 ARCHIVE_DIR = "archive"
@@ -40,6 +40,117 @@ _FORMAT = 2
 LEGACY_SET = "unknown-set"
 
 
+# -------------------------------------------------------------------------------------------------
+# config.yaml: the config a directory's model was trained with
+# -------------------------------------------------------------------------------------------------
+CONFIG_FILE = "config.yaml"
+
+# Keys that may differ between a model directory's saved config and a later run on it: they
+# change neither the variables nor the data the model was trained on. Everything else is the
+# model, and a run that disagrees with the saved value stops before building anything.
+RUNTIME_KEYS = ("nms_configs", "label_map", "num_epochs")
+# Eval, export and inference may also run at another input size or precision than training
+# did (the variables are the same; e.g. export at 1920x1280 a model trained at 512).
+INFERENCE_RUNTIME_KEYS = RUNTIME_KEYS + ("image_size", "precision")
+# Keys of older config.yaml files that are no longer hparams (run options now); ignored on read.
+_RETIRED_KEYS = ("use_tpu", "strategy")
+
+
+def config_path(model_dir: str) -> str:
+    """Where a model directory keeps the config it was trained with."""
+    return os.path.join(model_dir, CONFIG_FILE)
+
+
+def read_saved_config(model_dir: Optional[str], model_name: Optional[str] = None
+                      ) -> Optional[Config]:
+    """The config saved in `model_dir` (gs:// works), or None when it has none.
+
+    `model_name` None means "whatever the directory was trained as"; a different name is an
+    error naming both.
+    """
+    if not model_dir:
+        return None
+    path = config_path(model_dir)
+    if not tf.io.gfile.exists(path):
+        return None
+    saved = hparams_config.read_yaml(path)
+    for key in _RETIRED_KEYS:
+        saved.pop(key, None)
+    name = saved.get("name") or model_name
+    if model_name and name != model_name:
+        raise HparamsError(
+            f"'{path}' was written for {name}, but --model_name is {model_name}; pass "
+            f"--model_name={name}.")
+    if name not in hparams_config.efficientdet_model_param_dict:
+        raise HparamsError(f"'{path}': unknown model name {name!r}.")
+    config = hparams_config.get_efficientdet_config(name)
+    config.override(saved, allow_new_keys=False)
+    return hparams_config.validate(config)
+
+
+def differences(a: Config, b: Config, prefix: str = "") -> List[Tuple[str, Any, Any]]:
+    """(key, value in a, value in b) for every key whose values differ; nested keys dotted."""
+    out = []
+    for key in list(a.keys()) + [k for k in b.keys() if k not in a]:
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, Config) and isinstance(vb, Config):
+            out.extend(differences(va, vb, prefix + key + "."))
+        elif _yaml_form(va) != _yaml_form(vb):
+            out.append((prefix + key, va, vb))
+    return out
+
+
+def _yaml_form(value: Any) -> Any:
+    """Values as they compare after a YAML round trip (tuples are lists, mappings dicts)."""
+    if isinstance(value, Config):
+        value = value.as_dict()
+    return hparams_config.to_yamlable(value)
+
+
+def check_against_saved(saved: Config, config: Config, model_dir: str,
+                        may_differ: Sequence[str]) -> None:
+    """Stop with one line when `config` disagrees with the saved one on a model key.
+
+    `may_differ` lists top-level keys (see RUNTIME_KEYS) that are allowed to differ.
+    """
+    bad = [(k, a, b) for k, a, b in differences(saved, config)
+           if k.split(".")[0] not in may_differ]
+    if bad:
+        listed = "; ".join(f"{k}: trained with {a!r}, given {b!r}" for k, a, b in bad)
+        raise HparamsError(
+            f"--hparams disagree with {config_path(model_dir)} on what the model is: {listed}. "
+            f"Drop them (the saved values are used), or train into a new --model_dir. Only "
+            f"{', '.join(may_differ)} may differ.")
+
+
+def load_run_config(model_name: Optional[str],
+                    overrides: Union[str, Mapping[str, Any], None] = None,
+                    model_dir: Optional[str] = None, training: bool = False) -> Config:
+    """The config of a run: `model_dir/config.yaml` when it exists (written by training), else
+    the `model_name` preset; then `overrides`. Validated.
+
+    With a saved config, overrides may change only the runtime keys (INFERENCE_RUNTIME_KEYS, or
+    RUNTIME_KEYS when `training` resumes the directory); any other difference is an error that
+    lists each key with both values, raised before anything is built.
+    """
+    saved = read_saved_config(model_dir, model_name)
+    if saved is None:
+        if not model_name:
+            raise HparamsError("no model name: pass --model_name (e.g. efficientdet-d0).")
+        config = hparams_config.get_efficientdet_config(model_name)
+        config.override(overrides)
+        return hparams_config.validate(config)
+    config = Config(saved.as_dict())
+    config.override(overrides)
+    # Disagreement first: it names every differing key, where validate would name one symptom.
+    check_against_saved(saved, config, model_dir,
+                        RUNTIME_KEYS if training else INFERENCE_RUNTIME_KEYS)
+    return hparams_config.validate(config)
+
+
+# -------------------------------------------------------------------------------------------------
+# eval history, archive and run records
+# -------------------------------------------------------------------------------------------------
 def _atomic_write(path: str, text: str) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with tf.io.gfile.GFile(tmp, "w") as f:
@@ -99,10 +210,10 @@ def create_for_training(model_dir: str, config: Config) -> bool:
     """Create `model_dir` if needed and write `config.yaml` if it has none; True if written.
 
     A directory that already holds a config keeps it byte for byte: the caller has checked
-    (hparams_config.load_run_config) that the run agrees with it on every model key.
+    (load_run_config) that the run agrees with it on every model key.
     """
     tf.io.gfile.makedirs(model_dir)
-    path = hparams_config.config_path(model_dir)
+    path = config_path(model_dir)
     if tf.io.gfile.exists(path):
         return False
     _atomic_write(path, str(config))

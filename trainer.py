@@ -20,7 +20,7 @@ from absl import logging
 import dataloader
 import det_model_fn
 import errors
-import hparams_config
+import record_files
 import run_dir
 import train_hooks
 from dataset import label_maps
@@ -98,7 +98,7 @@ def _records(path: str, limit: int):
     try:
         yield from tf.data.TFRecordDataset(path).take(limit).as_numpy_iterator()
     except tf.errors.DataLossError as e:
-        broken = dataloader.find_broken_record_file([path])
+        broken = record_files.find_broken_record_file([path])
         detail = broken[1] if broken else relevant_line(e.message)
         raise errors.DataError(f"{path}: {detail}; re-create it with the dataset "
                                f"converters.") from None
@@ -165,16 +165,16 @@ def prepare(opts: RunOptions) -> Prepared:
                                 f"first (only training creates a model directory).")
     train_files = eval_files = None
     if training:
-        train_files = dataloader.list_record_files(opts.training_file_pattern,
-                                                   "--training_file_pattern")
+        train_files = record_files.list_record_files(opts.training_file_pattern,
+                                                     "--training_file_pattern")
     if opts.mode != "train" or opts.eval_after_training:
-        eval_files = dataloader.list_record_files(opts.validation_file_pattern,
-                                                  "--validation_file_pattern")
+        eval_files = record_files.list_record_files(opts.validation_file_pattern,
+                                                    "--validation_file_pattern")
     if opts.val_json_file and not tf.io.gfile.exists(opts.val_json_file):
         raise errors.UsageError(f"--val_json_file={opts.val_json_file} does not exist.")
 
-    config = hparams_config.load_run_config(opts.model_name, opts.hparams, opts.model_dir,
-                                            training=training)
+    config = run_dir.load_run_config(opts.model_name, opts.hparams, opts.model_dir,
+                                     training=training)
     if opts.num_epochs is not None:
         config.num_epochs = opts.num_epochs
     import vfpn
@@ -405,20 +405,20 @@ def relevant_line(message: str) -> str:
 
 def attribute_tf_error(error: tf.errors.OpError, p: Prepared) -> Optional[errors.UserError]:
     """The user error behind a TensorFlow runtime error, or None when it is not one we know."""
-    import coco_metric
+    import coco_metric_ops
 
     message = error.message or str(error)
     nonfinite = train_hooks.parse_nonfinite(message)
     if nonfinite:
         return nonfinite
-    ours = coco_metric.metric_error_message(error)
+    ours = coco_metric_ops.metric_error_message(error)
     if ours:
         return errors.DataError(ours)
     if "TFRecord with image/source_id" in message:  # the dataloader's record checks
         return errors.DataError(relevant_line(message[message.index("TFRecord with"):]))
     if isinstance(error, tf.errors.DataLossError):
         files = (p.train_files or []) + (p.eval_files or [])
-        broken = dataloader.find_broken_record_file(files)
+        broken = record_files.find_broken_record_file(files)
         where = f"{broken[0]}: {broken[1]}" if broken else ", ".join(files[:3])
         return errors.DataError(f"a TFRecord file is corrupted or truncated ({where}); "
                                 f"re-create it with the dataset converters.")
@@ -467,7 +467,7 @@ def _start(p: Prepared) -> Any:
     opts = p.opts
     if opts.mode in ("train", "train_and_eval"):
         if run_dir.create_for_training(opts.model_dir, p.config):
-            logging.info("wrote %s", hparams_config.config_path(opts.model_dir))
+            logging.info("wrote %s", run_dir.config_path(opts.model_dir))
     options = {k: v for k, v in dataclasses.asdict(opts).items() if v not in (None, "")}
     run_dir.write_run_record(opts.model_dir, opts.mode, options, p.config)
     return build_estimator(p)

@@ -70,10 +70,11 @@ def export_all(directory: str, fpn: str, batch: int, ckpt: Optional[str] = None,
     """Every format of one model in `directory` (kept: a later run reuses it)."""
     import export
     import hparams_config
+    import run_dir
 
     paths = export_paths(directory)
     if ckpt:
-        config = hparams_config.load_run_config(None, "", ckpt)
+        config = run_dir.load_run_config(None, "", ckpt)
     else:
         config = hparams_config.get_detection_config(MODEL, {"fpn_name": fpn})
     config.is_training_bn = False

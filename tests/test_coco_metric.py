@@ -1,4 +1,5 @@
-"""coco_metric: COCO bbox eval from records or json, test-dev output, and the Estimator adapter.
+"""coco_metric (COCO bbox eval from records or json, test-dev output) and coco_metric_ops (the
+Estimator adapter); the adapter tests reuse the hand-built datasets here.
 
 Ground truth and detections are built by hand (pixel boxes, a few images) so every number is
 either computed by hand or compared with pycocotools run directly on the same json files.
@@ -16,6 +17,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import coco_metric
+import coco_metric_ops
 
 PAD = -1.0
 
@@ -457,7 +459,7 @@ def test_graph_mode_metric_fn_matches_numpy(tmp_path):
         dets_ph = tf.compat.v1.placeholder(tf.float32, [None, 10, 7])
         gt_ph = tf.compat.v1.placeholder(tf.float32, [None, 8, 7])
         ids_ph = tf.compat.v1.placeholder(tf.float32, [None])
-        ops = coco_metric.estimator_metric_fn(dets_ph, gt_ph, ids_ph, label_map=label_map)
+        ops = coco_metric_ops.estimator_metric_fn(dets_ph, gt_ph, ids_ph, label_map=label_map)
         assert list(ops) == list(coco_metric.METRIC_NAMES) + ["AP_/cat", "AP_/dog", "AP_/bird"]
         update_ops = {update for _, update in ops.values()}
         assert len(update_ops) == 1  # one shared update, run once per batch
@@ -478,16 +480,16 @@ def test_graph_mode_metric_fn_matches_numpy(tmp_path):
 def test_graph_mode_error_keeps_the_clear_message(tmp_path):
     gt_path = _write_json(tmp_path / "gt.json", SIZED)
     with tf.Graph().as_default():
-        ops = coco_metric.estimator_metric_fn(tf.constant(_detections([1, 999], {})), None,
+        ops = coco_metric_ops.estimator_metric_fn(tf.constant(_detections([1, 999], {})), None,
                                               tf.constant([1.0, 999.0]), filename=gt_path)
         with tf.compat.v1.Session() as sess:
             with pytest.raises(tf.errors.InvalidArgumentError) as err:
                 sess.run(ops["AP"][1])
-    message = coco_metric.metric_error_message(err.value)
+    message = coco_metric_ops.metric_error_message(err.value)
     assert message.startswith("1 evaluated image id(s) are not image ids of the ground-truth "
                               f"json {gt_path} (e.g. 999)")
     assert "\n" not in message
-    assert coco_metric.metric_error_message(ValueError("unrelated")) is None
+    assert coco_metric_ops.metric_error_message(ValueError("unrelated")) is None
 
 
 def test_estimator_evaluate_with_metric_fn(tmp_path):
@@ -503,7 +505,7 @@ def test_estimator_evaluate_with_metric_fn(tmp_path):
     def model_fn(features, labels, mode):
         dummy = tf.compat.v1.get_variable("w", [], initializer=tf.compat.v1.zeros_initializer())
         # Called as det_model_fn does, with the flag's name for the json.
-        ops = coco_metric.estimator_metric_fn(features["detections"], None,
+        ops = coco_metric_ops.estimator_metric_fn(features["detections"], None,
                                               features["source_ids"], val_json_file=gt_path)
         return tf.compat.v1.estimator.EstimatorSpec(mode, loss=dummy, eval_metric_ops=ops)
 

@@ -441,17 +441,6 @@ def test_file_pattern_errors(tmp_path, coco, caplog):
                                       config).files) == 3
 
 
-def test_tfrecord_header_check(tmp_path, coco):
-    _, pattern, _ = coco
-    assert all(dataloader.is_tfrecord_file(f) for f in tf.io.gfile.glob(pattern))
-    empty = tmp_path / "empty.tfrecord"
-    empty.write_bytes(b"")
-    assert dataloader.is_tfrecord_file(str(empty))
-    bad = tmp_path / "x.tfrecord"
-    bad.write_bytes(b'{"images": [], "annotations": []}')
-    assert not dataloader.is_tfrecord_file(str(bad))
-
-
 def test_batch_size_is_required(coco):
     _, pattern, _ = coco
     reader = dataloader.InputReader(pattern, False, tiny_config())

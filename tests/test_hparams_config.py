@@ -14,7 +14,7 @@ def test_presets_default_to_vfpn_and_reference_table():
     d7 = hparams_config.get_detection_config("efficientdet-d7")
     assert (d7.backbone_name, d7.image_size, d7.anchor_scale) == ("efficientnet-b6", 1536, 5.0)
     assert d7.fpn_weight_method == "sum"
-    # reference defaults (§2.1)
+    # the EfficientDet release's defaults
     assert (c.alpha, c.gamma, c.delta, c.box_loss_weight) == (0.25, 1.5, 0.1, 50.0)
     assert (c.learning_rate, c.moving_average_decay, c.weight_decay) == (0.08, 0.9998, 4e-5)
 
@@ -98,7 +98,7 @@ def test_yaml_layering_and_round_trip(tmp_path):
     c2.save_to_yaml(str(out))
     back = hparams_config.Config.load_from_yaml(str(out))
     assert back.as_dict() == hparams_config.Config(
-        hparams_config._to_yamlable(c2.as_dict())).as_dict()
+        hparams_config.to_yamlable(c2.as_dict())).as_dict()
     again = hparams_config.get_detection_config("efficientdet-d0", str(out))
     assert again.num_classes == 5 and again.nms_configs.sigma == 0.3
 
@@ -116,56 +116,9 @@ def test_yaml_errors_name_the_file(tmp_path):
         hparams_config.get_detection_config("efficientdet-d0", str(unsafe))
 
 
-def test_load_run_config_prefers_model_dir_yaml(tmp_path):
-    c = hparams_config.get_detection_config("efficientdet-d0", "num_classes=7,image_size=256")
-    c.save_to_yaml(str(tmp_path / "config.yaml"))
-    run = hparams_config.load_run_config("efficientdet-d0", "nms_configs.score_thresh=0.1",
-                                         str(tmp_path))
-    assert (run.num_classes, run.image_size, run.nms_configs.score_thresh) == (7, 256, 0.1)
-    # No model name: whatever the directory was trained as.
-    assert hparams_config.load_run_config(None, None, str(tmp_path)).name == "efficientdet-d0"
-    with pytest.raises(HparamsError, match="written for efficientdet-d0.*--model_name"):
-        hparams_config.load_run_config("efficientdet-d1", None, str(tmp_path))
 
 
-def test_hparams_that_change_the_model_disagree_with_the_saved_config(tmp_path):
-    c = hparams_config.get_detection_config("efficientdet-d0", "num_classes=7,image_size=256")
-    c.save_to_yaml(str(tmp_path / "config.yaml"))
-    with pytest.raises(HparamsError) as e:
-        hparams_config.load_run_config("efficientdet-d0", "image_size=384,num_classes=5,"
-                                       "nms_configs.iou_thresh=0.6", str(tmp_path),
-                                       training=True)
-    message = str(e.value)
-    assert "image_size: trained with 256, given 384" in message
-    assert "num_classes: trained with 7, given 5" in message
-    assert "iou_thresh" not in message  # NMS settings may differ
-    # Eval, export and inference may run at another input size.
-    assert hparams_config.load_run_config("efficientdet-d0", "image_size=384",
-                                          str(tmp_path)).image_size == 384
-    # Precision is a runtime choice for eval/inference, part of the model when resuming training.
-    assert hparams_config.load_run_config(
-        "efficientdet-d0", "precision=mixed_float16", str(tmp_path)).precision == "mixed_float16"
-    with pytest.raises(HparamsError, match="precision: trained with None"):
-        hparams_config.load_run_config("efficientdet-d0", "precision=mixed_float16",
-                                       str(tmp_path), training=True)
 
 
-def test_retired_keys_of_older_config_files_are_ignored(tmp_path):
-    c = hparams_config.get_detection_config("efficientdet-d0")
-    (tmp_path / "config.yaml").write_text(str(c) + "use_tpu: false\nstrategy: null\n")
-    assert "use_tpu" not in hparams_config.load_run_config("efficientdet-d0", None,
-                                                           str(tmp_path))
 
 
-def test_label_map_dict_with_int_ids(tmp_path):
-    c = hparams_config.get_detection_config(
-        "efficientdet-d0", "num_classes=2,label_map={1: 'cat', 2: 'dog'}")
-    assert c.label_map == {1: "cat", 2: "dog"}
-    c.save_to_yaml(str(tmp_path / "config.yaml"))
-    back = hparams_config.load_run_config("efficientdet-d0", None, str(tmp_path))
-    assert back.label_map == {1: "cat", 2: "dog"}
-    with pytest.raises(HparamsError, match="ids 1..3 but num_classes is 2"):
-        hparams_config.get_detection_config("efficientdet-d0",
-                                            "num_classes=2,label_map={1: 'a', 3: 'c'}")
-    assert hparams_config.get_detection_config("efficientdet-d0",
-                                               "label_map=voc,num_classes=20").label_map == "voc"

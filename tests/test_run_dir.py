@@ -4,9 +4,12 @@ import json
 import os
 import shutil
 
+import pytest
+
 import hparams_config
 import run_dir
 from conftest import tiny_config
+from hparams_config import HparamsError
 
 
 def _records(directory, names=("val-00000-of-00001.tfrecord",), size=100):
@@ -88,12 +91,67 @@ def test_an_older_flat_history_is_kept_under_its_own_set(tmp_path):
 def test_config_is_written_once_and_never_overwritten(tmp_path):
     model_dir = str(tmp_path / "new")
     assert run_dir.create_for_training(model_dir, tiny_config())
-    first = open(hparams_config.config_path(model_dir), "rb").read()
+    first = open(run_dir.config_path(model_dir), "rb").read()
     assert not run_dir.create_for_training(model_dir, tiny_config(num_classes=5))
-    assert open(hparams_config.config_path(model_dir), "rb").read() == first
+    assert open(run_dir.config_path(model_dir), "rb").read() == first
 
 
 def test_every_run_gets_its_own_record(tmp_path):
     a = run_dir.write_run_record(str(tmp_path), "eval", {"mode": "eval"}, tiny_config())
     b = run_dir.write_run_record(str(tmp_path), "eval", {"mode": "eval"}, tiny_config())
     assert a != b and os.path.exists(a) and os.path.exists(b)
+
+
+def test_load_run_config_prefers_model_dir_yaml(tmp_path):
+    c = hparams_config.get_detection_config("efficientdet-d0", "num_classes=7,image_size=256")
+    c.save_to_yaml(str(tmp_path / "config.yaml"))
+    run = run_dir.load_run_config("efficientdet-d0", "nms_configs.score_thresh=0.1",
+                                  str(tmp_path))
+    assert (run.num_classes, run.image_size, run.nms_configs.score_thresh) == (7, 256, 0.1)
+    # No model name: whatever the directory was trained as.
+    assert run_dir.load_run_config(None, None, str(tmp_path)).name == "efficientdet-d0"
+    with pytest.raises(HparamsError, match="written for efficientdet-d0.*--model_name"):
+        run_dir.load_run_config("efficientdet-d1", None, str(tmp_path))
+
+
+def test_hparams_that_change_the_model_disagree_with_the_saved_config(tmp_path):
+    c = hparams_config.get_detection_config("efficientdet-d0", "num_classes=7,image_size=256")
+    c.save_to_yaml(str(tmp_path / "config.yaml"))
+    with pytest.raises(HparamsError) as e:
+        run_dir.load_run_config("efficientdet-d0", "image_size=384,num_classes=5,"
+                                "nms_configs.iou_thresh=0.6", str(tmp_path),
+                                training=True)
+    message = str(e.value)
+    assert "image_size: trained with 256, given 384" in message
+    assert "num_classes: trained with 7, given 5" in message
+    assert "iou_thresh" not in message  # NMS settings may differ
+    # Eval, export and inference may run at another input size.
+    assert run_dir.load_run_config("efficientdet-d0", "image_size=384",
+                                   str(tmp_path)).image_size == 384
+    # Precision is a runtime choice for eval/inference, part of the model when resuming training.
+    assert run_dir.load_run_config(
+ "efficientdet-d0", "precision=mixed_float16", str(tmp_path)).precision == "mixed_float16"
+    with pytest.raises(HparamsError, match="precision: trained with None"):
+        run_dir.load_run_config("efficientdet-d0", "precision=mixed_float16",
+                                str(tmp_path), training=True)
+
+
+def test_retired_keys_of_older_config_files_are_ignored(tmp_path):
+    c = hparams_config.get_detection_config("efficientdet-d0")
+    (tmp_path / "config.yaml").write_text(str(c) + "use_tpu: false\nstrategy: null\n")
+    assert "use_tpu" not in run_dir.load_run_config("efficientdet-d0", None,
+                                                    str(tmp_path))
+
+
+def test_label_map_dict_with_int_ids(tmp_path):
+    c = hparams_config.get_detection_config(
+        "efficientdet-d0", "num_classes=2,label_map={1: 'cat', 2: 'dog'}")
+    assert c.label_map == {1: "cat", 2: "dog"}
+    c.save_to_yaml(str(tmp_path / "config.yaml"))
+    back = run_dir.load_run_config("efficientdet-d0", None, str(tmp_path))
+    assert back.label_map == {1: "cat", 2: "dog"}
+    with pytest.raises(HparamsError, match="ids 1..3 but num_classes is 2"):
+        hparams_config.get_detection_config("efficientdet-d0",
+                                            "num_classes=2,label_map={1: 'a', 3: 'c'}")
+    assert hparams_config.get_detection_config("efficientdet-d0",
+                                               "label_map=voc,num_classes=20").label_map == "voc"
