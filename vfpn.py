@@ -7,9 +7,9 @@ Topology is data: `bifpn_nodes` returns a list of nodes ``{'feat_level': l, 'inp
 [i, j, ...]}`` where an offset indexes the growing list of features (the input levels first, then
 one entry per node already built). `build_fpn_cell` walks such a list and never names a variant.
 
-VFPN (DESIGN §5) runs the same BiFPN cells, then adds a *vertical* stage: for every level l it
-concatenates what each of the R cells produced at l, mixes it with a 1x1 conv (R*W -> W) + BN +
-act, refines it with full 3x3 convs (+ BN, act between them) and adds the result to the last
+VFPN (README.md, section 1) runs the same BiFPN cells, then adds a *vertical* stage: for every
+level l it concatenates what each of the R cells produced at l, mixes it with a 1x1 conv (R*W -> W)
++ BN + act, refines it with full 3x3 convs (+ BN, act between them) and adds the result to the last
 cell's output. With `vfpn_zero_init` the branch's last BN starts at gamma 0, so a fresh VFPN
 computes exactly what BiFPN computes on the same weights. Cell variables keep the BiFPN names, so
 BiFPN checkpoints restore into VFPN.
@@ -25,10 +25,11 @@ import tensorflow as tf
 
 import errors
 import utils
+from hparams_config import Config
 
 tf1 = tf.compat.v1
 
-FUSION_EPSILON = 1e-4  # fast normalized fusion (reference §3.6)
+FUSION_EPSILON = 1e-4  # fast normalized fusion (the paper, section 3.3)
 Node = Dict[str, Any]
 
 
@@ -99,7 +100,7 @@ def _upsample_nearest(x: tf.Tensor, height: int, width: int, use_native: bool) -
 
 
 def resample_feature_map(x: tf.Tensor, name: str, target_height: int, target_width: int,
-                         target_channels: int, training: bool, config: Any) -> tf.Tensor:
+                         target_channels: int, training: bool, config: Config) -> tf.Tensor:
     """Bring `x` [B, h, w, c] to [B, target_height, target_width, target_channels].
 
     A channel change uses a 1x1 conv (+ BN, no activation) named `<name>/conv2d`, `<name>/bn`;
@@ -156,14 +157,14 @@ def fuse_features(nodes: Sequence[tf.Tensor], weight_method: str) -> tf.Tensor:
 # -------------------------------------------------------------------------------------------------
 # The cell builder (shared by every feature network)
 # -------------------------------------------------------------------------------------------------
-def _conv_op(x: tf.Tensor, filters: int, config: Any, name: str) -> tf.Tensor:
+def _conv_op(x: tf.Tensor, filters: int, config: Config, name: str) -> tf.Tensor:
     if config.separable_conv:
         return utils.separable_conv2d(x, filters, 3, use_bias=True, name=name)
     return utils.conv2d(x, filters, 3, use_bias=True, name=name)
 
 
 def build_fpn_cell(feats: List[tf.Tensor], feat_sizes: List[Dict[str, int]],
-                   nodes: Sequence[Mapping[str, Any]], weight_method: str, config: Any,
+                   nodes: Sequence[Mapping[str, Any]], weight_method: str, config: Config,
                    training: bool) -> Dict[int, tf.Tensor]:
     """One cell over `feats` (one per level, min_level first) following `nodes`.
 
@@ -200,7 +201,7 @@ def build_fpn_cell(feats: List[tf.Tensor], feat_sizes: List[Dict[str, int]],
     return outputs
 
 
-def _cell_nodes(config: Any) -> List[Node]:
+def _cell_nodes(config: Config) -> List[Node]:
     if config.fpn_config:
         nodes = config.fpn_config.get("nodes") if hasattr(config.fpn_config, "get") else None
         if nodes is None:
@@ -212,7 +213,7 @@ def _cell_nodes(config: Any) -> List[Node]:
     return nodes
 
 
-def build_cells(features: Dict[int, tf.Tensor], config: Any, training: bool,
+def build_cells(features: Dict[int, tf.Tensor], config: Config, training: bool,
                 weight_method: str) -> List[Dict[int, tf.Tensor]]:
     """Run `fpn_cell_repeats` cells under `fpn_cells/cell_<r>`; returns each cell's outputs."""
     nodes = _cell_nodes(config)
@@ -235,7 +236,7 @@ def build_cells(features: Dict[int, tf.Tensor], config: Any, training: bool,
     return per_cell
 
 
-def vertical_stage(per_cell: List[Dict[int, tf.Tensor]], config: Any,
+def vertical_stage(per_cell: List[Dict[int, tf.Tensor]], config: Config,
                    training: bool) -> Dict[int, tf.Tensor]:
     """VFPN's vertical aggregation over the R cells' outputs, own weights per level.
 
@@ -280,30 +281,30 @@ def vertical_stage(per_cell: List[Dict[int, tf.Tensor]], config: Any,
     return outputs
 
 
-def _cell_weight_method(config: Any) -> str:
+def _cell_weight_method(config: Config) -> str:
     return config.fpn_weight_method or "fastattn"
 
 
-def build_bifpn(features: Dict[int, tf.Tensor], config: Any, training: bool
+def build_bifpn(features: Dict[int, tf.Tensor], config: Config, training: bool
                 ) -> Dict[int, tf.Tensor]:
     """BiFPN: stacked cells; fusion from `fpn_weight_method` (fast attention unless set)."""
     return build_cells(features, config, training, _cell_weight_method(config))[-1]
 
 
-def build_bifpn_sum(features: Dict[int, tf.Tensor], config: Any, training: bool
+def build_bifpn_sum(features: Dict[int, tf.Tensor], config: Config, training: bool
                     ) -> Dict[int, tf.Tensor]:
     """BiFPN with plain-sum fusion (no fusion weights)."""
     return build_cells(features, config, training, "sum")[-1]
 
 
-def build_vfpn(features: Dict[int, tf.Tensor], config: Any, training: bool
+def build_vfpn(features: Dict[int, tf.Tensor], config: Config, training: bool
                ) -> Dict[int, tf.Tensor]:
     """VFPN: the BiFPN cells, then the vertical stage over all cells' outputs."""
     per_cell = build_cells(features, config, training, _cell_weight_method(config))
     return vertical_stage(per_cell, config, training)
 
 
-FpnBuilder = Callable[[Dict[int, tf.Tensor], Any, bool], Dict[int, tf.Tensor]]
+FpnBuilder = Callable[[Dict[int, tf.Tensor], Config, bool], Dict[int, tf.Tensor]]
 
 FPN_BUILDERS: Dict[str, FpnBuilder] = {
     "vfpn": build_vfpn,

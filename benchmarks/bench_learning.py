@@ -264,7 +264,7 @@ def plot(curves: Curves, names: List[str], warmup_steps: int, path: str, title: 
     plt.close(fig)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", action="append", default=None,
                    help="NAME:HPARAMS, repeatable (default: vfpn:fpn_name=vfpn and "
@@ -288,7 +288,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--work_dir", default="/tmp/learning/bench")
     p.add_argument("--out", default="", help="markdown results file")
     p.add_argument("--plot", default="", help="PNG learning curves")
-    args = p.parse_args(argv)
+    return p
+
+
+def _header(args: argparse.Namespace, configs: List[Tuple[str, str]], threads: int,
+            wall: float) -> Tuple[str, int]:
+    """(the report's header: machine, data, recipe; the warm-up length in steps)."""
+    import tensorflow as tf
+
+    warmup_steps = args.eval_every  # lr_warmup_epoch=1.0 of the recipe: one eval interval
+    for piece in args.recipe.split(","):
+        if piece.startswith("lr_warmup_epoch="):
+            warmup_steps = round(float(piece.split("=", 1)[1]) * args.eval_every)
+    header = "\n".join([
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs (shared); Python "
+        f"{sys.version.split()[0]}; TF {tf.__version__}; float32; {args.jobs} training "
+        f"process(es) at once, each with TF_NUM_INTRAOP_THREADS=TF_NUM_INTEROP_THREADS="
+        f"{threads or 'TF default'}; niceness {os.nice(0)}; wall {wall / 60:.1f} min for "
+        f"this invocation (finished runs it reused not counted).",
+        "",
+        f"Data: sample_dataset.py shapes (3 classes), {args.train_images} train images (seed "
+        f"0), {args.val_images} held-out val images (seed 1), all evaluated. Model "
+        f"{args.model_name} from scratch (no pretrained backbone), image_size "
+        f"{args.image_size}, batch {args.batch}, {args.evals * args.eval_every} steps, eval "
+        f"every {args.eval_every}; hparams for every configuration: `{args.recipe}`. "
+        f"Configurations: "
+        + "; ".join(f"**{n}** `{h}`" for n, h in configs) + ".",
+    ])
+    return header, warmup_steps
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
 
     try:
         configs = [parse_config(c) for c in (args.config or DEFAULT_CONFIGS)]
@@ -334,27 +365,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"bench_learning: {e}", file=sys.stderr)
         return 1
 
-    import tensorflow as tf
-
-    warmup_steps = args.eval_every  # lr_warmup_epoch=1.0 of the recipe: one eval interval
-    for piece in args.recipe.split(","):
-        if piece.startswith("lr_warmup_epoch="):
-            warmup_steps = round(float(piece.split("=", 1)[1]) * args.eval_every)
-    header = "\n".join([
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs (shared); Python "
-        f"{sys.version.split()[0]}; TF {tf.__version__}; float32; {args.jobs} training "
-        f"process(es) at once, each with TF_NUM_INTRAOP_THREADS=TF_NUM_INTEROP_THREADS="
-        f"{threads or 'TF default'}; niceness {os.nice(0)}; wall {wall / 60:.1f} min for "
-        f"this invocation (finished runs it reused not counted).",
-        "",
-        f"Data: sample_dataset.py shapes (3 classes), {args.train_images} train images (seed "
-        f"0), {args.val_images} held-out val images (seed 1), all evaluated. Model "
-        f"{args.model_name} from scratch (no pretrained backbone), image_size "
-        f"{args.image_size}, batch {args.batch}, {args.evals * args.eval_every} steps, eval "
-        f"every {args.eval_every}; hparams for every configuration: `{args.recipe}`. "
-        f"Configurations: "
-        + "; ".join(f"**{n}** `{h}`" for n, h in configs) + ".",
-    ])
+    header, warmup_steps = _header(args, configs, threads, wall)
     text = report(curves, names, args.baseline, warmup_steps, seconds, header)
     print_and_save(text, args.out)
     if args.plot:

@@ -1,6 +1,6 @@
 """Checks shared by the converters and `validate_tfrecord.py`, and the summary they print.
 
-What is checked (user_pain_points a1, a3, a5, d5): degenerate boxes (w <= 0 or h <= 0), boxes
+What is checked: degenerate boxes (w <= 0 or h <= 0), boxes
 outside the image beyond `BOX_TOLERANCE_PX`, class ids outside 1..num_classes, per-object lists of
 different lengths, more instances than `max_instances_per_image`, missing/unreadable images,
 annotation sizes that disagree with the image, duplicate or non-numeric image ids.
