@@ -62,6 +62,10 @@ MIN_TRAIN_BOX_SIDE = 0.5
 
 _MAX_EXACT_ID = coco_metric.MAX_EXACT_FLOAT32_INT  # the integers float32 holds exactly
 
+# The map functions are graph code already (tf.cond, no Python control flow on tensors), so
+# AutoGraph's source conversion is skipped: it only cost seconds of start-up per pipeline.
+_plain = tf.autograph.experimental.do_not_convert
+
 
 # -------------------------------------------------------------------------------------------------
 # Parsing and checks
@@ -506,7 +510,7 @@ class InputReader:
             # reshuffled per epoch (each repetition re-iterates this dataset).
             files = files.shuffle(num_files, seed=self._seed, reshuffle_each_iteration=True)
         records = files.interleave(
-            lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES),
+            _plain(lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES)),
             cycle_length=min(INTERLEAVE_CYCLE, num_files), block_length=1,
             num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         if shard_records:
@@ -523,9 +527,10 @@ class InputReader:
             # the order in which the parallel map runs.
             seeds = tf.data.Dataset.random(seed=self._seed).batch(2, drop_remainder=True)
             ds = tf.data.Dataset.zip((records, seeds)).map(
-                self._example_fn, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+                _plain(self._example_fn), num_parallel_calls=AUTOTUNE,
+                deterministic=deterministic)
         else:
-            ds = records.map(self._example_fn, num_parallel_calls=AUTOTUNE,
+            ds = records.map(_plain(self._example_fn), num_parallel_calls=AUTOTUNE,
                              deterministic=deterministic)
             if batch > 1:
                 # batch - 1 blanks after the split: the last partial batch is filled and no
@@ -533,7 +538,7 @@ class InputReader:
                 blanks = tf.data.Dataset.from_tensors(self._padding_example()).repeat(batch - 1)
                 ds = ds.concatenate(blanks)
         ds = ds.batch(batch, drop_remainder=True)
-        ds = ds.map(self._batch_fn, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(_plain(self._batch_fn), num_parallel_calls=AUTOTUNE)
         if self._use_fake_data:
             ds = ds.take(1).cache().repeat()
         ds = ds.prefetch(AUTOTUNE)
