@@ -13,4 +13,4 @@ if [ $# -gt 0 ]; then
     exec python -m pytest -q "$@"
 fi
 python -m pytest -q
-python -m pytest -q -m docs
+python -m pytest -q -m docs -n 0

@@ -5,6 +5,15 @@ as is.
   repeats), as a Config or as an --hparams string.
 * `voc_records`: a session-wide sample dataset in the seed's VOC layout, converted to
   tfrecord/pascal-*.tfrecord + tfrecord/json_pascal.json (made in-process, once).
+
+Speed (the suite runs on 2 cores with pytest-xdist, `-n auto` in pyproject.toml):
+
+* In-process sessions skip Grappler, TensorFlow's graph rewriting at session start. It changes
+  no result, only how kernels are fused, and it costs seconds per session (a quarter of a
+  small train-and-eval run). Commands run as subprocesses (CLI smoke tests, docs tests) keep
+  it, as users have it.
+* Tests that share an expensive fixture (`exported_models`, test_trainer's `trained`) run in
+  one xdist group, so the fixture is built once, not once per worker.
 """
 
 import importlib.util
@@ -18,6 +27,46 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Fixtures whose users share one xdist worker (see the module docstring).
+SHARED_FIXTURE_GROUPS = ("exported_models", "trained")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name in SHARED_FIXTURE_GROUPS:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
+                break
+
+
+def _sessions_without_grappler() -> None:
+    """Every tf.compat.v1 Session made in this process gets Grappler's meta optimizer off."""
+    import cli
+
+    cli.import_tensorflow()  # without the start-up noise
+    from tensorflow.python.client import session as tf_session
+
+    base_init = tf_session.Session.__init__
+
+    def init(self, target="", graph=None, config=None):
+        import tensorflow as tf
+
+        quick = tf.compat.v1.ConfigProto()
+        if config is not None:
+            quick.CopyFrom(config)
+        quick.graph_options.rewrite_options.disable_meta_optimizer = True
+        base_init(self, target, graph, quick)
+
+    tf_session.Session.__init__ = init
+
+
+def pytest_configure(config):
+    # Only where tests run: an xdist worker, or the one process of -n 0 (not the controller).
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        _sessions_without_grappler()
+
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 FIXTURES = os.path.join(SHARED, "fixtures")
