@@ -44,7 +44,8 @@ from absl import logging
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-import errors
+import coco_json
+from coco_json import CocoMetricError
 
 # COCOeval.stats order (pycocotools/cocoeval.py summarize()).
 METRIC_NAMES: Tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -64,169 +65,13 @@ UNDEFINED = -1.0
 LabelMap = Mapping[Any, str]
 
 
-class CocoMetricError(errors.DataError):
-    """Eval input that cannot be evaluated; the message names the file or field and the fix."""
-
-
-# -------------------------------------------------------------------------------------------------
-# Conversions between the model's arrays and COCO's json structures
-# -------------------------------------------------------------------------------------------------
-
-
-def _image_ids(values: Any, what: str) -> np.ndarray:
-    """Integer image ids from numeric or (byte) string source ids, as int64 [N]."""
-    arr = np.asarray(values).reshape(-1)
-    if arr.dtype.kind in "SUO":
-        out = []
-        for v in arr:
-            text = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-            try:
-                out.append(int(text.strip()))
-            except ValueError:
-                raise CocoMetricError(
-                    f"{what}: source_id '{text}' is not an integer. COCO eval needs numeric "
-                    "image/source_id values equal to the json image ids; regenerate the records "
-                    "with dataset/create_coco_tfrecord.py or dataset/create_pascal_tfrecord.py."
-                ) from None
-        return np.asarray(out, np.int64)
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise CocoMetricError(f"{what}: source ids must be finite numbers, got {arr.tolist()[:5]}")
-    return np.rint(arr).astype(np.int64)
-
-
-def _float_lists(values: np.ndarray) -> List[List[float]]:
-    """Rows of python floats. float32 input gives the shortest decimals that round-trip to the
-    same float32 (so the json is compact and the in-memory eval sees exactly the json's values);
-    other dtypes are kept exact."""
-    if values.dtype == np.float32:
-        # numpy's str() of a float32 is its shortest round-trip repr; float() of it is monotone,
-        # so score order and ties are preserved.
-        return [[float(v) for v in row] for row in values.astype(str)]
-    return values.astype(np.float64).tolist()
-
-
-def _valid_detection_rows(dets: np.ndarray) -> Tuple[np.ndarray, int]:
-    """Mask of real detection rows of [N, 7] and the count of non-finite rows dropped."""
-    finite = np.all(np.isfinite(dets), axis=-1)
-    real = finite & (dets[:, 5] > 0) & (dets[:, 6] > 0)
-    # A non-finite row that is not marked as padding means the model produced NaN/inf: count it
-    # (comparisons with NaN are False, so a NaN score or class counts as not padding).
-    bad = int(np.sum(~finite & ~(dets[:, 5] <= 0) & ~(dets[:, 6] <= 0)))
-    return real, bad
-
-
-def detections_to_coco_results(detections: np.ndarray,
-                               image_ids: Optional[Sequence[int]] = None
-                               ) -> List[Dict[str, Any]]:
-    """COCO results ``[{image_id, category_id, bbox: [x, y, w, h], score}]`` from detection rows.
-
-    Args:
-      detections: [B, K, 7] or [N, 7] rows (source_id, x, y, w, h, score, class) in original
-        image pixels. Padding rows (score <= 0 or class <= 0) and non-finite rows are dropped.
-      image_ids: optional [B] ids for a [B, K, 7] input; they replace column 0.
-
-    Returns:
-      One dict per real detection; image_id and category_id are python ints.
-    """
-    dets = np.asarray(detections)
-    if dets.ndim not in (2, 3) or dets.shape[-1] != 7:
-        raise CocoMetricError(f"detections must be [B, K, 7] or [N, 7], got shape {dets.shape}")
-    flat = dets.reshape(-1, 7)
-    real, _ = _valid_detection_rows(flat)
-    if image_ids is not None and dets.ndim == 3:
-        ids = np.repeat(_image_ids(image_ids, "image_ids"), dets.shape[1])[real]
-    else:
-        ids = _image_ids(flat[real, 0], "detections")
-    return _results_from_arrays(ids, flat[real, 1:6], flat[real, 6].astype(np.int64))
-
-
-def _results_from_arrays(ids: np.ndarray, box_score: np.ndarray,
-                         classes: np.ndarray) -> List[Dict[str, Any]]:
-    """Result dicts from int ids [N], (x, y, w, h, score) [N, 5] and int classes [N]."""
-    rows = _float_lists(box_score)
-    return [{"image_id": int(i), "category_id": int(c), "bbox": r[:4], "score": r[4]}
-            for i, c, r in zip(ids.tolist(), classes.tolist(), rows)]
-
-
-def write_detections_json(path: str,
-                          detections: Union[Sequence[Mapping[str, Any]], np.ndarray]) -> str:
-    """Writes COCO results json ``[{image_id, category_id, bbox [x, y, w, h], score}]``.
-
-    Args:
-      path: output file; its directory is created.
-      detections: result dicts (as `detections_to_coco_results` returns) or detection rows
-        [B, K, 7] / [N, 7] (source_id, x, y, w, h, score, class) in original image pixels.
-
-    Returns:
-      `path`.
-    """
-    if isinstance(detections, np.ndarray):
-        detections = detections_to_coco_results(detections)
-    results = [{"image_id": int(d["image_id"]), "category_id": int(d["category_id"]),
-                "bbox": [float(v) for v in d["bbox"]], "score": float(d["score"])}
-               for d in detections]
-    directory = os.path.dirname(path)
-    if directory:
-        tf.io.gfile.makedirs(directory)
-    # tf.io.gfile so that gs:// directories work as well as local ones.
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(results, f)
-    return path
-
-
-def _load_gt_json(path: str) -> COCO:
-    """A pycocotools COCO from an instances json; errors name the file.
-
-    Custom jsons often lack ``area`` or ``iscrowd``, on which COCOeval fails with a bare KeyError;
-    they get the box area and 0 here (counted in the log), which is what COCO itself would hold.
-    """
-    if not tf.io.gfile.exists(path):
-        raise CocoMetricError(f"ground-truth json {path} does not exist (--val_json_file).")
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            dataset = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CocoMetricError(f"ground-truth json {path} is not valid json: {e}") from None
-    if not isinstance(dataset, dict):
-        raise CocoMetricError(f"ground-truth json {path} must be a COCO json object.")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(dataset.get(key), list):
-            raise CocoMetricError(
-                f"ground-truth json {path} has no '{key}' list: pass a COCO instances json "
-                "(e.g. instances_val2017.json, or the json written by "
-                "dataset/create_pascal_tfrecord.py).")
-    filled = 0
-    for ann in dataset["annotations"]:
-        if "bbox" not in ann or len(ann["bbox"]) != 4:
-            raise CocoMetricError(f"ground-truth json {path}: annotation {ann.get('id')} has no "
-                                  "[x, y, w, h] 'bbox'.")
-        if "area" not in ann or "iscrowd" not in ann:
-            ann.setdefault("area", float(ann["bbox"][2]) * float(ann["bbox"][3]))
-            ann.setdefault("iscrowd", 0)
-            filled += 1
-    if filled:
-        logging.warning("%s: %d annotations had no 'area'/'iscrowd'; used the box area and "
-                        "iscrowd=0.", path, filled)
-    return _coco_from_dataset(dataset)
-
-
-def _coco_from_dataset(dataset: Dict[str, Any]) -> COCO:
-    """pycocotools COCO over an in-memory dataset dict, without its stdout chatter."""
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
 def _load_results(gt: COCO, results: List[Dict[str, Any]]) -> COCO:
     """`gt.loadRes` on a copy (loadRes adds keys to the dicts it gets), handling no detections."""
     if not results:
         # loadRes indexes results[0]; an empty result set is a valid (all-miss) evaluation.
-        return _coco_from_dataset({"images": list(gt.dataset["images"]),
-                                   "categories": copy.deepcopy(gt.dataset["categories"]),
-                                   "annotations": []})
+        return coco_json.coco_from_dataset({
+            "images": list(gt.dataset["images"]),
+            "categories": copy.deepcopy(gt.dataset["categories"]), "annotations": []})
     with contextlib.redirect_stdout(io.StringIO()):
         return gt.loadRes([dict(r, bbox=list(r["bbox"])) for r in results])
 
@@ -328,7 +173,7 @@ def evaluate_detections_json(gt_json_path: str, detections_json_path: str,
       {'AP', ..., 'ARl', 'AP_/<name>' per category}: floats, -1 where undefined.
     """
     image_ids = None if image_ids is None else [int(i) for i in image_ids]
-    gt = _load_gt_json(gt_json_path)
+    gt = coco_json.load_gt_json(gt_json_path)
     with tf.io.gfile.GFile(detections_json_path) as f:
         results = json.load(f)
     missing = sorted({int(r["image_id"]) for r in results} - set(gt.getImgIds()))
@@ -368,7 +213,7 @@ def _batch_image_ids(dets: np.ndarray, real: np.ndarray, row_ids: np.ndarray,
     """[B] int64 image ids of a batch from its `source_ids`, checked against the detection rows'
     column 0 (`row_ids`, valid where `real`): each row must belong to an image of the batch,
     and with [B, K, 7] detections to its own batch element."""
-    batch_ids = _image_ids(source_ids, "source_ids")
+    batch_ids = coco_json.parse_image_ids(source_ids, "source_ids")
     if dets.ndim == 3:
         if len(batch_ids) != dets.shape[0]:
             raise CocoMetricError(f"source_ids has {len(batch_ids)} ids for a batch of "
@@ -410,7 +255,7 @@ class EvaluationMetric:
         self.filename = None if testdev_dir else filename
         self.testdev_dir = testdev_dir
         self.label_map = _label_map_dict(label_map)
-        self._gt_json: Optional[COCO] = _load_gt_json(filename) if self.filename else None
+        self._gt_json: Optional[COCO] = coco_json.load_gt_json(filename) if self.filename else None
         self._json_image_ids = (set(self._gt_json.getImgIds()) if self._gt_json is not None
                                 else set())
         self._names = _class_names(self.label_map, self._gt_json)
@@ -460,12 +305,12 @@ class EvaluationMetric:
             raise CocoMetricError(f"detections must be [B, K, 7] (source_id, x, y, w, h, score, "
                                   f"class), got shape {dets.shape}")
         flat = dets.reshape(-1, 7)
-        real, bad = _valid_detection_rows(flat)
+        real, bad = coco_json.valid_detection_rows(flat)
         self._nonfinite += bad
         # Padding rows may hold anything in column 0; only real rows' ids are used.
         row_ids = np.zeros([len(flat)], np.int64)
         if np.any(real):
-            row_ids[real] = _image_ids(flat[real, 0], "detections")
+            row_ids[real] = coco_json.parse_image_ids(flat[real, 0], "detections")
 
         batch_ids = (_batch_image_ids(dets, real, row_ids, source_ids)
                      if source_ids is not None else np.unique(row_ids[real]))
@@ -546,12 +391,12 @@ class EvaluationMetric:
         """All accumulated detections as COCO result dicts."""
         results: List[Dict[str, Any]] = []
         for ids, box_score, classes in self._dets:
-            results.extend(_results_from_arrays(ids, box_score, classes))
+            results.extend(coco_json.results_from_arrays(ids, box_score, classes))
         return results
 
     def write_detections(self, path: str) -> str:
         """Writes the accumulated detections as a COCO results json; returns `path`."""
-        return write_detections_json(path, self._results())
+        return coco_json.write_detections_json(path, self._results())
 
     def _records_gt(self, categories: Iterable[int]) -> COCO:
         """A COCO dataset of the accumulated records ground truth (ids 1.., boxes xywh)."""
@@ -562,7 +407,7 @@ class EvaluationMetric:
                 annotations.append({"id": len(annotations) + 1, "image_id": i,
                                     "category_id": c, "bbox": box, "area": a, "iscrowd": crowd})
         cats = sorted(set(categories) | {a["category_id"] for a in annotations})
-        return _coco_from_dataset({
+        return coco_json.coco_from_dataset({
             "images": [{"id": i} for i in self._image_ids],
             "categories": [{"id": c, "name": self._names.get(c, str(c))} for c in cats],
             "annotations": annotations})
@@ -587,7 +432,7 @@ class EvaluationMetric:
         results = self._results()
 
         if self.testdev_dir:
-            path = write_detections_json(
+            path = coco_json.write_detections_json(
                 os.path.join(self.testdev_dir, TESTDEV_RESULTS_FILENAME), results)
             logging.info("COCO test-dev: wrote %d detections of %d images to %s (metrics are -1: "
                          "test-dev has no public annotations).", len(results),

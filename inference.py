@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import tensorflow as tf
 
-import coco_metric
+import coco_json
 import errors
 import export
 import hparams_config
@@ -288,7 +288,7 @@ def coco_results(detector: Detector, images: Sequence[Tuple[int, str]], path: st
             results.append({"image_id": image_id, "category_id": int(cls),
                             "bbox": [xmin, ymin, xmax - xmin, ymax - ymin],
                             "score": float(score)})
-    coco_metric.write_detections_json(path, results)
+    coco_json.write_detections_json(path, results)
     return ImageRunSummary({p: path for p in found}, found, failed)
 
 

@@ -1,5 +1,6 @@
-"""coco_metric (COCO bbox eval from records or json, test-dev output) and coco_metric_ops (the
-Estimator adapter); the adapter tests reuse the hand-built datasets here.
+"""coco_metric (COCO bbox eval from records or json, test-dev output), coco_json (the json
+structures it reads and writes) and coco_metric_ops (the Estimator adapter), on the same
+hand-built datasets.
 
 Ground truth and detections are built by hand (pixel boxes, a few images) so every number is
 either computed by hand or compared with pycocotools run directly on the same json files.
@@ -16,6 +17,7 @@ import tensorflow as tf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+import coco_json
 import coco_metric
 import coco_metric_ops
 
@@ -411,7 +413,7 @@ def test_unknown_image_id_raises_one_clear_error(tmp_path):
     assert "Results do not correspond" in message  # the pycocotools text users search for
 
     # The same check guards evaluate_detections_json.
-    dt_path = coco_metric.write_detections_json(str(tmp_path / "dt.json"), dets)
+    dt_path = coco_json.write_detections_json(str(tmp_path / "dt.json"), dets)
     with pytest.raises(coco_metric.CocoMetricError, match="instances_val.json"):
         coco_metric.evaluate_detections_json(gt_path, dt_path)
 
