@@ -93,6 +93,7 @@ def test_a_20_class_model_is_drawn_with_its_own_label_map(tmp_path):
     assert logs == [f"{image}: 1 detections: part_17 0.90 -> {tmp_path}/out/0.jpg"]
     # Without a label map, a 90-class model uses the COCO names, any other model none.
     assert label_maps.for_config(tiny_config(num_classes=90))[17] == "cat"
+    assert label_maps.for_config(tiny_config(**{**TINY, "num_classes": 20})) == {}
     assert label_maps.for_config(tiny_config(**TINY, label_map="voc"))[1] == "aeroplane"
 
 
