@@ -1,7 +1,10 @@
 """Learning benchmark: does VFPN learn at least as well as BiFPN on the same data, steps and seeds?
 
-    nice -n 19 python benchmarks/bench_learning.py --seeds=0,1,2 --jobs=2 \\
-        --out=benchmarks/results_learning.md --plot=benchmarks/learning_curves.png
+    nice -n 10 python benchmarks/bench_learning.py --seeds=0,1,2 --jobs=2 \\
+        --out=table.md --plot=benchmarks/learning_curves.png
+
+(`benchmarks/results_learning.md` is the hand-written write-up around such a table; do not
+point `--out` at it.)
 
 Trains every configuration (default: `vfpn:fpn_name=vfpn` and `bifpn:fpn_name=bifpn`) from
 scratch with `main.py --mode=train_and_eval` on the bundled sample dataset (shapes of 3 classes,
