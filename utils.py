@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import zlib
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -113,9 +114,30 @@ def build_model_with_precision(precision: Optional[str], model_fn: Callable[...,
         else t, outputs)
 
 
+def name_seeded(initializer, name: str):
+    """`initializer` with an op seed taken from the variable's full name, if a graph seed is set.
+
+    TF derives an unseeded random op's seed from the number of ops built before it, so adding a
+    layer anywhere (VFPN's vertical stage, before the heads) re-draws every variable built after
+    it. Seeding by name makes a variable's initial value depend only on the graph seed and its
+    own name: with the same ``--tf_random_seed``, VFPN and BiFPN start from identical backbone,
+    cell and head weights and differ only in VFPN's own variables, which is what makes their
+    learning curves comparable seed by seed. Without a graph seed nothing changes (each run
+    draws fresh weights). Non-random initializers (zeros, ones, constants) pass through.
+    """
+    if tf1.get_default_graph().seed is None or getattr(initializer, "seed", 0) is not None:
+        return initializer
+    scope = tf1.get_variable_scope().name
+    full_name = f"{scope}/{name}" if scope else name
+    config = initializer.get_config()
+    config["seed"] = zlib.crc32(full_name.encode()) & 0x7FFFFFFF
+    return type(initializer).from_config(config)
+
+
 def _var(name: str, shape: Sequence[int], initializer, trainable: bool = True,
          collections: Optional[List[str]] = None) -> tf.Variable:
-    return tf1.get_variable(name, shape=list(shape), dtype=tf.float32, initializer=initializer,
+    return tf1.get_variable(name, shape=list(shape), dtype=tf.float32,
+                            initializer=name_seeded(initializer, name),
                             trainable=trainable, collections=collections)
 
 

@@ -161,3 +161,44 @@ def test_batch_norm_momentum_context():
         s.run(update)
         mean = [v for v in tf1.global_variables() if v.op.name == "bn/moving_mean"][0]
         np.testing.assert_allclose(s.run(mean), 0.4, rtol=1e-6)  # 0.9 * 0 + 0.1 * 4
+
+
+def _initial_values(seed, build):
+    g = tf.Graph()
+    with g.as_default():
+        if seed is not None:
+            tf.compat.v1.set_random_seed(seed)
+        build()
+        with tf.compat.v1.Session() as s:
+            s.run(tf.compat.v1.global_variables_initializer())
+            return s.run({v.op.name: v for v in tf.compat.v1.global_variables()})
+
+
+def test_with_a_graph_seed_a_variables_init_depends_only_on_its_name():
+    def layers(extra_first):
+        def build():
+            x = tf.zeros([1, 8, 8, 4])
+            if extra_first:  # another layer built first shifts TF's op-count-based seeds
+                utils.conv2d(tf.zeros([1, 8, 8, 4]), 4, 3, name="extra")
+            utils.conv2d(x, 4, 3, name="a")
+            utils.separable_conv2d(x, 4, 3, name="b")
+        return build
+
+    plain, shifted = _initial_values(1, layers(False)), _initial_values(1, layers(True))
+    for name in plain:
+        np.testing.assert_array_equal(plain[name], shifted[name], err_msg=name)
+    other_seed = _initial_values(2, layers(False))
+    assert not np.array_equal(plain["a/kernel"], other_seed["a/kernel"])
+    # Same shape, same seed, different names: different draws.
+    assert not np.array_equal(plain["b/depthwise_kernel"].ravel()[:16],
+                              plain["a/kernel"].ravel()[:16])
+
+
+def test_without_a_graph_seed_every_build_draws_new_weights():
+    def build():
+        utils.conv2d(tf.zeros([1, 8, 8, 4]), 4, 3, name="a")
+    first, second = _initial_values(None, build), _initial_values(None, build)
+    assert not np.array_equal(first["a/kernel"], second["a/kernel"])
+    init = tf.compat.v1.glorot_uniform_initializer()
+    with tf.Graph().as_default():
+        assert utils.name_seeded(init, "a") is init

@@ -170,3 +170,18 @@ def test_explicit_fpn_config_nodes():
     names = _vars(g, "fpn_cells/cell_0")
     assert "fpn_cells/cell_0/fnode4/op_after_combine9/conv/pointwise_kernel" in names
     assert not any("WSM_1" in k for k in names)
+
+
+def test_same_seed_vfpn_and_bifpn_start_identical():
+    # With the same graph seed a fresh VFPN and a fresh BiFPN hold the same initial value for
+    # every variable they share (backbone, cells, heads) although VFPN builds more ops before
+    # its heads, and with the zero-initialised branch they compute the same outputs: seed for
+    # seed, the learning benchmark compares the two from one starting point.
+    images = np.random.RandomState(0).normal(size=(2, 128, 128, 3)).astype(np.float32)
+    vfpn_out, vfpn_vars = _network_outputs(tiny_config(), images)
+    bifpn_out, bifpn_vars = _network_outputs(tiny_config(fpn_name="bifpn"), images)
+    assert set(bifpn_vars) < set(vfpn_vars)
+    for name, value in bifpn_vars.items():
+        np.testing.assert_array_equal(vfpn_vars[name], value, err_msg=name)
+    for k in bifpn_out:
+        np.testing.assert_array_equal(vfpn_out[k], bifpn_out[k], err_msg=k)
