@@ -279,17 +279,42 @@ class TFLiteDetector(Detector):
                               else os.cpu_count() or 1)
         try:
             self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=threads)
+            # The interpreter applies its default (XNNPACK) delegate in its own
+            # allocate_tensors; the signature runner only allocates its subgraph, which would
+            # run every model on TFLite's reference kernels.
+            self.interpreter.allocate_tensors()
             self.runner = self.interpreter.get_signature_runner(serving.SERVING_DEFAULT)
         except (ValueError, RuntimeError) as e:
             raise errors.ModelFileError(
                 f"'{path}' is not a loadable TFLite model with a '{serving.SERVING_DEFAULT}' "
                 f"signature: {str(e).splitlines()[0]}") from None
+        self.path = path
         shape = self.runner.get_input_details()[serving.IMAGE_ARRAYS]["shape_signature"]
         self.batch_size = None if shape[0] < 0 else int(shape[0])
+        # (height, width) of a model exported with a fixed input size, else None.
+        self.input_size = None if min(shape[1:3]) < 0 else (int(shape[1]), int(shape[2]))
         self.score_thresh = export.read_export_settings(path).get("score_thresh", 0.0)
 
+    def delegated_nodes(self) -> int:
+        """How many graph partitions TFLite's default (XNNPACK) delegate runs; 0 when it
+        declined the model (dynamic tensors). Known after the first call."""
+        # tf.lite.Interpreter lists delegate partitions only through its private op details.
+        interp = self.interpreter
+        return sum(interp._get_op_details(i)["op_name"] == "DELEGATE"
+                   for i in range(interp._interpreter.NumNodes()))
+
     def _run(self, images: np.ndarray, score_thresh: Optional[float]) -> Dict[str, np.ndarray]:
-        return self.runner(**{serving.IMAGE_ARRAYS: images})
+        if self.input_size and tuple(images.shape[1:3]) != self.input_size:
+            h, w = self.input_size
+            raise errors.UsageError(
+                f"'{self.path}' takes {w}x{h} (WxH) images only (exported with "
+                f"--tflite_input_size); this image is {images.shape[2]}x{images.shape[1]}: "
+                f"export one without --tflite_input_size for images of any size")
+        outputs = self.runner(**{serving.IMAGE_ARRAYS: images})
+        if not self.note:
+            self.note = ("XNNPACK delegate" if self.delegated_nodes()
+                         else "TFLite kernels (dynamic shapes: no XNNPACK)")
+        return outputs
 
 
 class OnnxDetector(Detector):

@@ -143,10 +143,11 @@ def _refuse(path: str, problem: Optional[str]) -> None:
 # -------------------------------------------------------------------------------------------------
 def settings_path(model_path: str) -> str:
     """Where the export settings of a model file or SavedModel directory are recorded:
-    `<dir>/export_settings.yaml`, or `<file stem>.export_settings.yaml` beside a file."""
+    `<dir>/export_settings.yaml`, or `<file name>.export_settings.yaml` beside a file (the
+    whole name, so `model.tflite` and `model.onnx` in one directory keep their own)."""
     if tf.io.gfile.isdir(model_path):
         return os.path.join(model_path, EXPORT_SETTINGS)
-    return os.path.splitext(model_path)[0] + "." + EXPORT_SETTINGS
+    return f"{model_path}.{EXPORT_SETTINGS}"
 
 
 def write_export_settings(model_path: str, settings: Dict[str, Any]) -> str:
@@ -155,8 +156,12 @@ def write_export_settings(model_path: str, settings: Dict[str, Any]) -> str:
 
 
 def read_export_settings(model_path: str) -> Dict[str, Any]:
-    """The settings an export recorded beside the model ({} when there are none)."""
+    """The settings an export recorded beside the model ({} when there are none). Exports
+    made before the settings file took the whole file name have `<file stem>.export_settings
+    .yaml`, which is read when the new name is missing."""
     path = settings_path(model_path)
+    if not tf.io.gfile.exists(path):
+        path = os.path.splitext(model_path)[0] + "." + EXPORT_SETTINGS
     if not tf.io.gfile.exists(path):
         return {}
     with tf.io.gfile.GFile(path, "r") as f:
@@ -271,7 +276,8 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
                        score_thresh: Optional[float] = None,
                        max_output_size: Optional[int] = None,
                        tflite_path: Optional[str] = None,
-                       openvino_path: Optional[str] = None) -> ExportResult:
+                       openvino_path: Optional[str] = None,
+                       tflite_input_size: Optional[Tuple[int, int]] = None) -> ExportResult:
     """Write a SavedModel with the signatures `serving_default` (uint8 `image_arrays`
     [B, h, w, 3]) and `serving_base64` (encoded `image_files` [B]), the frozen graph
     `<saved_model_dir>/<model_name>_frozen.pb` of the same detector, the resolved
@@ -282,8 +288,12 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
     random), stored as constants (the SavedModel holds the frozen graph, so it runs as fast
     as the `.pb`; fine-tune from the checkpoint, not from an export). The score threshold is
     a run-time input with the given default; the number of detections per image is fixed at
-    `max_output_size`. `saved_model_dir` must be new or empty.
+    `max_output_size`. `saved_model_dir` must be new or empty. `tflite_input_size` (height,
+    width) fixes the TFLite model's image size (see `export_tflite`).
     """
+    if tflite_input_size and batch_size is None:
+        raise errors.UsageError("a TFLite model with a fixed input size needs a fixed batch "
+                                "size: a dynamic batch keeps its tensors dynamic")
     _refuse(saved_model_dir, nonempty_dir_problem(saved_model_dir))
     if openvino_path:
         _check_onnx_nms(config, "OpenVINO")
@@ -300,8 +310,10 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
     write_export_settings(frozen_path, settings)
     tflite = None
     if tflite_path:
-        tflite = export_tflite(saved_model_dir, tflite_path)
-        write_export_settings(tflite, settings)
+        tflite = export_tflite(saved_model_dir, tflite_path, (
+            frozen, graph, tflite_input_size) if tflite_input_size else None)
+        write_export_settings(tflite, {**settings, "tflite_input_size": (
+            list(tflite_input_size) if tflite_input_size else "any")})
     openvino = None
     if openvino_path:
         arrays_only = tf1.graph_util.extract_sub_graph(
@@ -310,15 +322,56 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
     return ExportResult(saved_model_dir, frozen_path, tflite, settings, openvino)
 
 
-def export_tflite(saved_model_dir: str, tflite_path: str) -> str:
+def _fixed_size_serving_function(frozen: tf1.GraphDef, graph: serving.ServingGraph,
+                                 input_size: Tuple[int, int]):
+    """The `serving_default` path of the frozen serving graph as a concrete function whose
+    `image_arrays` input is [B, height, width, 3] (B the export's batch): with every input
+    shape known, the converter folds the pre-processing's size arithmetic into constants."""
+    image_input = graph.inputs[serving.IMAGE_ARRAYS]
+    frozen = tf1.GraphDef.FromString(frozen.SerializeToString())
+    for node in frozen.node:
+        # Shapes recorded for any size would contradict the fixed one; and the converter can
+        # only write the function with its signature (into a temporary SavedModel) once the
+        # ops no longer point to custom gradients, which inference never uses.
+        node.attr.pop("_output_shapes", None)
+        node.attr.pop("_gradient_op_type", None)
+
+    def imported():
+        images = tf1.placeholder(tf.uint8, [graph.batch_size, *input_size, 3],
+                                 name=serving.IMAGE_ARRAYS)
+        tf1.import_graph_def(frozen, input_map={image_input.name: images}, name="model")
+
+    wrapped = tf1.wrap_function(imported, [])
+    return wrapped.prune(
+        wrapped.graph.get_tensor_by_name(f"{serving.IMAGE_ARRAYS}:0"),
+        {key: wrapped.graph.get_tensor_by_name(f"model/{t.name}")
+         for key, t in graph.outputs.items()})
+
+
+def export_tflite(saved_model_dir: str, tflite_path: str,
+                  fixed_size: Optional[Tuple[tf1.GraphDef, serving.ServingGraph,
+                                             Tuple[int, int]]] = None) -> str:
     """Convert the `serving_default` signature of a SavedModel to a float32 TFLite model.
 
     The whole detector (pre-processing, network, NMS) converts to TFLite builtin ops
     (TFLITE_BUILTINS only, no SELECT_TF_OPS). The score threshold becomes a constant (the
     export setting): a TFLite model can raise it afterwards but not lower it.
+
+    By default the model takes images of any size. Its pre-processing then computes the
+    resize and pad sizes at run time, which makes those tensors dynamic, and TFLite applies
+    its XNNPACK delegate only to graphs without dynamic tensors: the whole model runs on
+    TFLite's own kernels. With `input_size` (height, width) and a fixed batch the model takes
+    only images of that size, every tensor is static and XNNPACK runs it (README, section
+    on runtimes, for the measured difference). `fixed_size` is (the frozen serving graph of
+    the SavedModel, its `ServingGraph`, (height, width)); the batch must be fixed.
     """
-    converter = tf.lite.TFLiteConverter.from_saved_model(
-        saved_model_dir, signature_keys=[serving.SERVING_DEFAULT])
+    if fixed_size:
+        function = _fixed_size_serving_function(*fixed_size)
+        # The module only lets the converter write the function as signature serving_default.
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], tf.Module())
+    else:
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            saved_model_dir, signature_keys=[serving.SERVING_DEFAULT])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
         model = converter.convert()

@@ -201,14 +201,16 @@ def _saved_model(opts: InspectOptions) -> int:
     result = export.export_saved_model(
         load_config(opts), opts.saved_model_dir, opts.model_name, opts.ckpt_path,
         opts.batch_size or None, opts.min_score_thresh, opts.max_boxes_to_draw,
-        opts.tflite_path, opts.openvino_path)
+        opts.tflite_path, opts.openvino_path, tflite_input_size(opts))
     s = result.settings
     print(f"wrote SavedModel {result.saved_model_dir} (signatures serving_default: uint8 "
           f"image_arrays, serving_base64: encoded image_files; batch {s['batch_size']})")
     print(f"wrote frozen graph {result.frozen_graph}")
     if result.tflite:
+        size = (f"{opts.tflite_input_size} images only, XNNPACK" if opts.tflite_input_size
+                else "images of any size, no XNNPACK")
         print(f"wrote TFLite model {result.tflite} (builtin ops only; score threshold "
-              f"fixed at {s['score_thresh']})")
+              f"fixed at {s['score_thresh']}; {size})")
     if result.openvino:
         print(f"wrote OpenVINO model {result.openvino} (+ .bin; inputs image_arrays:0, "
               f"score_thresh:0)")
@@ -388,6 +390,10 @@ class InspectOptions:
     saved_model_dir: str = cli.field("/tmp/saved_model", "SavedModel directory (exported or "
                                      "read), or a .pb, .tflite, .onnx or .xml file to read.")
     tflite_path: Optional[str] = cli.field(None, "saved_model: also convert to TFLite here.")
+    tflite_input_size: Optional[str] = cli.field(
+        None, "saved_model: fix the TFLite model's image size, 'WxH' (e.g. 1280x720, a "
+        "camera's frames; needs --batch_size >= 1). Every tensor is then static, so TFLite runs "
+        "the model on its XNNPACK delegate; the model takes only images of that size.")
     onnx_path: Optional[str] = cli.field(None, "onnx: output file (default "
                                          "<saved_model_dir>/<model_name>.onnx).")
     openvino_path: Optional[str] = cli.field(
@@ -441,6 +447,25 @@ def _check_numbers(opts: InspectOptions) -> None:
     if mode in _TIMED and opts.bm_runs < 1:
         raise errors.UsageError(f"--bm_runs must be >= 1 for --runmode={mode}, got "
                                 f"{opts.bm_runs}")
+
+
+def tflite_input_size(opts: InspectOptions) -> Optional[Tuple[int, int]]:
+    """--tflite_input_size as (height, width), or None; UsageError naming the flag."""
+    import utils
+
+    if not _is_set(opts.tflite_input_size):
+        return None
+    if opts.runmode != "saved_model" or not _is_set(opts.tflite_path):
+        raise errors.UsageError("--tflite_input_size applies to --runmode=saved_model with "
+                                "--tflite_path")
+    if opts.batch_size < 1:
+        raise errors.UsageError("--tflite_input_size needs --batch_size >= 1: a dynamic batch "
+                                "keeps the TFLite model's tensors dynamic")
+    try:
+        return utils.parse_image_size(opts.tflite_input_size)
+    except ValueError:
+        raise errors.UsageError(f"--tflite_input_size '{opts.tflite_input_size}' must look "
+                                f"like WxH, e.g. 1280x720") from None
 
 
 def _check_openvino(opts: InspectOptions) -> None:
@@ -517,6 +542,7 @@ def check_options(opts: InspectOptions) -> None:
         raise errors.UsageError(f"--runmode '{opts.runmode}' is unknown; valid runmodes: "
                                 f"{', '.join(RUNMODES)}")
     _check_numbers(opts)
+    tflite_input_size(opts)
     _check_inputs(opts)
     _check_outputs(opts)
     _check_openvino(opts)

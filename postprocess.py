@@ -143,9 +143,10 @@ def top_candidates(logits: Union[tf.Tensor, Sequence[tf.Tensor]], k: int
 
 
 def _nms_one_image(boxes: tf.Tensor, scores: tf.Tensor, classes: tf.Tensor, config: Config,
-                   score_thresh: Any, max_output_size: int
+                   score_thresh: Any, max_output_size: int, padded: bool = True
                    ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """NMS for one image; outputs padded to `max_output_size` rows.
+    """NMS for one image; outputs padded to `max_output_size` rows (by the NMS op itself when
+    `padded`, which keeps every shape static; see the comments below).
 
     Args:
       boxes: [K, 4] yxyx input pixels. scores: [K] in [0, 1]. classes: [K] int32 1..C.
@@ -166,20 +167,36 @@ def _nms_one_image(boxes: tf.Tensor, scores: tf.Tensor, classes: tf.Tensor, conf
         # boxes of different classes never overlap and IoUs within a class are unchanged.
         span = tf.reduce_max(nms_boxes) - tf.reduce_min(nms_boxes) + 1.0
         nms_boxes = nms_boxes + tf.expand_dims(tf.cast(classes, tf.float32), 1) * span
-    selected, selected_scores = tf.image.non_max_suppression_with_scores(
-        nms_boxes, scores, max_output_size, iou_threshold=iou_thresh,
-        score_threshold=score_thresh, soft_nms_sigma=sigma)
-    # Pad to max_output_size rows. TFLite's NMS returns rows already padded (index 0, score 0),
-    # so the valid rows are found by their score, which NMS keeps > score_thresh >= 0.
-    pad = max_output_size - tf.shape(selected)[0]
-    out_scores = tf.reshape(tf.pad(selected_scores, [[0, pad]]), [max_output_size])
-    valid = out_scores > 0.0
-    out_boxes = tf.reshape(tf.pad(tf.gather(boxes, selected), [[0, pad], [0, 0]]),
-                           [max_output_size, 4])
-    out_boxes = tf.where(tf.expand_dims(valid, 1), out_boxes, tf.zeros_like(out_boxes))
-    out_classes = tf.reshape(tf.pad(tf.gather(classes, selected), [[0, pad]]), [max_output_size])
-    out_classes = tf.where(valid, out_classes, tf.fill([max_output_size], PAD_CLASS))
-    count = tf.reduce_sum(tf.cast(valid, tf.int32))
+    if padded:
+        # Padded NMS (max_output_size rows, index 0 and score 0 after the `count` valid ones)
+        # keeps every shape static: TFLite's XNNPACK delegate only takes graphs without
+        # dynamic-sized tensors, and a pad of computed size after NMS made them dynamic.
+        selected, out_scores, count = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=nms_boxes, scores=scores, max_output_size=max_output_size,
+            iou_threshold=iou_thresh, score_threshold=score_thresh, soft_nms_sigma=sigma,
+            pad_to_max_output_size=True)
+        valid = tf.range(max_output_size) < count
+        selected_boxes, selected_classes = tf.gather(boxes, selected), tf.gather(classes, selected)
+    else:
+        # Inside the dynamic batch's while loop: tf2onnx's shape inference of the loop rejects
+        # the padded op's outputs, so the rows are padded here. TFLite's NMS returns rows already
+        # padded (index 0, score 0), so the valid rows are found by their score, which NMS keeps
+        # > score_thresh >= 0.
+        selected, out_scores = tf.image.non_max_suppression_with_scores(
+            nms_boxes, scores, max_output_size, iou_threshold=iou_thresh,
+            score_threshold=score_thresh, soft_nms_sigma=sigma)
+        pad = max_output_size - tf.shape(selected)[0]
+        out_scores = tf.reshape(tf.pad(out_scores, [[0, pad]]), [max_output_size])
+        valid = out_scores > 0.0
+        count = tf.reduce_sum(tf.cast(valid, tf.int32))
+        selected_boxes = tf.reshape(tf.pad(tf.gather(boxes, selected), [[0, pad], [0, 0]]),
+                                    [max_output_size, 4])
+        selected_classes = tf.reshape(tf.pad(tf.gather(classes, selected), [[0, pad]]),
+                                      [max_output_size])
+    out_boxes = tf.where(tf.expand_dims(valid, 1), selected_boxes,
+                         tf.zeros([max_output_size, 4]))
+    out_classes = tf.where(valid, selected_classes, tf.fill([max_output_size], PAD_CLASS))
+    out_scores = tf.where(valid, out_scores, tf.zeros([max_output_size]))
     return out_boxes, out_scores, out_classes, count
 
 
@@ -256,12 +273,13 @@ def generate_detections(cls_outputs: Dict[int, tf.Tensor], box_outputs: Dict[int
     # Scores are sigmoids: a negative threshold means 0 (and keeps padding rows recognisable).
     score_thresh = tf.maximum(tf.cast(score_thresh, tf.float32), 0.0)
 
-    def one(args):
-        return _nms_one_image(args[0], args[1], args[2], config, score_thresh, max_output_size)
+    def one(args, padded=False):
+        return _nms_one_image(args[0], args[1], args[2], config, score_thresh, max_output_size,
+                              padded)
 
     batch = boxes.shape[0]
     if batch is not None:
-        per_image = [one((boxes[i], scores[i], classes[i])) for i in range(batch)]
+        per_image = [one((boxes[i], scores[i], classes[i]), True) for i in range(batch)]
         out_boxes, out_scores, out_classes, counts = (tf.stack(t) for t in zip(*per_image))
     else:
         out_boxes, out_scores, out_classes, counts = _per_image_loop(

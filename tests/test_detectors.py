@@ -130,6 +130,33 @@ def test_score_threshold_is_a_run_time_input(loaded):
         tflite.predict(image, score_thresh=0.2)
 
 
+def test_fixed_size_tflite_runs_on_xnnpack_and_detects_like_the_saved_model(
+        exported_models, loaded, tmp_path):
+    # Images of any size make the pre-processing's tensors dynamic, and TFLite then declines
+    # its XNNPACK delegate for the whole model; a fixed size (and batch) makes every tensor
+    # static. The delegate count pins that no op of ours makes the fixed-size graph dynamic.
+    dynamic = loaded["tflite"]
+    dynamic.predict(street()[None])
+    assert dynamic.delegated_nodes() == 0
+    assert dynamic.note == "TFLite kernels (dynamic shapes: no XNNPACK)"
+    path = str(tmp_path / "fixed.tflite")
+    export.export_saved_model(exported_models["config"], str(tmp_path / "sm"),
+                              "efficientdet-d0", exported_models["ckpt"], batch_size=1,
+                              tflite_path=path, tflite_input_size=(636, 1024))
+    assert export.read_export_settings(path)["tflite_input_size"] == [636, 1024]
+    fixed = detectors.load_detector(path)
+    assert (fixed.batch_size, fixed.input_size) == (1, (636, 1024))
+    image = street()[None]
+    want = loaded["saved_model"].predict(image)[0]
+    assert len(want) >= 10
+    assert_same_detections(want, fixed.predict(image)[0], "fixed-size tflite")
+    assert fixed.delegated_nodes() > 0 and fixed.note == "XNNPACK delegate"
+    with pytest.raises(errors.UsageError, match=r"fixed.tflite' takes 1024x636 \(WxH\) images "
+                                                r"only .*; this image is 400x300"):
+        fixed.predict(street(400, 300)[None])
+    assert export.read_export_settings(exported_models["tflite"])["tflite_input_size"] == "any"
+
+
 def test_load_errors_name_the_path(tmp_path):
     with pytest.raises(errors.ModelFileError, match="'/nonexistent/model' does not exist: give "
                                                     "a SavedModel directory or a .pb, .tflite"):

@@ -24,10 +24,23 @@ def test_export_writes_everything(exported_models):
     s = exported_models["settings"]
     assert s["batch_size"] == "dynamic" and s["score_thresh"] == 0.4
     assert s["max_output_size"] == 100 and "per-class hard NMS" in s["nms"]
-    for key in ("saved_model", "frozen", "tflite"):
+    for key in ("saved_model", "frozen"):
         assert export.read_export_settings(exported_models[key]) == s, key
+    assert export.read_export_settings(exported_models["tflite"]) == {
+        **s, "tflite_input_size": "any"}
     assert export.settings_path(exported_models["tflite"]).endswith(
-        "m.export_settings.yaml")
+        "m.tflite.export_settings.yaml")
+    # m.tflite and m.onnx share a directory and a stem; each keeps its own settings.
+    assert export.read_export_settings(exported_models["tflite"])["tflite_input_size"] == "any"
+    if exported_models["onnx"]:
+        assert "tflite_input_size" not in export.read_export_settings(exported_models["onnx"])
+
+
+def test_settings_of_older_exports_are_still_read(tmp_path):
+    model = tmp_path / "old.tflite"
+    model.write_bytes(b"")
+    (tmp_path / "old.export_settings.yaml").write_text("score_thresh: 0.3\n")
+    assert export.read_export_settings(str(model)) == {"score_thresh": 0.3}
 
 
 def test_saved_model_signatures(exported_models):

@@ -73,8 +73,8 @@ SEED_FLAGS = {
     "max_boxes_to_draw": None, "min_score_thresh": None, "saved_model_dir": "/tmp/saved_model",
     "tflite_path": None, "onnx_path": None,
 }
-# Flags added after the seed: OpenVINO export and its inference precision.
-NEW_FLAGS = {"openvino_path": None, "openvino_precision": "default"}
+# Flags added after the seed: OpenVINO export and its inference precision, TFLite's fixed size.
+NEW_FLAGS = {"openvino_path": None, "openvino_precision": "default", "tflite_input_size": None}
 
 
 def test_every_flag_keeps_its_name_and_default():
@@ -147,6 +147,12 @@ def test_bad_hparams_are_one_clear_line(args, message, no_graphs):
                                     "saved_model_video with --saved_model_dir=<model>.xml"),
     (["--runmode=infer", "--input_image=x.jpg", "--openvino_precision=f32"],
      "--openvino_precision=f32 applies to running an OpenVINO model"),
+    (["--runmode=saved_model", "--tflite_input_size=1024x636"],
+     "--tflite_input_size applies to --runmode=saved_model with --tflite_path"),
+    (["--runmode=saved_model", "--tflite_path=/tmp/x/m.tflite", "--batch_size=0",
+      "--tflite_input_size=1024x636"], "--tflite_input_size needs --batch_size >= 1"),
+    (["--runmode=saved_model", "--tflite_path=/tmp/x/m.tflite", "--tflite_input_size=big"],
+     "--tflite_input_size 'big' must look like WxH, e.g. 1280x720"),
 ])
 def test_bad_options_are_one_clear_line(args, message, no_graphs):
     with pytest.raises(errors.UsageError) as e:
