@@ -29,7 +29,8 @@ re-export a checkpoint; infer runs a checkpoint on images; saved_model exports a
 --openvino_path, OpenVINO IR; onnx and openvino export those alone; saved_model_infer,
 saved_model_benchmark and saved_model_video run an exported model, given as a SavedModel
 directory or a .pb, .tflite, .onnx or .xml (OpenVINO) file. --batch_size=0 exports a
-dynamic-batch model.
+dynamic-batch model. --tflite_input_size=WxH fixes the TFLite model's image size, which makes
+it static so that TFLite runs it on XNNPACK (a model for any size runs on TFLite's own kernels).
 
 --openvino_precision sets OpenVINO's inference precision (f32, bf16, or default: the runtime's
 own choice, bf16 on CPUs with native bf16, else f32). A CPU without bf16 runs a bf16 request in

@@ -12,7 +12,9 @@ and COCO AP on a trained model.
         --out=benchmarks/results_runtimes.md
 
 Runtimes: TF SavedModel (`saved_model_benchmark` on the export directory), TF frozen graph
-(`<model_name>_frozen.pb`), TFLite (`--tflite_path`), ONNX Runtime (`--runmode=onnx`) and
+(`<model_name>_frozen.pb`), TFLite (`--tflite_path`; images of any size, which keeps it off
+XNNPACK), TFLite fixed size (`--tflite_input_size` at street.jpg's size: static, on XNNPACK;
+no AP, the held-out images have many sizes), ONNX Runtime (`--runmode=onnx`) and
 OpenVINO IR (`--openvino_path`) at inference precision f32, bf16 and the runtime's default.
 Each timed call is `Detector.predict` on street.jpg (decoded once, outside the timing):
 feeding the uint8 batch, pre-processing, the network, NMS and fetching the detections, as
@@ -49,6 +51,7 @@ RUNTIMES: List[Tuple[str, str, str]] = [
     ("TF SavedModel", "saved_model", "default"),
     ("TF frozen graph", "frozen", "default"),
     ("TFLite", "tflite", "default"),
+    ("TFLite fixed size", "tflite_fixed", "default"),
     ("ONNX Runtime", "onnx", "default"),
     ("OpenVINO f32", "openvino", "f32"),
     ("OpenVINO bf16", "openvino", "bf16"),
@@ -61,6 +64,7 @@ def export_paths(directory: str) -> Dict[str, str]:
     return {"saved_model": os.path.join(directory, "saved_model"),
             "frozen": os.path.join(directory, "saved_model", f"{MODEL}_frozen.pb"),
             "tflite": os.path.join(directory, "model.tflite"),
+            "tflite_fixed": os.path.join(directory, "fixed_size", "model.tflite"),
             "onnx": os.path.join(directory, "model.onnx"),
             "openvino": os.path.join(directory, "openvino", "model.xml")}
 
@@ -85,6 +89,16 @@ def export_all(directory: str, fpn: str, batch: int, ckpt: Optional[str] = None,
                                   openvino_path=paths["openvino"])
         print(f"  exported SavedModel, frozen graph, TFLite, OpenVINO in "
               f"{time.time() - start:.0f} s", flush=True)
+    if not ckpt and not os.path.exists(paths["tflite_fixed"]):
+        import visualize
+
+        start = time.time()
+        size = visualize.read_image(IMAGE).shape[:2]
+        export.export_saved_model(config, os.path.join(directory, "fixed_size", "saved_model"),
+                                  MODEL, ckpt, batch, score_thresh,
+                                  tflite_path=paths["tflite_fixed"], tflite_input_size=size)
+        print(f"  exported TFLite for {size[1]}x{size[0]} images in {time.time() - start:.0f} s",
+              flush=True)
     if not os.path.exists(paths["onnx"]):
         start = time.time()
         export.export_onnx(config, paths["onnx"], ckpt, batch, score_thresh)
@@ -130,7 +144,9 @@ def ap_one(directory: str, gt_json: str, image_dir: str, threads: int) -> Dict[s
     pairs = inference.coco_image_paths(gt_json, image_dir)
     paths = export_paths(directory)
     found, out = {}, {}
-    for label, _, _ in RUNTIMES:
+    for label, key, _ in RUNTIMES:
+        if key == "tflite_fixed":  # takes one image size; the held-out images have many
+            continue
         with load(label, paths, threads) as det:
             results = os.path.join(directory, "results", label.replace(" ", "_") + ".json")
             summary = inference.coco_results(det, pairs, results)
@@ -262,11 +278,15 @@ def main() -> None:
             ap = aps.get(label) if fpn == "vfpn" and batch == 1 else None
             ap_cells = (f"{ap['AP']:.3f} | {ap['AP50']:.3f} | {ap['parity']}" if ap
                         else " | | ")
+            if fpn == "vfpn" and batch == 1 and aps and not ap:
+                ap_cells = "n/a | n/a | one image size only"
             rows.append(f"| {MODEL} | {fpn} | {batch} | {label} | {r['precision']} | "
                         f"{r['ms']:.1f} | {1000.0 / r['ms']:.1f} | {r['ms'] / base:.2f} | "
                         f"{ap_cells} |")
-    ov_note = next((r["note"] for r in next(iter(timings.values())).values()
-                    if "bf16 requested" in r["note"]), "")
+    first = next(iter(timings.values()))
+    ov_note = next((r["note"] for r in first.values() if "bf16 requested" in r["note"]), "")
+    tflite_notes = "; ".join(f"{label}: {first[label]['note']}" for label, key, _ in RUNTIMES
+                             if key.startswith("tflite") and label in first)
     header = [
         f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; {openvino_capabilities()}.",
         f"Versions: {versions()}. Threads: {args.threads or 'each runtime default'}. "
@@ -275,6 +295,8 @@ def main() -> None:
         f"calls after {args.warmup} warm-ups; random weights; one process per model and "
         f"batch holding every runtime.",
         (f"OpenVINO bf16 on this CPU: {ov_note}." if ov_note else ""),
+        (f"TFLite runs on: {tflite_notes}; `TFLite fixed size` is exported with "
+         f"`--tflite_input_size` for street.jpg's 1024x636." if tflite_notes else ""),
         (f"AP: {os.path.basename(os.path.dirname(args.ap_json.rstrip('/')) or args.ap_json)} "
          f"held-out images of `{args.ap_json}`, trained checkpoint `{args.ap_model_dir}` "
          f"exported at batch 1 with score threshold {args.ap_score_thresh}; parity: "
@@ -284,7 +306,7 @@ def main() -> None:
         "AP | AP50 | detections vs SavedModel |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    text = "\n".join([h for h in header[:4] if h] + header[4:] + rows) + "\n"
+    text = "\n".join([h for h in header[:5] if h] + header[5:] + rows) + "\n"
     print_and_save(text, args.out)
 
 
