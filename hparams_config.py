@@ -335,7 +335,7 @@ def validate(config: Config) -> Config:
     """Check cross-field rules; raise `HparamsError` naming the fields. Returns `config`."""
     try:
         height, width = utils.parse_image_size(config.image_size)
-    except ValueError as e:
+    except ConfigError as e:
         raise HparamsError(f"hparam 'image_size': {e}") from None
     if not isinstance(config.min_level, int) or not isinstance(config.max_level, int):
         raise HparamsError("hparams 'min_level' and 'max_level' must be integers.")

@@ -464,7 +464,7 @@ def tflite_input_size(opts: InspectOptions) -> Optional[Tuple[int, int]]:
                                 "keeps the TFLite model's tensors dynamic")
     try:
         return utils.parse_image_size(opts.tflite_input_size)
-    except ValueError:
+    except errors.UserError:
         raise errors.UsageError(f"--tflite_input_size '{opts.tflite_input_size}' must look "
                                 f"like WxH, e.g. 1280x720") from None
 

@@ -19,6 +19,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
+import errors
+
 tf1 = tf.compat.v1
 
 # Batch-norm defaults of the released checkpoints.
@@ -31,13 +33,14 @@ MOVING_VARS = "moving_vars"
 # Image and feature sizes
 # -------------------------------------------------------------------------------------------------
 def parse_image_size(image_size: Union[int, str, Sequence[int]]) -> Tuple[int, int]:
-    """(height, width) from an int (square), a 'WxH' string, or an (H, W) pair.
+    """(height, width) from an int (square), a 'WxH' string, or an (H, W) pair; anything else
+    is an `errors.ConfigError` (a user error, and a ValueError).
 
     >>> parse_image_size('1920x1280')
     (1280, 1920)
     """
     if isinstance(image_size, bool):
-        raise ValueError(f"image_size must be an int, 'WxH' or (H, W), got {image_size!r}")
+        raise errors.ConfigError(f"image_size must be an int, 'WxH' or (H, W), got {image_size!r}")
     if isinstance(image_size, int):
         h = w = image_size
     elif isinstance(image_size, str):
@@ -47,15 +50,15 @@ def parse_image_size(image_size: Union[int, str, Sequence[int]]) -> Tuple[int, i
         elif image_size.strip().isdigit():
             h = w = int(image_size)
         else:
-            raise ValueError(f"image_size string must look like 'WxH' (e.g. '1920x1280'), "
+            raise errors.ConfigError(f"image_size string must look like 'WxH' (e.g. '1920x1280'), "
                              f"got {image_size!r}")
     elif isinstance(image_size, (list, tuple)) and len(image_size) == 2 and all(
             isinstance(v, int) and not isinstance(v, bool) for v in image_size):
         h, w = image_size
     else:
-        raise ValueError(f"image_size must be an int, 'WxH' or (H, W), got {image_size!r}")
+        raise errors.ConfigError(f"image_size must be an int, 'WxH' or (H, W), got {image_size!r}")
     if h <= 0 or w <= 0:
-        raise ValueError(f"image_size must be positive, got {image_size!r}")
+        raise errors.ConfigError(f"image_size must be positive, got {image_size!r}")
     return int(h), int(w)
 
 
