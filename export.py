@@ -6,7 +6,8 @@
   SavedModel with the signatures `serving_default` (uint8 `image_arrays`) and `serving_base64`
   (encoded `image_files`), the same frozen graph `<model_name>_frozen.pb`, `config.yaml` and,
   optionally, TFLite and OpenVINO models.
-* `export_tflite`, `export_onnx`: the serving graph for TFLite (builtin ops) and ONNX (tf2onnx).
+* `export_tflite`, `export_tflite_fixed_size`, `export_onnx`: the serving graph for TFLite (builtin
+  ops; any image size, or one size on XNNPACK) and ONNX (tf2onnx).
 * `export_openvino`: the frozen serving graph as OpenVINO IR (`.xml` + `.bin`), through ONNX;
   `export_saved_model(openvino_path=...)` writes the same IR beside a SavedModel.
   `import_openvino` imports OpenVINO with its usage telemetry off.
@@ -289,7 +290,7 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
     as the `.pb`; fine-tune from the checkpoint, not from an export). The score threshold is
     a run-time input with the given default; the number of detections per image is fixed at
     `max_output_size`. `saved_model_dir` must be new or empty. `tflite_input_size` (height,
-    width) fixes the TFLite model's image size (see `export_tflite`).
+    width) fixes the TFLite model's image size (see `export_tflite_fixed_size`).
     """
     if tflite_input_size and batch_size is None:
         raise errors.UsageError("a TFLite model with a fixed input size needs a fixed batch "
@@ -310,8 +311,8 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
     write_export_settings(frozen_path, settings)
     tflite = None
     if tflite_path:
-        tflite = export_tflite(saved_model_dir, tflite_path, (
-            frozen, graph, tflite_input_size) if tflite_input_size else None)
+        tflite = (export_tflite_fixed_size(frozen, graph, tflite_input_size, tflite_path)
+                  if tflite_input_size else export_tflite(saved_model_dir, tflite_path))
         write_export_settings(tflite, {**settings, "tflite_input_size": (
             list(tflite_input_size) if tflite_input_size else "any")})
     openvino = None
@@ -348,37 +349,45 @@ def _fixed_size_serving_function(frozen: tf1.GraphDef, graph: serving.ServingGra
          for key, t in graph.outputs.items()})
 
 
-def export_tflite(saved_model_dir: str, tflite_path: str,
-                  fixed_size: Optional[Tuple[tf1.GraphDef, serving.ServingGraph,
-                                             Tuple[int, int]]] = None) -> str:
-    """Convert the `serving_default` signature of a SavedModel to a float32 TFLite model.
-
-    The whole detector (pre-processing, network, NMS) converts to TFLite builtin ops
-    (TFLITE_BUILTINS only, no SELECT_TF_OPS). The score threshold becomes a constant (the
-    export setting): a TFLite model can raise it afterwards but not lower it.
-
-    By default the model takes images of any size. Its pre-processing then computes the
-    resize and pad sizes at run time, which makes those tensors dynamic, and TFLite applies
-    its XNNPACK delegate only to graphs without dynamic tensors: the whole model runs on
-    TFLite's own kernels. With `input_size` (height, width) and a fixed batch the model takes
-    only images of that size, every tensor is static and XNNPACK runs it (README, section
-    on runtimes, for the measured difference). `fixed_size` is (the frozen serving graph of
-    the SavedModel, its `ServingGraph`, (height, width)); the batch must be fixed.
-    """
-    if fixed_size:
-        function = _fixed_size_serving_function(*fixed_size)
-        # The module only lets the converter write the function as signature serving_default.
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], tf.Module())
-    else:
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            saved_model_dir, signature_keys=[serving.SERVING_DEFAULT])
+def _convert_tflite(converter: tf.lite.TFLiteConverter, source: str, tflite_path: str) -> str:
+    """Builtin ops only (TFLITE_BUILTINS, no SELECT_TF_OPS); the model written to
+    `tflite_path`; a failed conversion is one ModelFileError naming `source`."""
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
         model = converter.convert()
     except Exception as e:  # noqa: BLE001 - the converter raises several error types
-        raise errors.ModelFileError(f"TFLite conversion of '{saved_model_dir}' failed: "
+        raise errors.ModelFileError(f"TFLite conversion of '{source}' failed: "
                                     f"{str(e).splitlines()[0]}") from None
     return write_file(tflite_path, model)
+
+
+def export_tflite(saved_model_dir: str, tflite_path: str) -> str:
+    """Convert the `serving_default` signature of a SavedModel to a float32 TFLite model.
+
+    The whole detector (pre-processing, network, NMS) converts to TFLite builtin ops. The
+    score threshold becomes a constant (the export setting): a TFLite model can raise it
+    afterwards but not lower it.
+
+    The model takes images of any size. Its pre-processing then computes the resize and pad
+    sizes at run time, which makes those tensors dynamic, and TFLite applies its XNNPACK
+    delegate only to graphs without dynamic tensors: the whole model runs on TFLite's own
+    kernels. `export_tflite_fixed_size` makes a static model that XNNPACK runs (README,
+    section 3, for the measured difference).
+    """
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=[serving.SERVING_DEFAULT])
+    return _convert_tflite(converter, saved_model_dir, tflite_path)
+
+
+def export_tflite_fixed_size(frozen: tf1.GraphDef, graph: serving.ServingGraph,
+                             input_size: Tuple[int, int], tflite_path: str) -> str:
+    """Like `export_tflite`, from the frozen serving graph `frozen` of `graph` (fixed batch),
+    for images of exactly `input_size` (height, width): every tensor is static, so TFLite runs
+    the model on XNNPACK; it takes no other size."""
+    function = _fixed_size_serving_function(frozen, graph, input_size)
+    # The module only lets the converter write the function as signature serving_default.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], tf.Module())
+    return _convert_tflite(converter, "the frozen serving graph", tflite_path)
 
 
 def _frozen_image_arrays_graph(config: hparams_config.Config, ckpt_path: Optional[str],

@@ -143,7 +143,7 @@ def top_candidates(logits: Union[tf.Tensor, Sequence[tf.Tensor]], k: int
 
 
 def _nms_one_image(boxes: tf.Tensor, scores: tf.Tensor, classes: tf.Tensor, config: Config,
-                   score_thresh: Any, max_output_size: int, padded: bool = True
+                   score_thresh: Any, max_output_size: int, padded: bool
                    ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """NMS for one image; outputs padded to `max_output_size` rows (by the NMS op itself when
     `padded`, which keeps every shape static; see the comments below).
@@ -273,7 +273,7 @@ def generate_detections(cls_outputs: Dict[int, tf.Tensor], box_outputs: Dict[int
     # Scores are sigmoids: a negative threshold means 0 (and keeps padding rows recognisable).
     score_thresh = tf.maximum(tf.cast(score_thresh, tf.float32), 0.0)
 
-    def one(args, padded=False):
+    def one(args, padded):
         return _nms_one_image(args[0], args[1], args[2], config, score_thresh, max_output_size,
                               padded)
 
@@ -283,7 +283,7 @@ def generate_detections(cls_outputs: Dict[int, tf.Tensor], box_outputs: Dict[int
         out_boxes, out_scores, out_classes, counts = (tf.stack(t) for t in zip(*per_image))
     else:
         out_boxes, out_scores, out_classes, counts = _per_image_loop(
-            one, (boxes, scores, classes), max_output_size)
+            lambda args: one(args, False), (boxes, scores, classes), max_output_size)
 
     # Clip to the network input, or to the original image when its size is known, and scale.
     batch_t = tf.shape(out_boxes)[0]
