@@ -27,6 +27,7 @@ import efficientdet_arch
 import errors
 import train_hooks
 import utils
+import vfpn
 from hparams_config import Config
 
 tf1 = tf.compat.v1
@@ -118,6 +119,44 @@ def learning_rate_schedule(config: Config, run: RunContext, global_step: tf.Tens
         warm = init + (adjusted - init) * step / warmup
         lr = tf.where(step < warmup, warm, tf.cast(lr, tf.float32))
     return tf.cast(lr, tf.float32)
+
+
+ADAM_BETAS = (0.9, 0.999)  # tf1.train.AdamOptimizer's defaults, which _optimizer uses
+
+
+def branch_steps(config: Config, run: RunContext) -> Tuple[int, int]:
+    """(first step that updates VFPN's vertical branch, steps its update ramps over)."""
+    _, _, total = schedule_steps(config, run)
+    return (int(round(config.vfpn_branch_start * total)),
+            int(round(config.vfpn_branch_warmup * total)))
+
+
+def branch_update_scale(config: Config, run: RunContext, global_step: tf.Tensor
+                        ) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(active, scale) for the update VFPN's vertical branch gets at `global_step`.
+
+    Before `vfpn_branch_start` (a fraction of the run's steps) `active` is False: the branch's
+    gradients are zeroed, so it stays at its initial values and, with the zero-initialised last
+    BN, VFPN computes and learns exactly what BiFPN does. From then on the branch's update is
+    multiplied by `scale`, a linear ramp from 1/W to 1 over W = `vfpn_branch_warmup` steps (its
+    own learning-rate warm-up). With Adam, `scale` also swaps the run's bias correction (for
+    step t = global_step + 1) for the one of the branch's own step count, so the branch's fresh
+    moments are corrected as if it had trained from step 0: without that, a branch that joins
+    at step 128 takes steps 2-3x too large in its first tens of steps.
+    """
+    start, warm = branch_steps(config, run)
+    step = tf.cast(global_step, tf.float32)
+    active = step >= start
+    own = tf.maximum(step - start + 1.0, 1.0)  # the branch's own step count, from 1
+    scale = tf.minimum(own / float(max(1, warm)), 1.0)
+    if config.optimizer == "adam":
+        beta1, beta2 = ADAM_BETAS
+
+        def correction(t):
+            return tf.sqrt(1.0 - tf.pow(beta2, t)) / (1.0 - tf.pow(beta1, t))
+
+        scale = scale * correction(own) / correction(step + 1.0)
+    return active, tf.where(active, scale, 0.0)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -342,7 +381,7 @@ def ema_variables() -> List[tf.Variable]:
 
 def _optimizer(config: Config, run: RunContext, learning_rate: tf.Tensor):
     if config.optimizer == "adam":
-        opt = tf1.train.AdamOptimizer(learning_rate)
+        opt = tf1.train.AdamOptimizer(learning_rate, *ADAM_BETAS)
     else:  # 'sgd'; hparams_config.validate admits no other value
         opt = tf1.train.MomentumOptimizer(learning_rate, momentum=config.momentum)
     if run.use_tpu:
@@ -385,6 +424,14 @@ def _train_op(config: Config, run: RunContext, losses: Dict[str, tf.Tensor],
     optimizer = _optimizer(config, run, learning_rate)
     var_list = efficientdet_arch.freeze_vars(tf1.trainable_variables(), config.var_freeze_expr)
     grads_and_vars = optimizer.compute_gradients(losses["loss"], var_list)
+    branch = {id(v) for v in vfpn.vertical_variables(var_list)}
+    gated = bool(branch) and (config.vfpn_branch_start > 0 or config.vfpn_branch_warmup > 0)
+    if gated:
+        active, scale = branch_update_scale(config, run, global_step)
+        # Zeroed (not dropped) gradients keep Adam's moments of the branch at 0 until it joins.
+        grads_and_vars = [(tf.where(active, g, tf.zeros_like(g)) if id(v) in branch and
+                           g is not None else g, v) for g, v in grads_and_vars]
+        tf1.summary.scalar("vfpn_branch_update_scale", scale)
     if config.clip_gradients_norm > 0:
         grads = [g for g, _ in grads_and_vars]
         clipped, grad_norm = tf.clip_by_global_norm(grads, config.clip_gradients_norm)
@@ -392,8 +439,21 @@ def _train_op(config: Config, run: RunContext, losses: Dict[str, tf.Tensor],
         tf1.summary.scalar("gradient_norm", grad_norm)
     update_ops = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
     check = train_hooks.assert_finite_losses(losses, global_step)
-    with tf.control_dependencies(update_ops + [check]):
+    before = []
+    if gated:
+        before = [(v, tf.identity(v.read_value())) for _, v in grads_and_vars if id(v) in branch]
+    with tf.control_dependencies(update_ops + [check] + [old for _, old in before]):
         train_op = optimizer.apply_gradients(grads_and_vars, global_step)
+    if before:
+        # new = old + scale * (optimizer's new - old): the branch's update scaled by `scale`;
+        # exact at scale 1, and 0 updates (frozen steps) stay exact at scale 0.
+        with tf.control_dependencies([train_op]):
+            blends = []
+            for v, old in before:
+                new = v.read_value()
+                blends.append(v.assign(tf.where(tf.equal(scale, 1.0), new,
+                                                old + scale * (new - old))))
+            train_op = tf.group(*blends)
     ema = _ema(config, global_step)
     if ema is not None:
         with tf.control_dependencies([train_op]):

@@ -373,6 +373,10 @@ def validate(config: Config) -> Config:
         raise HparamsError(f"hparam 'vfpn_zero_init=True' needs a BN in the vertical branch, but "
                            f"vfpn_aggregation={config.vfpn_aggregation!r} with "
                            f"vfpn_refine_convs=0 has none; set vfpn_zero_init=False.")
+    for key in ("vfpn_branch_start", "vfpn_branch_warmup"):
+        if not 0.0 <= config[key] <= 1.0:
+            raise HparamsError(f"hparam '{key}' is a fraction of the run's steps and must be in "
+                               f"[0, 1], got {config[key]}.")
     for key in ("fpn_num_filters", "fpn_cell_repeats", "box_class_repeats", "num_scales"):
         if config[key] < 1:
             raise HparamsError(f"hparam '{key}' must be >= 1, got {config[key]}.")
@@ -472,6 +476,11 @@ def default_detection_configs() -> Config:
     h.vfpn_residual = True  # output = last cell's output + the branch (False: the branch only)
     # gamma 0 on the branch's last BN: a fresh VFPN equals BiFPN and learns to add the branch.
     h.vfpn_zero_init = True
+    # The branch's variables are held at their initial values for this fraction of the run's
+    # steps (VFPN then trains exactly as BiFPN), then their updates ramp linearly from 0 to full
+    # over the next `vfpn_branch_warmup` fraction (benchmarks/results_learning.md).
+    h.vfpn_branch_start = 0.4
+    h.vfpn_branch_warmup = 0.1
 
     h.survival_prob = None
     h.lr_decay_method = "cosine"

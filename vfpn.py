@@ -30,6 +30,7 @@ from hparams_config import Config
 tf1 = tf.compat.v1
 
 FUSION_EPSILON = 1e-4  # fast normalized fusion (the paper, section 3.3)
+VERTICAL_SCOPE = "vfpn_vertical"  # the variable scope of VFPN's vertical stage
 Node = Dict[str, Any]
 
 
@@ -257,7 +258,7 @@ def vertical_stage(per_cell: List[Dict[int, tf.Tensor]], config: Config,
     n = config.vfpn_refine_convs
     zero_last = config.vfpn_zero_init
     outputs = {}
-    with tf1.variable_scope("vfpn_vertical"):
+    with tf1.variable_scope(VERTICAL_SCOPE):
         for level in range(config.min_level, config.max_level + 1):
             column = [cell[level] for cell in per_cell]
             with tf1.variable_scope(f"level_{level}"):
@@ -279,6 +280,13 @@ def vertical_stage(per_cell: List[Dict[int, tf.Tensor]], config: Config,
                                                  init_zero=zero_last and last)
             outputs[level] = column[-1] + x if config.vfpn_residual else x
     return outputs
+
+
+def vertical_variables(variables: Sequence[tf.Variable]) -> List[tf.Variable]:
+    """The variables of VFPN's vertical stage (scope `vfpn_vertical`) among `variables`."""
+    prefix = VERTICAL_SCOPE + "/"
+    return [v for v in variables
+            if v.op.name.startswith(prefix) or f"/{prefix}" in v.op.name]
 
 
 def _cell_weight_method(config: Config) -> str:

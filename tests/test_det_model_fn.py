@@ -109,6 +109,35 @@ def test_learning_rate_schedule(method):
         np.testing.assert_allclose(got[2:], 0.04, rtol=1e-6)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_branch_update_scale(optimizer):
+    # 320 steps: the branch starts at step 128 and ramps over 32 steps.
+    config, run = _config_and_run(optimizer=optimizer, vfpn_branch_start=0.4,
+                                  vfpn_branch_warmup=0.1)
+    run = det_model_fn.RunContext(model_dir="unused", train_batch_size=8,
+                                  num_examples_per_epoch=256)
+    config.override(dict(num_epochs=10))
+    assert det_model_fn.branch_steps(config, run) == (128, 32)
+    steps = [0, 127, 128, 143, 159, 300]
+    with tf.Graph().as_default():
+        step = tf1.placeholder(tf.int64, [])
+        active, scale = det_model_fn.branch_update_scale(config, run, step)
+        with tf1.Session() as s:
+            got = [s.run([active, scale], {step: v}) for v in steps]
+    assert [bool(a) for a, _ in got] == [False, False, True, True, True, True]
+    ramp = np.array([0, 0, 1 / 32, 16 / 32, 1, 1])
+    if optimizer == "sgd":
+        np.testing.assert_allclose([c for _, c in got], ramp, rtol=1e-6)
+    else:
+        def correction(t):  # Adam's bias correction of step t
+            return np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+
+        own = np.array([1, 1, 1, 16, 32, 173])  # the branch's own step count
+        want = ramp * correction(own) / correction(np.array(steps) + 1.0)
+        np.testing.assert_allclose([c for _, c in got], want, rtol=1e-5)
+        assert got[2][1] < 1 / 32  # Adam's fresh moments: the first steps are made smaller
+
+
 def _saved_checkpoint(tmp_path):
     with tf.Graph().as_default():
         tf1.get_variable("net/a", [2])

@@ -262,6 +262,58 @@ def test_loss_falls_on_repeated_batch(voc_records, tmp_path):
     assert "trained to step 30 in " in out.stdout
 
 
+def _summaries(model_dir, tag):
+    """{step: value} of scalar summary `tag` in a model dir's events files."""
+    got = {}
+    for event_file in tf.io.gfile.glob(str(model_dir / "events.out.tfevents*")):
+        for event in tf1.train.summary_iterator(event_file):
+            for v in event.summary.value:
+                if v.tag == tag:
+                    got[event.step] = float(tf.make_ndarray(v.tensor) if v.HasField("tensor")
+                                            else v.simple_value)
+    return got
+
+
+def test_vfpn_trains_exactly_as_bifpn_until_its_branch_starts(voc_records, tmp_path):
+    """vfpn_branch_start: until then the vertical branch is frozen and VFPN (zero-init) takes
+    BiFPN's exact steps from the same seed; from then on the branch learns."""
+    def train(name, **hp):
+        opts = _opts(voc_records, tmp_path / name, mode="train", train_batch_size=2,
+                     num_examples_per_epoch=2, num_epochs=4, use_fake_data=True,
+                     tf_random_seed=3, save_checkpoints_steps=2, log_every_n_steps=1,
+                     hparams=tiny_hparams(num_classes=20, moving_average_decay=0,
+                                          optimizer="adam", lr_warmup_epoch=0, **hp))
+        with _capture():
+            trainer.run(opts)
+        return tmp_path / name
+
+    bifpn = train("bifpn", fpn_name="bifpn")
+    vfpn = train("vfpn", fpn_name="vfpn", vfpn_branch_start=0.5, vfpn_branch_warmup=0)
+    b_loss, v_loss = _summaries(bifpn, "det_loss"), _summaries(vfpn, "det_loss")
+    assert sorted(b_loss) == sorted(v_loss) == [1, 2, 3, 4]
+    # Identical up to float rounding: the cells' gradients are summed with the frozen branch's
+    # (zero) terms, which may change the order of the sums.
+    np.testing.assert_allclose([v_loss[s] for s in (1, 2, 3)], [b_loss[s] for s in (1, 2, 3)],
+                               rtol=1e-6)
+    scale = _summaries(vfpn, "vfpn_branch_update_scale")
+    assert scale[1] == scale[2] == 0.0 and scale[3] > 0.0  # start = 0.5 * 4 steps
+
+    def weights(model_dir, step):
+        reader = tf.train.load_checkpoint(str(model_dir / f"model.ckpt-{step}"))
+        return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
+
+    b2, v0, v2, v4 = (weights(bifpn, 2), weights(vfpn, 0), weights(vfpn, 2), weights(vfpn, 4))
+    branch = sorted(n for n in v2 if n.startswith("vfpn_vertical/"))
+    assert branch and not any(n.startswith("vfpn_vertical/") for n in b2)
+    for name, value in b2.items():  # every BiFPN variable, optimizer slots included
+        np.testing.assert_allclose(v2[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    for name in branch:  # frozen exactly; BN statistics are not trained, they track the batches
+        if "/moving_" not in name:
+            np.testing.assert_array_equal(v2[name], v0[name], err_msg=name)
+    gamma = "vfpn_vertical/level_3/refine_1/bn/gamma"
+    assert not v2[gamma].any() and v4[gamma].any()  # zero-init until step 2, then learned
+
+
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(voc_records, tmp_path):
     opts = _opts(voc_records, tmp_path, mode="train", train_batch_size=4,
                  num_examples_per_epoch=4, num_epochs=20, save_checkpoints_steps=1,
