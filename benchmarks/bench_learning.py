@@ -26,12 +26,17 @@ records, reused when the same data options made it), `runs/<config>-s<seed>/` (m
 and stderr logs, `bench_run.json` once finished). A finished run whose command is unchanged is
 reused, not retrained, so configurations can be added to a work dir later; a run directory this
 script did not finish is left alone and the script stops, naming it. Nothing is ever deleted.
+A run also records a digest of the model's source files (`code`); reusing a run that another
+version of the code made says so on its line, since the same command may then train another
+model.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import glob
+import hashlib
 import json
 import os
 import re
@@ -150,16 +155,36 @@ def thread_env(threads: int) -> Dict[str, str]:
     return env
 
 
+def code_digest(root: str = ROOT) -> str:
+    """12 hex digits of sha256 over the source a training run executes (tests, benchmarks,
+    docs and tools excluded), so two checkouts of the same model code agree."""
+    files = sorted(glob.glob(os.path.join(root, "*.py"))
+                   + glob.glob(os.path.join(root, "backbone", "*.py"))
+                   + glob.glob(os.path.join(root, "dataset", "*.py")))
+    h = hashlib.sha256()
+    for path in files:
+        h.update(os.path.relpath(path, root).encode() + b"\0")
+        with open(path, "rb") as f:
+            h.update(f.read() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def train_one(cmd: List[str], run_dir: str, env: Dict[str, str],
               lock: threading.Lock) -> Dict[str, object]:
     """Run (or reuse) one training; returns {'curve': {step: metrics}, 'seconds': wall}."""
     record = os.path.join(run_dir, "bench_run.json")
+    code = code_digest()  # before the run: the source it starts with
     if os.path.isfile(record):
         with open(record) as f:
             done = json.load(f)
         if done["cmd"] == cmd[1:]:  # the interpreter path may differ between venvs
+            made_by = done.get("code", "unrecorded")
+            other = ("" if made_by == code else
+                     f"; made by other code ({made_by}, this checkout is {code}): use a new "
+                     f"--work_dir if the change matters")
             with lock:
-                print(f"reusing {run_dir} ({done['seconds']:.0f}s when it ran)", flush=True)
+                print(f"reusing {run_dir} ({done['seconds']:.0f}s when it ran{other})",
+                      flush=True)
             return {"curve": {int(k): v for k, v in done["curve"].items()},
                     "seconds": done["seconds"]}
         raise BenchError(f"{run_dir} holds a finished run of another command; pass another "
@@ -180,7 +205,8 @@ def train_one(cmd: List[str], run_dir: str, env: Dict[str, str],
     if code:
         raise BenchError(f"{run_dir}: main.py exited {code}; see {run_dir}/stderr.txt")
     with open(record, "w") as f:
-        json.dump({"cmd": cmd[1:], "seconds": seconds, "curve": curve}, f, indent=1)
+        json.dump({"cmd": cmd[1:], "code": code, "seconds": seconds,
+                   "curve": curve}, f, indent=1)
     with lock:
         last = curve[max(curve)] if curve else {}
         print(f"done  {run_dir} in {seconds:.0f}s: final AP={last.get('AP', float('nan')):.4f}",
