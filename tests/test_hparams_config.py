@@ -84,6 +84,10 @@ def test_cross_field_checks():
         hparams_config.get_detection_config("efficientdet-d0", "image_size=big")
     with pytest.raises(HparamsError, match="unknown model_name 'efficientdet-d9'"):
         hparams_config.get_detection_config("efficientdet-d9")
+    with pytest.raises(HparamsError, match="'vfpn_branch_start' is a fraction .* got 1.5"):
+        hparams_config.get_detection_config("efficientdet-d0", "vfpn_branch_start=1.5")
+    with pytest.raises(HparamsError, match="'vfpn_branch_warmup' is a fraction .* got -0.1"):
+        hparams_config.get_detection_config("efficientdet-d0", "vfpn_branch_warmup=-0.1")
 
 
 def test_yaml_layering_and_round_trip(tmp_path):
