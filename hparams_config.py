@@ -476,11 +476,12 @@ def default_detection_configs() -> Config:
     h.vfpn_residual = True  # output = last cell's output + the branch (False: the branch only)
     # gamma 0 on the branch's last BN: a fresh VFPN equals BiFPN and learns to add the branch.
     h.vfpn_zero_init = True
-    # The branch's variables are held at their initial values for this fraction of the run's
-    # steps (VFPN then trains exactly as BiFPN), then their updates ramp linearly from 0 to full
-    # over the next `vfpn_branch_warmup` fraction (benchmarks/results_learning.md).
-    h.vfpn_branch_start = 0.4
-    h.vfpn_branch_warmup = 0.1
+    # A staged branch: its variables held at their initial values for this fraction of the
+    # run's steps (VFPN then trains as BiFPN), then their updates ramped from 0 to full over the
+    # next `vfpn_branch_warmup` fraction. Off by default: on three paired seeds 0.4/0.1 did no
+    # better than training the branch from step 0 (benchmarks/results_learning.md).
+    h.vfpn_branch_start = 0.0
+    h.vfpn_branch_warmup = 0.0
 
     h.survival_prob = None
     h.lr_decay_method = "cosine"

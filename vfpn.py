@@ -11,10 +11,10 @@ VFPN (README.md, section 1) runs the same BiFPN cells, then adds a *vertical* st
 level l it concatenates what each of the R cells produced at l, mixes it with a 1x1 conv (R*W -> W)
 + BN + act, refines it with full 3x3 convs (+ BN, act between them) and adds the result to the last
 cell's output. With `vfpn_zero_init` the branch's last BN starts at gamma 0, so a fresh VFPN
-computes exactly what BiFPN computes on the same weights. Training holds the branch at those
-initial values for the first `vfpn_branch_start` of the run and then ramps its updates in
-(`det_model_fn.branch_update_scale`), so VFPN first learns as BiFPN does. Cell variables keep the
-BiFPN names, so BiFPN checkpoints restore into VFPN.
+computes exactly what BiFPN computes on the same weights. Training can hold the branch at those
+initial values for the first `vfpn_branch_start` of the run (default 0: it trains from the first
+step) and then ramp its updates in (`det_model_fn.branch_update_scale`). Cell variables keep
+the BiFPN names, so BiFPN checkpoints restore into VFPN.
 
 `FPN_BUILDERS` is the one name -> builder table; `get_fpn_builder` is the one lookup.
 """
