@@ -137,7 +137,8 @@ def branch_update_scale(config: Config, run: RunContext, global_step: tf.Tensor
 
     Before `vfpn_branch_start` (a fraction of the run's steps) `active` is False: the branch's
     gradients are zeroed, so it stays at its initial values and, with the zero-initialised last
-    BN, VFPN computes and learns exactly what BiFPN does. From then on the branch's update is
+    BN, VFPN computes what BiFPN does and takes BiFPN's steps up to float rounding (the branch's
+    zero terms can change the order of the cells' gradient sums). From then on the update is
     multiplied by `scale`, a linear ramp from 1/W to 1 over W = `vfpn_branch_warmup` steps (its
     own learning-rate warm-up). With Adam, `scale` also swaps the run's bias correction (for
     step t = global_step + 1) for the one of the branch's own step count, so the branch's fresh
