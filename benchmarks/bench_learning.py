@@ -173,14 +173,14 @@ def train_one(cmd: List[str], run_dir: str, env: Dict[str, str],
               lock: threading.Lock) -> Dict[str, object]:
     """Run (or reuse) one training; returns {'curve': {step: metrics}, 'seconds': wall}."""
     record = os.path.join(run_dir, "bench_run.json")
-    code = code_digest()  # before the run: the source it starts with
+    digest = code_digest()  # before the run: the source it starts with
     if os.path.isfile(record):
         with open(record) as f:
             done = json.load(f)
         if done["cmd"] == cmd[1:]:  # the interpreter path may differ between venvs
             made_by = done.get("code", "unrecorded")
-            other = ("" if made_by == code else
-                     f"; made by other code ({made_by}, this checkout is {code}): use a new "
+            other = ("" if made_by == digest else
+                     f"; made by other code ({made_by}, this checkout is {digest}): use a new "
                      f"--work_dir if the change matters")
             with lock:
                 print(f"reusing {run_dir} ({done['seconds']:.0f}s when it ran{other})",
@@ -205,7 +205,7 @@ def train_one(cmd: List[str], run_dir: str, env: Dict[str, str],
     if code:
         raise BenchError(f"{run_dir}: main.py exited {code}; see {run_dir}/stderr.txt")
     with open(record, "w") as f:
-        json.dump({"cmd": cmd[1:], "code": code, "seconds": seconds,
+        json.dump({"cmd": cmd[1:], "code": digest, "seconds": seconds,
                    "curve": curve}, f, indent=1)
     with lock:
         last = curve[max(curve)] if curve else {}
