@@ -264,10 +264,24 @@ def detection_loss(cls_outputs: Dict[int, tf.Tensor], box_outputs: Dict[int, tf.
     return out
 
 
-def reg_l2_loss(weight_decay: float, pattern: str = r".*(kernel|weight):0$") -> tf.Tensor:
-    """weight_decay * sum(v^2) / 2 over trainable kernels (not biases, BN or fusion weights)."""
+def reg_l2_loss(weight_decay: float, pattern: str = r".*(kernel|weight):0$",
+                branch_scale: float = 1.0) -> tf.Tensor:
+    """weight_decay * sum(v^2) / 2 over trainable kernels (not biases, BN or fusion weights).
+
+    `branch_scale` multiplies the term of VFPN's vertical-stage kernels (0 leaves them out;
+    hparam `vfpn_branch_weight_decay_scale`, see hparams_config.py for why).
+    """
     regex = re.compile(pattern)
-    terms = [tf.nn.l2_loss(v) for v in tf1.trainable_variables() if regex.match(v.name)]
+    kernels = [v for v in tf1.trainable_variables() if regex.match(v.name)]
+    if branch_scale != 1.0:
+        branch = {id(v) for v in vfpn.vertical_variables(kernels)}
+        shared = [v for v in kernels if id(v) not in branch]
+        terms = [tf.nn.l2_loss(v) for v in shared]
+        if branch and branch_scale:
+            terms.append(branch_scale * tf.add_n(
+                [tf.nn.l2_loss(v) for v in kernels if id(v) in branch]))
+    else:
+        terms = [tf.nn.l2_loss(v) for v in kernels]
     return weight_decay * tf.add_n(terms) if terms else tf.constant(0.0)
 
 
@@ -488,7 +502,8 @@ def make_model_fn(config: Config, run: RunContext) -> ModelFn:
             return tf.estimator.EstimatorSpec(mode, predictions=predictions)
 
         losses = detection_loss(cls_outputs, box_outputs, labels, config)
-        l2 = reg_l2_loss(config.weight_decay)
+        l2 = reg_l2_loss(config.weight_decay,
+                         branch_scale=config.vfpn_branch_weight_decay_scale)
         total_loss = losses["det_loss"] + l2
         losses = dict(losses, reg_l2_loss=l2, loss=total_loss)
 

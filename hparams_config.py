@@ -373,6 +373,9 @@ def validate(config: Config) -> Config:
         raise HparamsError(f"hparam 'vfpn_zero_init=True' needs a BN in the vertical branch, but "
                            f"vfpn_aggregation={config.vfpn_aggregation!r} with "
                            f"vfpn_refine_convs=0 has none; set vfpn_zero_init=False.")
+    if config.vfpn_branch_weight_decay_scale < 0:
+        raise HparamsError("hparam 'vfpn_branch_weight_decay_scale' must be >= 0, got "
+                           f"{config.vfpn_branch_weight_decay_scale}.")
     for key in ("vfpn_branch_start", "vfpn_branch_warmup"):
         if not 0.0 <= config[key] <= 1.0:
             raise HparamsError(f"hparam '{key}' is a fraction of the run's steps and must be in "
@@ -482,6 +485,11 @@ def default_detection_configs() -> Config:
     # better than training the branch from step 0 (benchmarks/results_learning.md).
     h.vfpn_branch_start = 0.0
     h.vfpn_branch_warmup = 0.0
+    # Multiplies weight_decay for the vertical stage's kernels. While the branch's last BN gamma
+    # is near 0, the branch's convolutions get almost no gradient from the loss but their full
+    # L2 gradient, and Adam normalises that into full-size steps towards 0: their kernels
+    # collapse (P6/P7 to ~0) before the branch can be learned (benchmarks/results_learning.md).
+    h.vfpn_branch_weight_decay_scale = 1.0
 
     h.survival_prob = None
     h.lr_decay_method = "cosine"

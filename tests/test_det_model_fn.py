@@ -149,6 +149,19 @@ def _saved_checkpoint(tmp_path):
             return tf1.train.Saver().save(s, str(tmp_path / "ckpt"))
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0.0])
+def test_reg_l2_loss_scales_only_the_vertical_branch(scale):
+    with tf.Graph().as_default():
+        shared = tf1.get_variable("fpn_cells/cell_0/conv/kernel", initializer=[3.0, 4.0])
+        with tf1.variable_scope("vfpn_vertical/level_3/refine_0"):
+            tf1.get_variable("conv2d/kernel", initializer=[1.0, 2.0])
+            tf1.get_variable("bn/gamma", initializer=[5.0])  # never decayed
+        del shared
+        got = _run(det_model_fn.reg_l2_loss(0.1, branch_scale=scale))
+    # l2_loss is sum(v^2)/2: shared 12.5, branch 2.5.
+    np.testing.assert_allclose(got, 0.1 * (12.5 + scale * 2.5), rtol=1e-6)
+
+
 def test_init_var_map_skips_mismatch_and_optimizer_state(tmp_path):
     path = _saved_checkpoint(tmp_path)
     with tf.Graph().as_default():

@@ -88,6 +88,9 @@ def test_cross_field_checks():
         hparams_config.get_detection_config("efficientdet-d0", "vfpn_branch_start=1.5")
     with pytest.raises(HparamsError, match="'vfpn_branch_warmup' is a fraction .* got -0.1"):
         hparams_config.get_detection_config("efficientdet-d0", "vfpn_branch_warmup=-0.1")
+    with pytest.raises(HparamsError, match="'vfpn_branch_weight_decay_scale' must be >= 0"):
+        hparams_config.get_detection_config("efficientdet-d0",
+                                            "vfpn_branch_weight_decay_scale=-1")
 
 
 def test_yaml_layering_and_round_trip(tmp_path):
