@@ -373,6 +373,9 @@ def validate(config: Config) -> Config:
         raise HparamsError(f"hparam 'vfpn_zero_init=True' needs a BN in the vertical branch, but "
                            f"vfpn_aggregation={config.vfpn_aggregation!r} with "
                            f"vfpn_refine_convs=0 has none; set vfpn_zero_init=False.")
+    if config.bn_recalibration_images < 0:
+        raise HparamsError("hparam 'bn_recalibration_images' must be >= 0 (0: off), got "
+                           f"{config.bn_recalibration_images}.")
     if config.vfpn_branch_weight_decay_scale < 0:
         raise HparamsError("hparam 'vfpn_branch_weight_decay_scale' must be >= 0, got "
                            f"{config.vfpn_branch_weight_decay_scale}.")
@@ -434,6 +437,10 @@ def default_detection_configs() -> Config:
     h.anchor_scale = 4.0
     h.is_training_bn = True
     h.batch_norm_momentum = 0.99  # moving = m * moving + (1 - m) * batch; 0.99 as released
+    # > 0: after each training segment (before its eval), replace the checkpoint's moving
+    # statistics with those of one batch of this many training images (bn_calibration.py).
+    # 0 keeps the moving averages, as released.
+    h.bn_recalibration_images = 0
 
     # optimization.
     h.momentum = 0.9

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import tensorflow as tf
 from absl import logging
 
+import bn_calibration
 import dataloader
 import det_model_fn
 import errors
@@ -473,6 +474,22 @@ def _start(p: Prepared) -> Any:
     return build_estimator(p)
 
 
+def _recalibrate(p: Prepared) -> None:
+    """With `bn_recalibration_images` > 0, recompute the latest checkpoint's moving batch-norm
+    statistics from that many training images (bn_calibration.py) before it is evaluated."""
+    num_images = p.config.bn_recalibration_images
+    if not num_images or p.run.progress.last_step is None or p.opts.strategy == "multi_worker":
+        return  # off, nothing new was trained, or another worker may still read it
+    ckpt = tf.train.latest_checkpoint(p.opts.model_dir)
+    start = time.time()
+    with tf_errors(p):
+        layers = bn_calibration.recalibrate_checkpoint(ckpt, p.config, p.train_files,
+                                                       num_images)
+    logging.info("recalibrated the batch-norm statistics of %s (%d layers, %d training "
+                 "images) in %.0f s", os.path.basename(ckpt), layers, num_images,
+                 time.time() - start)
+
+
 def _closing_train_line(p: Prepared, seconds: float) -> None:
     state = p.run.progress
     loss = state.values.get("loss")
@@ -483,6 +500,7 @@ def _closing_train_line(p: Prepared, seconds: float) -> None:
 def run_train(p: Prepared) -> Optional[Dict[str, Any]]:
     estimator = _start(p)
     seconds = _train(p, estimator, p.total_steps)
+    _recalibrate(p)
     if p.run.progress.last_step is None:
         print(f"nothing to train: {p.opts.model_dir} is already at step {p.total_steps}",
               flush=True)
@@ -529,6 +547,7 @@ def run_train_and_eval(p: Prepared) -> Optional[Dict[str, Any]]:
         if end in done:
             continue  # evaluated before a restart: never replayed
         trained += _train(p, estimator, end)
+        _recalibrate(p)
         logging.info("epoch %d/%d: trained to step %d", epoch, num_epochs, end)
         last = evaluate_checkpoint(p, estimator, tf.train.latest_checkpoint(opts.model_dir),
                                    claim_archive=True)

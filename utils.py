@@ -311,6 +311,12 @@ def batch_norm(x: tf.Tensor, training: bool, name: str = "tpu_batch_normalizatio
         else:
             y, mean, var = tf1.nn.fused_batch_norm(x, gamma, beta, epsilon=epsilon,
                                                    is_training=True)
+            if momentum == 0.0:
+                # Momentum 0 sets the moving statistics to this batch's (bn_calibration.py):
+                # store the biased variance that normalised the batch, not the unbiased
+                # estimate fused_batch_norm returns for running averages.
+                n = tf.cast(tf.size(x) // channels, var.dtype)
+                var = var * (n - 1.0) / n
         decay = 1.0 - momentum
         update_mean = tf1.assign_sub(moving_mean, (moving_mean - mean) * decay)
         update_var = tf1.assign_sub(moving_var, (moving_var - var) * decay)

@@ -450,3 +450,24 @@ def test_a_moved_model_dir_runs_inference_from_another_working_directory(
              .split(", ")]
     assert names and set(names) <= set(label_maps.VOC_LABEL_MAP.values()), line
     assert (elsewhere / "out" / "0.jpg").exists()
+
+
+def test_bn_recalibration_rewrites_the_moving_statistics_before_eval(voc_records, tmp_path):
+    import bn_calibration
+    import record_files
+
+    opts = _opts(voc_records, tmp_path, mode="train", num_examples_per_epoch=8,
+                 hparams=tiny_hparams(num_classes=20, moving_average_decay=0,
+                                      bn_recalibration_images=4))
+    with _capture() as out:
+        trainer.run(opts)
+    assert any(line.startswith("recalibrated the batch-norm statistics of model.ckpt-1 ")
+               for line in out.log), out.log
+    ckpt = tf.train.latest_checkpoint(str(tmp_path))
+    files = record_files.list_record_files(opts.training_file_pattern, "--training_file_pattern")
+    config = run_dir.load_run_config(None, None, str(tmp_path))
+    expected = bn_calibration.batch_statistics(ckpt, config, files, 4)
+    reader = tf.train.load_checkpoint(ckpt)
+    for name, value in expected.items():
+        np.testing.assert_allclose(reader.get_tensor(name), value, rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
