@@ -34,6 +34,7 @@ from hparams_config import Config
 
 tf1 = tf.compat.v1
 
+
 def _count_records(files: Sequence[str], limit: int) -> int:
     """How many records `files` hold, up to `limit`."""
     with tf.Graph().as_default():
