@@ -55,11 +55,14 @@ METRIC = re.compile(r"(\w+)=([-+0-9.eE]+|nan|inf)")
 
 # The README's short-run recipe, the one ./demo.sh trains with (Adam, BN momentum 0.9, mild
 # scale jitter, warm-up over half an epoch): the released SGD/0.99 defaults barely leave AP 0
-# in a few hundred steps, which would measure nothing. Applied to every configuration alike,
-# never to one.
+# in a few hundred steps, which would measure nothing. Plus bn_recalibration_images=32: before
+# each eval the checkpoint's moving BN statistics are recomputed from one training-mode pass
+# over 32 training images, since averages of batch-of-8 statistics let some runs of either
+# network fall back in inference mode (benchmarks/results_learning.md). Applied to every
+# configuration alike, never to one.
 DEFAULT_RECIPE = ("moving_average_decay=0,batch_norm_momentum=0.9,train_scale_min=0.8,"
                   "train_scale_max=1.2,optimizer=adam,learning_rate=0.032,"
-                  "lr_warmup_init=0.0001,lr_warmup_epoch=0.5")
+                  "lr_warmup_init=0.0001,lr_warmup_epoch=0.5,bn_recalibration_images=32")
 DEFAULT_CONFIGS = ("vfpn:fpn_name=vfpn", "bifpn:fpn_name=bifpn")
 
 # {config name: {seed: {step: {metric: value}}}}
