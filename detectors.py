@@ -359,16 +359,18 @@ class OpenVinoDetector(Detector):
     """OpenVINO IR (`.xml` + `.bin`) written by `export.export_openvino`, run by OpenVINO's
     CPU plugin. The score threshold is a run-time input (default: the export's).
 
-    `precision` sets OpenVINO's inference precision hint: 'default' (the plugin's own choice:
-    bf16 on CPUs with native bf16 such as AMX or AVX-512 BF16, else f32), 'f32' or 'bf16'.
+    `precision` sets OpenVINO's inference precision hint: 'f32' (the default, so that the
+    detections are the checkpoint's on every CPU), 'bf16', or 'auto' (the plugin's own choice:
+    bf16 on CPUs with native bf16 such as AMX or AVX-512 BF16, else f32; there bf16 moves
+    scores by more than 1e-3 and can add or drop a detection near the threshold).
     A CPU without bf16 runs a bf16 request in f32; `precision` then holds what runs and
     `note` says so (OpenVINO itself accepts the hint silently).
     """
 
     kind = "OpenVINO model"
-    PRECISIONS = ("default", "f32", "bf16")
+    PRECISIONS = ("f32", "bf16", "auto")
 
-    def __init__(self, path: str, threads: int = 0, precision: str = "default"):
+    def __init__(self, path: str, threads: int = 0, precision: str = "f32"):
         if precision not in self.PRECISIONS:
             raise errors.UsageError(f"OpenVINO precision must be one of "
                                     f"{', '.join(self.PRECISIONS)}, got '{precision}'")
@@ -404,7 +406,7 @@ class OpenVinoDetector(Detector):
         options = {"PERFORMANCE_HINT": "LATENCY"}
         if threads:
             options["INFERENCE_NUM_THREADS"] = threads
-        if precision != "default":
+        if precision != "auto":
             options["INFERENCE_PRECISION_HINT"] = precision
         try:
             compiled = core.compile_model(model, "CPU", options)
@@ -419,7 +421,7 @@ class OpenVinoDetector(Detector):
         capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         self.note = f"OpenVINO {ov.get_version().split('-')[0]}, inference precision " \
                     f"{self.precision}"
-        if precision not in ("default", self.precision):
+        if precision not in ("auto", self.precision):
             self.note += (f" ({precision} requested; this CPU offers "
                           f"{', '.join(capabilities)}, no native {precision})")
 
@@ -440,12 +442,13 @@ FORMATS: Dict[str, Type[Detector]] = {
 }
 
 
-def load_detector(path: str, threads: int = 0, precision: str = "default") -> Detector:
+def load_detector(path: str, threads: int = 0, precision: Optional[str] = None) -> Detector:
     """A detector for an exported model: a SavedModel directory or a file whose suffix picks
     its class in `FORMATS` (.tflite, .onnx, .xml; any other file is read as a frozen graph).
 
-    `precision` other than 'default' is passed to formats that offer a choice (their class
-    lists `PRECISIONS`: OpenVINO); for any other format it is a UsageError.
+    `precision` (None: the format's own default, f32 for OpenVINO) is passed to formats that
+    offer a choice (their class lists `PRECISIONS`: OpenVINO); for any other format it is a
+    UsageError.
     """
     if not path or not tf.io.gfile.exists(path):
         raise errors.ModelFileError(
@@ -453,7 +456,7 @@ def load_detector(path: str, threads: int = 0, precision: str = "default") -> De
             f"{', '.join(s for s in ('.pb', *FORMATS) if s not in ('', '*'))} file")
     key = "" if tf.io.gfile.isdir(path) else os.path.splitext(path)[1].lower()
     cls = FORMATS.get(key, FORMATS["*"])
-    if precision == "default":
+    if precision is None:
         return cls(path, threads)
     if precision not in getattr(cls, "PRECISIONS", ()):
         raise errors.UsageError(f"precision '{precision}' cannot be chosen for a {cls.kind} "

@@ -32,9 +32,10 @@ directory or a .pb, .tflite, .onnx or .xml (OpenVINO) file. --batch_size=0 expor
 dynamic-batch model. --tflite_input_size=WxH fixes the TFLite model's image size, which makes
 it static so that TFLite runs it on XNNPACK (a model for any size runs on TFLite's own kernels).
 
---openvino_precision sets OpenVINO's inference precision (f32, bf16, or default: the runtime's
-own choice, bf16 on CPUs with native bf16, else f32). A CPU without bf16 runs a bf16 request in
-f32; the benchmark line says which precision ran.
+--openvino_precision sets OpenVINO's inference precision: f32 (when unset, so that detections
+are the checkpoint's), bf16, or auto (the runtime's own choice: bf16 on CPUs with native bf16,
+else f32). A CPU without bf16 runs a bf16 request in f32; the benchmark line says which
+precision ran.
 
 Score threshold and detections per image: --min_score_thresh (default nms_configs.score_thresh,
 0.4) and --max_boxes_to_draw (default nms_configs.max_output_size, 100). An export records them
@@ -400,10 +401,11 @@ class InspectOptions:
     openvino_path: Optional[str] = cli.field(
         None, "saved_model: also write OpenVINO IR here (.xml, plus .bin beside it); openvino: "
         "the output .xml (default <saved_model_dir>/<model_name>.xml).")
-    openvino_precision: str = cli.field(
-        "default", "Inference precision when running an OpenVINO .xml model: f32, bf16 (run "
-        "in f32 on CPUs without native bf16; the benchmark line says so), or default (the "
-        "runtime's own choice).", choices=("default", "f32", "bf16"))
+    openvino_precision: Optional[str] = cli.field(
+        None, "Inference precision when running an OpenVINO .xml model: f32 (when unset: the "
+        "checkpoint's detections), bf16 (run in f32 on CPUs without native bf16; the benchmark "
+        "line says so), or auto (the runtime's own choice: bf16 on CPUs with native bf16).",
+        choices=("f32", "bf16", "auto"))
     verbose: bool = cli.field(False, "Log debug lines too, among them the resolved config.")
 
 
@@ -475,7 +477,7 @@ def _check_openvino(opts: InspectOptions) -> None:
     if writes and _is_set(opts.openvino_path) and not opts.openvino_path.endswith(".xml"):
         raise errors.UsageError(f"--openvino_path '{opts.openvino_path}' must end in .xml (the "
                                 f"weights go into the .bin beside it)")
-    if opts.openvino_precision != "default" and not (
+    if opts.openvino_precision is not None and not (
             opts.runmode in EXPORTED_MODEL_MODES
             and opts.saved_model_dir.lower().endswith(".xml")):
         raise errors.UsageError(

@@ -15,7 +15,7 @@ Runtimes: TF SavedModel (`saved_model_benchmark` on the export directory), TF fr
 (`<model_name>_frozen.pb`), TFLite (`--tflite_path`; images of any size, which keeps it off
 XNNPACK), TFLite fixed size (`--tflite_input_size` at street.jpg's size: static, on XNNPACK;
 no AP, the held-out images have many sizes), ONNX Runtime (`--runmode=onnx`) and
-OpenVINO IR (`--openvino_path`) at inference precision f32, bf16 and the runtime's default.
+OpenVINO IR (`--openvino_path`) at inference precision f32, bf16 and auto (the runtime's choice).
 Each timed call is `Detector.predict` on street.jpg (decoded once, outside the timing):
 feeding the uint8 batch, pre-processing, the network, NMS and fetching the detections, as
 `saved_model_benchmark` times it. The table gives the median over rounds of each round's
@@ -46,16 +46,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # the modules, and conftest's parity check
 IMAGE = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "images", "street.jpg")
 MODEL = "efficientdet-d0"
-# (row label, export file key, OpenVINO precision)
-RUNTIMES: List[Tuple[str, str, str]] = [
-    ("TF SavedModel", "saved_model", "default"),
-    ("TF frozen graph", "frozen", "default"),
-    ("TFLite", "tflite", "default"),
-    ("TFLite fixed size", "tflite_fixed", "default"),
-    ("ONNX Runtime", "onnx", "default"),
+# (row label, export file key, OpenVINO precision; None: the format's default)
+RUNTIMES: List[Tuple[str, str, Optional[str]]] = [
+    ("TF SavedModel", "saved_model", None),
+    ("TF frozen graph", "frozen", None),
+    ("TFLite", "tflite", None),
+    ("TFLite fixed size", "tflite_fixed", None),
+    ("ONNX Runtime", "onnx", None),
     ("OpenVINO f32", "openvino", "f32"),
     ("OpenVINO bf16", "openvino", "bf16"),
-    ("OpenVINO default", "openvino", "default"),
+    ("OpenVINO auto", "openvino", "auto"),
 ]
 BASELINE = "TF frozen graph"
 
