@@ -295,3 +295,21 @@ def checkpoint_detector(test_checkpoint):
     ckpt_dir, config = test_checkpoint
     with detectors.CheckpointDetector(config, ckpt_dir) as det:
         yield det
+
+
+@pytest.fixture
+def world(voc_records, test_checkpoint, tmp_path):
+    """A bad-input case's files (tests/badinput.py): {'root': the case's directory, 'records':
+    a copy of the VOC sample's tfrecord/ (pascal-*.tfrecord, json_pascal.json), 'model': a copy
+    of the test checkpoint's directory (config.yaml, 3 classes), 'tmp': an empty directory}.
+    Copies, so that a case that damaged them could not damage another case's."""
+    import shutil
+
+    records = tmp_path / "data"
+    shutil.copytree(voc_records / "tfrecord", records / "tfrecord")
+    model = tmp_path / "model"
+    shutil.copytree(test_checkpoint[0], model)
+    work = tmp_path / "work"
+    work.mkdir()
+    return {"root": str(tmp_path), "records": str(records / "tfrecord"), "model": str(model),
+            "tmp": str(work)}
