@@ -10,8 +10,8 @@ case's own empty directory).
 import os
 
 import pytest
-from badinput import check, run_inspect, run_main, snapshot
 
+from badinput import check, run_inspect, run_main, snapshot
 from conftest import tiny_hparams
 
 
