@@ -2,7 +2,6 @@
 # Set up (or reuse) .venv, install requirements.txt, lint, and run the test suite.
 #   ./test.sh                 what CI runs: lint, the suite, then the docs tests (the tutorial
 #                             notebook, the README's commands and demo.sh, run as a user would)
-#   ./test.sh -m slow         the multi-process distribution tests (a few minutes each)
 #   ./test.sh tests/test_x.py any other pytest arguments (lint, then just that)
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 import bn_calibration
+import cluster
 import dataloader
 import det_model_fn
 import errors
@@ -42,7 +43,14 @@ class Prepared:
     eval_files: Optional[List[str]]
     eval_set: Optional[run_dir.EvalSet]
     total_steps: int
+    task: Optional[cluster.Task] = None  # this process's place in a multi-worker cluster
     summary_writer: Any = None  # one per run, made by the first training call
+
+    @property
+    def writes_model_dir(self) -> bool:
+        """Whether this process writes the model directory: always on one machine; only the
+        chief of a multi-worker cluster (the other tasks train and write nothing there)."""
+        return self.task is None or self.task.is_chief
 
 
 # -------------------------------------------------------------------------------------------------
@@ -66,6 +74,10 @@ def check_options(opts: RunOptions) -> None:
                                 f"the number of validation images per evaluation).")
     if opts.num_epochs is not None and opts.num_epochs < 1:
         raise errors.UsageError(f"--num_epochs must be >= 1, got {opts.num_epochs}.")
+    if opts.strategy == "multi_worker" and opts.mode == "eval":
+        raise errors.UsageError("--strategy=multi_worker trains (--mode=train or "
+                                "train_and_eval, which evaluates on the chief); run --mode=eval "
+                                "as one process without --strategy.")
     needs_train = opts.mode in ("train", "train_and_eval")
     needs_eval = opts.mode in ("eval", "train_and_eval") or opts.eval_after_training
     if needs_train and not opts.training_file_pattern:
@@ -239,10 +251,8 @@ def _make_strategy(opts: RunOptions):
             devices=[d.name for d in cpus],
             cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=cpus[0].name))
     if opts.strategy == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise errors.UsageError("--strategy=multi_worker needs the TF_CONFIG environment "
-                                    "variable (cluster and task of each worker).")
-        return tf.distribute.experimental.MultiWorkerMirroredStrategy()
+        # Starts this task's server on its TF_CONFIG address (run checks the address first).
+        return tf.distribute.MultiWorkerMirroredStrategy()
     return None
 
 
@@ -349,7 +359,7 @@ def _hooks(p: Prepared) -> List[tf1.train.SessionRunHook]:
     train_hooks): the events file grows by scalars, not by a graph per epoch."""
     opts = p.opts
     hooks: List[tf1.train.SessionRunHook] = []
-    if p.summary_writer is None:
+    if p.summary_writer is None and p.writes_model_dir:
         first = not tf.io.gfile.glob(os.path.join(opts.model_dir, "events.out.tfevents.*"))
         with tf.Graph().as_default():  # the writer is graph-free; this only passes its check
             p.summary_writer = tf1.summary.FileWriter(opts.model_dir)
@@ -358,7 +368,7 @@ def _hooks(p: Prepared) -> List[tf1.train.SessionRunHook]:
     hooks.append(train_hooks.ProgressHook(opts.train_batch_size, p.total_steps,
                                           opts.log_every_n_steps, opts.log_every_secs,
                                           p.summary_writer, p.run.progress))
-    if opts.strategy != "multi_worker":  # there the Estimator's chief-only saver must stay
+    if p.writes_model_dir:
         save_steps = opts.save_checkpoints_steps or min(steps_per_epoch(opts), 1000)
         hooks.append(train_hooks.QuietCheckpointSaverHook(opts.model_dir, save_steps,
                                                           p.summary_writer))
@@ -373,14 +383,16 @@ def _train(p: Prepared, estimator, max_steps: int) -> float:
     with tf_errors(p):
         if p.opts.strategy == "multi_worker":
             # Estimator runs multi-worker training only through train_and_evaluate, which
-            # starts each worker's part from TF_CONFIG; the chief writes the checkpoints.
+            # starts each task's part from TF_CONFIG. The checkpoints come from our saver hook
+            # on the chief: the Estimator adds its own only when summaries are saved too.
             tf.estimator.train_and_evaluate(
                 estimator, tf.estimator.TrainSpec(train_fn, max_steps=max_steps, hooks=hooks),
                 tf.estimator.EvalSpec(_input_fn(p, True), steps=None,
                                       start_delay_secs=10 ** 9, throttle_secs=10 ** 9))
         else:
             estimator.train(train_fn, max_steps=max_steps, hooks=hooks)
-    p.summary_writer.flush()
+    if p.summary_writer is not None:
+        p.summary_writer.flush()
     return time.time() - start
 
 
@@ -464,14 +476,32 @@ def evaluate_checkpoint(p: Prepared, estimator, ckpt_path: str,
 
 
 def _start(p: Prepared) -> Any:
-    """Create/record what this run owns in model_dir; then build the estimator."""
+    """Create/record what this run owns in model_dir (the chief alone, in a multi-worker
+    cluster); then build the estimator."""
     opts = p.opts
+    if not p.writes_model_dir:
+        logging.info("%s of %d tasks: training; the chief writes %s", p.task.name,
+                     len(p.task.addresses), opts.model_dir)
+        return build_estimator(p)
     if opts.mode in ("train", "train_and_eval"):
         if run_dir.create_for_training(opts.model_dir, p.config):
             logging.info("wrote %s", run_dir.config_path(opts.model_dir))
     options = {k: v for k, v in dataclasses.asdict(opts).items() if v not in (None, "")}
+    options.update(cluster.describe(p.task))
     run_dir.write_run_record(opts.model_dir, opts.mode, options, p.config)
     return build_estimator(p)
+
+
+def _wait_for_checkpoint(p: Prepared, step: int, timeout: float = 3600.0) -> None:
+    """A multi-worker task other than the chief waits for the chief's checkpoint of `step`
+    before training on: every task must restore the same weights (nothing syncs them)."""
+    deadline = time.time() + timeout
+    while _current_step(p.opts.model_dir) < step:
+        if time.time() > deadline:
+            raise errors.TrainingError(
+                f"{p.task.name}: the chief's checkpoint of step {step} did not appear in "
+                f"{p.opts.model_dir} within {timeout:.0f} s; is the chief still running?")
+        time.sleep(1.0)
 
 
 def _recalibrate(p: Prepared) -> None:
@@ -506,7 +536,7 @@ def run_train(p: Prepared) -> Optional[Dict[str, Any]]:
               flush=True)
     else:
         _closing_train_line(p, seconds)
-    if not p.opts.eval_after_training:
+    if not p.opts.eval_after_training or not p.writes_model_dir:
         return None
     return evaluate_checkpoint(p, estimator, tf.train.latest_checkpoint(p.opts.model_dir),
                                claim_archive=True)
@@ -546,14 +576,18 @@ def run_train_and_eval(p: Prepared) -> Optional[Dict[str, Any]]:
         end = p.total_steps if epoch == num_epochs else epoch * per_epoch
         if end in done:
             continue  # evaluated before a restart: never replayed
+        if not p.writes_model_dir and epoch > 1:
+            _wait_for_checkpoint(p, (epoch - 1) * per_epoch)
         trained += _train(p, estimator, end)
-        _recalibrate(p)
         logging.info("epoch %d/%d: trained to step %d", epoch, num_epochs, end)
+        if not p.writes_model_dir:
+            continue  # the chief evaluates and records
+        _recalibrate(p)
         last = evaluate_checkpoint(p, estimator, tf.train.latest_checkpoint(opts.model_dir),
                                    claim_archive=True)
     if p.run.progress.last_step is not None:
         _closing_train_line(p, trained)
-    best = run_dir.best_on(opts.model_dir, p.eval_set)
+    best = run_dir.best_on(opts.model_dir, p.eval_set) if p.writes_model_dir else None
     if best:
         archived = run_dir.read_history(opts.model_dir).get("archive_set") == p.eval_set.key
         where = (f"archived in {os.path.join(opts.model_dir, run_dir.ARCHIVE_DIR)}" if archived
@@ -575,13 +609,22 @@ def run(opts: RunOptions) -> Optional[Dict[str, Any]]:
     if opts.mode not in MODES:
         raise errors.UsageError(f"unknown --mode={opts.mode}; valid: {', '.join(MODES)}.")
     check_options(opts)
+    task = None
     if opts.strategy == "multi_worker":
+        task = cluster.read_task()
+        cluster.check_port_free(task)
         # Collective ops must be configured before TensorFlow runs anything (prepare reads
         # records), so the strategy is made first.
         _strategy(opts)
     prepared = prepare(opts)
+    if task is not None:
+        cluster.agree(task, opts.model_dir)
+        prepared.task = task
     try:
-        return MODES[opts.mode](prepared)
+        result = MODES[opts.mode](prepared)
+        if task is not None:
+            cluster.barrier(task)
+        return result
     finally:
         if prepared.summary_writer is not None:
             prepared.summary_writer.close()
