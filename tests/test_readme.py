@@ -31,7 +31,7 @@ SKIPPED = {
     "./test.sh": "is what runs this test",
     "./demo.sh": "runs first, with --quick",
     "python main.py --tpu=": "needs a Cloud TPU",
-    "python main.py --mode=train --strategy=mirrored": "needs GPUs (CPU replicas: tests/test_main.py)",
+    "python main.py --mode=train --strategy=mirrored": "needs GPUs (CPU replicas: test_main)",
 }
 # Sizes and step counts only (pattern, replacement); never a flag.
 SIZES = [
