@@ -196,6 +196,7 @@ def prepare(opts: RunOptions) -> Prepared:
     check_records_and_label_map(config, opts, train_files or eval_files)
     if training:
         check_start_checkpoint(config, opts)
+        _check_batch_split(opts)
     total_steps = opts.num_examples_per_epoch * config.num_epochs // opts.train_batch_size
     if training and total_steps < 1:
         raise errors.UsageError(
@@ -209,6 +210,19 @@ def prepare(opts: RunOptions) -> Prepared:
                 if eval_files else None)
     return Prepared(opts, config, eval_config, _run_context(opts), train_files, eval_files,
                     eval_set, total_steps)
+
+
+def _check_batch_split(opts: RunOptions) -> None:
+    """--train_batch_size is the global batch: it must split evenly over the replicas of a
+    distribution strategy (else the batch trained and the learning rate's scaling disagree)."""
+    if opts.strategy == "default" or opts.use_tpu or opts.tpu:
+        return
+    replicas = num_replicas(_strategy(opts))
+    if opts.train_batch_size % replicas:
+        raise errors.UsageError(
+            f"--train_batch_size={opts.train_batch_size} does not split over the {replicas} "
+            f"replicas of --strategy={opts.strategy}; give a multiple of {replicas} (it is the "
+            f"global batch).")
 
 
 def _run_context(opts: RunOptions) -> det_model_fn.RunContext:

@@ -6,6 +6,7 @@ Small on purpose: 128x128 images and a slim network, two steps per epoch.
 """
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -471,3 +472,17 @@ def test_bn_recalibration_rewrites_the_moving_statistics_before_eval(voc_records
     for name, value in expected.items():
         np.testing.assert_allclose(reader.get_tensor(name), value, rtol=1e-5, atol=1e-6,
                                    err_msg=name)
+
+
+def test_global_batch_must_split_over_the_replicas(monkeypatch, tmp_path):
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    monkeypatch.setattr(trainer, "_strategy", lambda opts: TwoReplicas())
+    opts = RunOptions(mode="train", model_dir=str(tmp_path), strategy="mirrored",
+                      train_batch_size=7)
+    with pytest.raises(errors.UsageError, match=r"--train_batch_size=7 does not split over "
+                                                r"the 2 replicas of --strategy=mirrored"):
+        trainer._check_batch_split(opts)
+    trainer._check_batch_split(dataclasses.replace(opts, train_batch_size=8))
+    trainer._check_batch_split(dataclasses.replace(opts, strategy="default", train_batch_size=7))
