@@ -53,10 +53,13 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from dataset import label_maps  # noqa: E402
+from dataset import clutter_dataset, label_maps  # noqa: E402
 
 SHAPE_LABEL_MAP: Dict[int, str] = {1: "circle", 2: "square", 3: "triangle"}
 VOC_NAMES_FOR_SHAPES: Dict[int, str] = {i: label_maps.VOC_LABEL_MAP[i] for i in SHAPE_LABEL_MAP}
+# The kinds of set: 'shapes' (this module's), 'clutter' (clutter_dataset.py: harder).
+LABEL_MAPS: Dict[str, Dict[int, str]] = {"shapes": SHAPE_LABEL_MAP,
+                                         "clutter": clutter_dataset.CLUTTER_LABEL_MAP}
 VOC_SETS = ("train", "val", "trainval")
 _EXTENSIONS = {"jpg": ("JPEG", ".jpg"), "png": ("PNG", ".png")}
 
@@ -134,19 +137,42 @@ def _shape_mask(class_id: int, x: int, y: int, w: int, h: int, size: Tuple[int, 
     return np.asarray(mask) > 0, [float(v) for v in polygon]
 
 
+def _clutter_images(num_images: int, seed: int, min_size: int, max_size: int, id_fn, name_fn,
+                    ext: str) -> List[Tuple[SampleImage, Image.Image]]:
+    """`generate_images` for kind='clutter' (clutter_dataset.py): image i from (seed, i)."""
+    out = []
+    for i in range(num_images):
+        rng = np.random.default_rng([seed, i])
+        width, height = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
+        pixels, drawn = clutter_dataset.clutter_image(rng, width, height)
+        objects = [SampleObject(class_id, clutter_dataset.box_of(visible), int(visible.sum()),
+                                polygon) for class_id, visible, polygon in drawn]
+        image_id = int(id_fn(i))
+        out.append((SampleImage(image_id, name_fn(image_id) + ext, width, height, objects),
+                    Image.fromarray(pixels, "RGB")))
+    return out
+
+
 def generate_images(num_images: int, seed: int = 0, min_size: int = 64, max_size: int = 160,
                     max_objects: int = 4, id_fn=lambda i: 100 + 3 * i,
                     name_fn=lambda image_id: f"{image_id:012d}", image_format: str = "jpg",
-                    noise: float = 0.0) -> List[Tuple[SampleImage, Image.Image]]:
+                    noise: float = 0.0, kind: str = "shapes"
+                    ) -> List[Tuple[SampleImage, Image.Image]]:
     """`num_images` (ground truth, RGB image) pairs; the same arguments give the same output.
 
     `noise` > 0 adds Gaussian pixel noise of that standard deviation (in 0..255 units), which
     makes JPEGs as costly to decode as photos (benchmarks); shapes and boxes are unchanged.
+    `kind='clutter'` makes the harder set of clutter_dataset.py (`max_objects` and `noise`
+    do not apply to it).
     """
     if num_images < 0 or min_size < 16 or max_size < min_size:
         raise ValueError(f"need num_images >= 0 and 16 <= min_size <= max_size, got "
                          f"{num_images}, {min_size}, {max_size}.")
+    if kind not in LABEL_MAPS:
+        raise ValueError(f"unknown kind {kind!r}; valid: {', '.join(LABEL_MAPS)}")
     ext = _EXTENSIONS[image_format][1]
+    if kind == "clutter":
+        return _clutter_images(num_images, seed, min_size, max_size, id_fn, name_fn, ext)
     rng = np.random.default_rng(seed)
     out = []
     for i in range(num_images):
@@ -201,15 +227,17 @@ def _caption(info: SampleImage, names: Dict[int, str]) -> str:
 
 
 def write_coco(output_dir: str, num_images: int, seed: int = 0, image_format: str = "jpg",
-               min_size: int = 64, max_size: int = 160, noise: float = 0.0) -> CocoSample:
+               min_size: int = 64, max_size: int = 160, noise: float = 0.0,
+               kind: str = "shapes") -> CocoSample:
     """Write the COCO layout under `<output_dir>/coco` (see the module docstring)."""
+    names = LABEL_MAPS[kind]
     root = os.path.join(output_dir, "coco")
     image_dir = os.path.join(root, "images")
     ann_dir = os.path.join(root, "annotations")
     os.makedirs(image_dir, exist_ok=True)
     os.makedirs(ann_dir, exist_ok=True)
     pairs = generate_images(num_images, seed, min_size, max_size, image_format=image_format,
-                            noise=noise)
+                            noise=noise, kind=kind)
     images, annotations, captions = [], [], []
     for info, image in pairs:
         _save(image, os.path.join(image_dir, info.file_name), image_format)
@@ -220,10 +248,9 @@ def write_coco(output_dir: str, num_images: int, seed: int = 0, image_format: st
                                 "category_id": obj.class_id, "bbox": list(obj.box),
                                 "area": obj.area, "iscrowd": 0, "segmentation": [obj.polygon]})
         captions.append({"id": len(captions) + 1, "image_id": info.image_id,
-                         "caption": _caption(info, SHAPE_LABEL_MAP)})
-    categories = [{"id": i, "name": n, "supercategory": "shape"}
-                  for i, n in SHAPE_LABEL_MAP.items()]
-    info_block = {"description": f"VFPN sample shapes (seed {seed})", "version": "1.0"}
+                         "caption": _caption(info, names)})
+    categories = [{"id": i, "name": n, "supercategory": "shape"} for i, n in names.items()]
+    info_block = {"description": f"VFPN sample {kind} (seed {seed})", "version": "1.0"}
     files = {
         "instances_sample.json": {"info": info_block, "images": images,
                                   "annotations": annotations, "categories": categories},
@@ -237,7 +264,7 @@ def write_coco(output_dir: str, num_images: int, seed: int = 0, image_format: st
             json.dump(data, f, indent=1)
     label_map_file = os.path.join(root, "label_map.yaml")
     with open(label_map_file, "w", encoding="utf-8") as f:
-        yaml.safe_dump(SHAPE_LABEL_MAP, f, default_flow_style=False)
+        yaml.safe_dump(names, f, default_flow_style=False)
     return CocoSample(image_dir, os.path.join(ann_dir, "instances_sample.json"),
                       os.path.join(ann_dir, "captions_sample.json"),
                       os.path.join(ann_dir, "image_info_sample.json"), label_map_file,
@@ -263,9 +290,11 @@ def _voc_xml(info: SampleImage, year: str, names: Dict[int, str]) -> str:
 def write_voc(output_dir: str, num_images: int, seed: int = 0,
               years: Sequence[str] = ("VOC2012",), image_format: str = "jpg",
               voc_class_names: bool = False, min_size: int = 64, max_size: int = 160,
-              noise: float = 0.0) -> VocSample:
-    """Write `<output_dir>/VOCdevkit/<year>/...` for each year (see the module docstring)."""
-    names = VOC_NAMES_FOR_SHAPES if voc_class_names else SHAPE_LABEL_MAP
+              noise: float = 0.0, kind: str = "shapes") -> VocSample:
+    """Write `<output_dir>/VOCdevkit/<year>/...` for each year (see the module docstring).
+    With `voc_class_names`, class i is named after VOC class i."""
+    names = ({i: label_maps.VOC_LABEL_MAP[i] for i in LABEL_MAPS[kind]} if voc_class_names
+             else LABEL_MAPS[kind])
     data_dir = os.path.join(output_dir, "VOCdevkit")
     all_images: Dict[str, List[SampleImage]] = {}
     for k, year in enumerate(years):
@@ -278,7 +307,7 @@ def write_voc(output_dir: str, num_images: int, seed: int = 0,
                    else (lambda image_id, y=year: f"{y[3:]}_{image_id:06d}"))
         pairs = generate_images(num_images, seed + 1000 * k, min_size, max_size,
                                 id_fn=lambda i: i + 1, name_fn=name_fn,
-                                image_format=image_format, noise=noise)
+                                image_format=image_format, noise=noise, kind=kind)
         splits: Dict[str, List[SampleImage]] = {"train": [], "val": []}
         for i, (info, image) in enumerate(pairs):
             _save(image, os.path.join(dirs["JPEGImages"], info.file_name), image_format)
@@ -324,17 +353,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--noise", type=float, default=0.0,
                         help="Gaussian pixel noise std (photo-like JPEG cost), default 0")
     parser.add_argument("--voc_class_names", action="store_true",
-                        help="name the shapes aeroplane/bicycle/bird (built-in VOC map)")
+                        help="name class i after VOC class i (built-in VOC map)")
+    parser.add_argument("--kind", choices=tuple(LABEL_MAPS), default="shapes",
+                        help="shapes: 3 classes, plain (this module); clutter: 10 classes of "
+                             "shape x texture at many scales, occluded, on textured backgrounds "
+                             "(dataset/clutter_dataset.py)")
     args = parser.parse_args(argv)
     if args.format in ("coco", "both"):
         coco = write_coco(args.output_dir, args.num_images, args.seed, args.image_format,
-                          args.min_size, args.max_size, args.noise)
+                          args.min_size, args.max_size, args.noise, args.kind)
         print(f"COCO: {len(coco.images)} images in {coco.image_dir}, boxes in "
               f"{coco.instances_file}")
     if args.format in ("voc", "both"):
         years = [y.strip() for y in args.voc_years.split(",") if y.strip()]
         voc = write_voc(args.output_dir, args.num_images, args.seed, years, args.image_format,
-                        args.voc_class_names, args.min_size, args.max_size, args.noise)
+                        args.voc_class_names, args.min_size, args.max_size, args.noise,
+                        args.kind)
         extra = (f" (pass --label_map_json_path={voc.label_map_file})"
                  if voc.label_map_file else "")
         print(f"VOC: {', '.join(years)} under {voc.data_dir}{extra}")
