@@ -1,25 +1,28 @@
-"""Learning benchmark: does VFPN learn at least as well as BiFPN on the same data, steps and seeds?
+"""Learning benchmark: do VFPN, BiFPN and a BiFPN of VFPN's cost learn differently?
 
-    nice -n 10 python benchmarks/bench_learning.py --seeds=0,1,2 --jobs=2 \\
-        --out=table.md --plot=benchmarks/learning_curves.png
+    nice -n 10 python benchmarks/bench_learning.py --dataset=clutter --seeds=0,1,2,3,4 \
+        --jobs=2 --out=table.md --plot=curves.png
 
-(`benchmarks/results_learning.md` is the hand-written write-up around such a table; do not
-point `--out` at it.)
+Trains every configuration from scratch with `main.py --mode=train_and_eval` on a bundled
+synthetic set (`--dataset`): `clutter` (dataset/clutter_dataset.py: 10 classes of shape x
+texture, sizes from 10 px, occlusion, textured backgrounds; the default) or `shapes`
+(dataset/sample_dataset.py: 3 solid shapes on plain backgrounds). `--train_images` are generated
+with seed 0 for training and `--val_images` with seed 1 as the held-out split. Every run uses the
+same records, schedule, evaluation and `--recipe` hparams; only the configuration's own hparams
+and the seed differ. The seed is main.py's `--tf_random_seed`, which fixes the initial weights
+(name-seeded, so shared variables start equal across configurations) and the data order.
 
-Trains every configuration (default: `vfpn:fpn_name=vfpn` and `bifpn:fpn_name=bifpn`) from
-scratch with `main.py --mode=train_and_eval` on the bundled sample dataset (shapes of 3 classes,
-`dataset/sample_dataset.py`): `--train_images` generated with seed 0 for training and
-`--val_images` generated with seed 1 as the held-out split. Every run uses the same records,
-schedule, evaluation and `--recipe` hparams; only the configuration's own hparams and the seed
-differ. The seed is main.py's `--tf_random_seed`: the graph-level seed from which the weight
-initialisers and the input pipeline's file shuffle, record shuffle and augmentation draws take
-their op seeds (the dataloader is given no seed of its own), so one seed fixes the initial weights
-and the data order for every configuration alike.
+The default configurations: `vfpn` (the default network), `bifpn` (the reference) and
+`bifpn_wide` (BiFPN with `fpn_num_filters=108`, whose d0 FLOPs at 256 px and 10 classes are
+within 1% of VFPN-d0's: the cost-matched baseline).
 
-The AP/AP50 of each evaluation are read from main.py's stdout lines `eval at step N: AP=...`.
-The report is a markdown table per eval step with the mean, standard deviation and min..max over
-seeds of every configuration, a summary against the baseline configuration, and a PNG of the
-learning curves (mean line, min..max over seeds shaded).
+Metrics come from each run's `eval_history.json` (AP, AP50, AP75, APs, APm, APl per evaluated
+step). The report: per eval step, mean ± std [min..max] over seeds of AP, AP50 and AP_s/m/l of
+every configuration; a summary against `--baseline` with each configuration's paired final-AP
+difference (mean over seeds of its AP minus the baseline's at the same seed, ± the standard
+error of that mean); and each configuration's parameters, FLOPs (multiply-adds per image) and
+network latency (batch 1, this machine, measured after the training runs). `--json` writes all
+of it, per seed, for the record. `--plot` draws AP, AP50, AP_s and AP_l against step.
 
 Everything generated goes under `--work_dir` (default /tmp/learning/bench): `data/` (images and
 records, reused when the same data options made it), `runs/<config>-s<seed>/` (model_dir, stdout
@@ -50,8 +53,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from machine import cpu_name, print_and_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EVAL_LINE = re.compile(r"eval at step (\d+): (.*)")
-METRIC = re.compile(r"(\w+)=([-+0-9.eE]+|nan|inf)")
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# {dataset: (classes, smallest and largest image side)}
+DATASETS = {"shapes": (3, 64, 160), "clutter": (10, 320, 480)}
 
 # The README's short-run recipe, the one ./demo.sh trains with (Adam, BN momentum 0.9, mild
 # scale jitter, warm-up over half an epoch): the released SGD/0.99 defaults barely leave AP 0
@@ -63,7 +67,10 @@ METRIC = re.compile(r"(\w+)=([-+0-9.eE]+|nan|inf)")
 DEFAULT_RECIPE = ("moving_average_decay=0,batch_norm_momentum=0.9,train_scale_min=0.8,"
                   "train_scale_max=1.2,optimizer=adam,learning_rate=0.032,"
                   "lr_warmup_init=0.0001,lr_warmup_epoch=0.5,bn_recalibration_images=32")
-DEFAULT_CONFIGS = ("vfpn:fpn_name=vfpn", "bifpn:fpn_name=bifpn")
+# bifpn_wide: BiFPN widened until its FLOPs match VFPN's (d0, 256 px, 10 classes: 0.70 vs
+# 0.70 GFLOPs; fpn_num_filters=104 would be 1.1% under, 108 is 0.8% over).
+DEFAULT_CONFIGS = ("vfpn:fpn_name=vfpn", "bifpn:fpn_name=bifpn",
+                   "bifpn_wide:fpn_name=bifpn,fpn_num_filters=108")
 
 # {config name: {seed: {step: {metric: value}}}}
 Curves = Dict[str, Dict[int, Dict[int, Dict[str, float]]]]
@@ -82,14 +89,19 @@ def parse_config(spec: str) -> Tuple[str, str]:
     return name, hparams
 
 
-def parse_eval_lines(text: str) -> Dict[int, Dict[str, float]]:
-    """{step: {'AP': .., 'AP50': .., ...}} from main.py's `eval at step N: k=v, ...` lines."""
-    out: Dict[int, Dict[str, float]] = {}
-    for line in text.splitlines():
-        m = EVAL_LINE.search(line)
-        if m:
-            out[int(m.group(1))] = {k: float(v) for k, v in METRIC.findall(m.group(2))}
-    return out
+def read_curve(model_dir: str) -> Dict[int, Dict[str, float]]:
+    """{step: {'AP': .., 'AP50': .., 'APs': .., ...}} from a run's eval_history.json (its one
+    validation set)."""
+    path = os.path.join(model_dir, "eval_history.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        sets = json.load(f)["sets"]
+    if len(sets) != 1:
+        raise BenchError(f"{path}: expected one validation set, found {len(sets)}")
+    (entry,) = sets.values()
+    return {int(step): {k: float(v) for k, v in metrics.items() if k in METRICS}
+            for step, metrics in entry["steps"].items()}
 
 
 def _run_quiet(cmd: List[str]) -> None:
@@ -100,10 +112,14 @@ def _run_quiet(cmd: List[str]) -> None:
                          f"{result.stderr[-2000:]}")
 
 
-def make_data(data_dir: str, train_images: int, val_images: int) -> Dict[str, str]:
+def make_data(data_dir: str, train_images: int, val_images: int, dataset: str
+              ) -> Dict[str, str]:
     """Generate (or reuse) the train/val images and records; returns main.py's data flags."""
     options = {"train_images": train_images, "val_images": val_images, "train_seed": 0,
                "val_seed": 1, "format": "coco"}
+    if dataset != "shapes":  # the shapes set's marker keeps its old form
+        options["dataset"] = dataset
+    num_classes, min_size, max_size = DATASETS[dataset]
     marker = os.path.join(data_dir, "bench_data.json")
     flags = {"training_file_pattern": os.path.join(data_dir, "rec", "train-*"),
              "validation_file_pattern": os.path.join(data_dir, "rec", "val-*"),
@@ -122,12 +138,13 @@ def make_data(data_dir: str, train_images: int, val_images: int) -> Dict[str, st
         out = os.path.join(data_dir, split)
         _run_quiet([sys.executable, os.path.join(ROOT, "dataset", "sample_dataset.py"),
                     f"--output_dir={out}", f"--num_images={num}", "--format=coco",
-                    f"--seed={seed}"])
+                    f"--seed={seed}", f"--kind={dataset}", f"--min_size={min_size}",
+                    f"--max_size={max_size}"])
         _run_quiet([sys.executable, os.path.join(ROOT, "dataset", "create_coco_tfrecord.py"),
                     f"--image_dir={out}/coco/images",
                     f"--object_annotations_file={out}/coco/annotations/instances_sample.json",
                     f"--output_file_prefix={os.path.join(data_dir, 'rec', split)}",
-                    f"--num_shards={shards}", "--num_classes=3"])
+                    f"--num_shards={shards}", f"--num_classes={num_classes}"])
     with open(marker, "w") as f:
         json.dump(options, f)
     return flags
@@ -136,7 +153,8 @@ def make_data(data_dir: str, train_images: int, val_images: int) -> Dict[str, st
 def run_command(args: argparse.Namespace, data: Dict[str, str], hparams: str, seed: int,
                 model_dir: str) -> List[str]:
     """The main.py command line of one (configuration, seed) run."""
-    all_hparams = ",".join(p for p in (f"num_classes=3,image_size={args.image_size}",
+    num_classes = DATASETS[args.dataset][0]
+    all_hparams = ",".join(p for p in (f"num_classes={num_classes},image_size={args.image_size}",
                                        args.recipe, hparams) if p)
     return [sys.executable, os.path.join(ROOT, "main.py"), "--mode=train_and_eval",
             f"--training_file_pattern={data['training_file_pattern']}",
@@ -203,8 +221,7 @@ def train_one(cmd: List[str], run_dir: str, env: Dict[str, str],
             open(os.path.join(run_dir, "stderr.txt"), "w") as err:
         code = subprocess.run(cmd, stdout=out, stderr=err, env=env).returncode
     seconds = time.time() - start
-    with open(os.path.join(run_dir, "stdout.txt")) as f:
-        curve = parse_eval_lines(f.read())
+    curve = read_curve(_model_dir(cmd))
     if code:
         raise BenchError(f"{run_dir}: main.py exited {code}; see {run_dir}/stderr.txt")
     with open(record, "w") as f:
@@ -215,6 +232,10 @@ def train_one(cmd: List[str], run_dir: str, env: Dict[str, str],
         print(f"done  {run_dir} in {seconds:.0f}s: final AP={last.get('AP', float('nan')):.4f}",
               flush=True)
     return {"curve": curve, "seconds": seconds}
+
+
+def _model_dir(cmd: List[str]) -> str:
+    return next(a.split("=", 1)[1] for a in cmd if a.startswith("--model_dir="))
 
 
 def _stats(values: Sequence[float]) -> Tuple[float, float, float, float]:
@@ -230,55 +251,77 @@ def mean_curve(curves: Curves, name: str, metric: str) -> Dict[int, List[float]]
     return {s: [seeds[seed][s][metric] for seed in sorted(seeds)] for s in steps}
 
 
+def paired_difference(curves: Curves, name: str, baseline: str, step: int,
+                      metric: str = "AP") -> Tuple[float, float, int]:
+    """(mean, standard error, n) over the seeds both ran of `name`'s `metric` at `step` minus
+    the baseline's at the same seed."""
+    seeds = sorted(set(curves[name]) & set(curves[baseline]))
+    diffs = [curves[name][s][step][metric] - curves[baseline][s][step][metric] for s in seeds]
+    if not diffs:
+        return float("nan"), float("nan"), 0
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+    return statistics.mean(diffs), se, len(diffs)
+
+
+def _cell(values: Sequence[float]) -> str:
+    m, sd, lo, hi = _stats(values)
+    return f"{m:.4f} ± {sd:.4f} [{lo:.4f}..{hi:.4f}]"
+
+
 def report(curves: Curves, names: List[str], baseline: str, warmup_steps: int,
-           seconds: Dict[str, List[float]], header: str) -> str:
-    """The markdown report: per-step table, summary against `baseline`."""
-    ap = {n: mean_curve(curves, n, "AP") for n in names}
-    ap50 = {n: mean_curve(curves, n, "AP50") for n in names}
-    steps = sorted(set.intersection(*(set(ap[n]) for n in names)))
+           seconds: Dict[str, List[float]], header: str,
+           costs: Optional[Dict[str, Dict[str, float]]] = None) -> str:
+    """The markdown report: one table per metric over eval steps, then the summary against
+    `baseline` with paired differences and each configuration's cost."""
+    steps = sorted(set.intersection(*(set(mean_curve(curves, n, "AP")) for n in names)))
     seeds = sorted(curves[names[0]])
     lines = [header, "",
              f"Per eval step, over seeds {', '.join(map(str, seeds))}: mean ± std "
-             f"[min..max]. LR warm-up ends at step {warmup_steps}.", "",
-             "| step | " + " | ".join(f"{n} AP" for n in names) + " | "
-             + " | ".join(f"{n} AP50" for n in names) + " |",
-             "|---|" + "---|" * (2 * len(names))]
-    for s in steps:
-        cells = []
-        for table in (ap, ap50):
-            for n in names:
-                m, sd, lo, hi = _stats(table[n][s])
-                cells.append(f"{m:.4f} ± {sd:.4f} [{lo:.4f}..{hi:.4f}]")
-        lines.append(f"| {s}{'' if s > warmup_steps else ' (warm-up)'} | "
-                     + " | ".join(cells) + " |")
+             f"[min..max]. LR warm-up ends at step {warmup_steps}."]
+    for metric in ("AP", "AP50", "APs", "APm", "APl"):
+        table = {n: mean_curve(curves, n, metric) for n in names}
+        lines += ["", f"**{metric}**", "", "| step | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * len(names)]
+        for s in steps:
+            lines.append(f"| {s}{'' if s > warmup_steps else ' (warm-up)'} | "
+                         + " | ".join(_cell(table[n][s]) for n in names) + " |")
+    final = steps[-1]
     after = [s for s in steps if s > warmup_steps]
-    lines += ["", f"Summary against {baseline} (evals after warm-up: steps "
-                  f"{', '.join(map(str, after))}):", "",
-              "| config | final AP | final AP50 | mean AP after warm-up | evals with mean AP >= "
-              f"{baseline}'s | final AP - {baseline}'s | wall min/run |",
-              "|---|---|---|---|---|---|---|"]
+    ap = {n: mean_curve(curves, n, "AP") for n in names}
+    lines += ["", f"Summary at the final step {final} against {baseline}; the paired difference "
+                  f"is the mean over seeds of (config AP - {baseline} AP at the same seed) ± its "
+                  f"standard error:", "",
+              "| config | final AP | final AP50 | final APs / APm / APl | mean AP after warm-up "
+              f"| evals with mean AP >= {baseline}'s | final AP - {baseline}'s (paired) | "
+              "params | GFLOPs | latency ms | wall min/run |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in names:
-        final = steps[-1]
-        fm, fsd, _, _ = _stats(ap[n][final])
-        f50, f50sd, _, _ = _stats(ap50[n][final])
+        f = {m: statistics.mean(mean_curve(curves, n, m)[final]) for m in
+             ("AP", "AP50", "APs", "APm", "APl")}
         avg = statistics.mean(statistics.mean(ap[n][s]) for s in after) if after else float("nan")
         wins = sum(statistics.mean(ap[n][s]) >= statistics.mean(ap[baseline][s]) for s in after)
-        delta = fm - statistics.mean(ap[baseline][final])
-        lines.append(f"| {n} | {fm:.4f} ± {fsd:.4f} | {f50:.4f} ± {f50sd:.4f} | {avg:.4f} | "
-                     f"{wins}/{len(after)} | {delta:+.4f} | "
-                     f"{statistics.mean(seconds[n]) / 60:.1f} |")
+        d, se, k = paired_difference(curves, n, baseline, final)
+        c = (costs or {}).get(n, {})
+        lines.append(
+            f"| {n} | {_cell(ap[n][final])} | {f['AP50']:.4f} | {f['APs']:.4f} / {f['APm']:.4f} "
+            f"/ {f['APl']:.4f} | {avg:.4f} | {wins}/{len(after)} | "
+            + ("—" if n == baseline else f"{d:+.4f} ± {se:.4f} (n={k})")
+            + f" | {c.get('params', float('nan')) / 1e6:.2f}M | "
+            f"{c.get('flops', float('nan')) / 1e9:.3f} | {c.get('latency_ms', float('nan')):.1f} "
+            f"| {statistics.mean(seconds[n]) / 60:.1f} |")
     return "\n".join(lines) + "\n"
 
 
 def plot(curves: Curves, names: List[str], warmup_steps: int, path: str, title: str) -> None:
-    """AP and AP50 against step: one line per configuration (mean over seeds), min..max shaded."""
+    """AP, AP50, AP_s and AP_l against step: one line per configuration (mean over seeds),
+    min..max over seeds shaded."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on a server
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, metric in zip(axes, ("AP", "AP50")):
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for ax, metric in zip(axes.flat, ("AP", "AP50", "APs", "APl")):
         for n in names:
             table = mean_curve(curves, n, metric)
             steps = sorted(table)
@@ -290,11 +333,35 @@ def plot(curves: Curves, names: List[str], warmup_steps: int, path: str, title: 
         ax.set_xlabel("training step (batch 8)")
         ax.set_ylabel(f"COCO {metric} (held-out split)")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="upper left", fontsize=8)
+    axes[0, 0].legend(loc="upper left", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def costs_of(configs: List[Tuple[str, str]], args: argparse.Namespace
+             ) -> Dict[str, Dict[str, float]]:
+    """{config: {'params', 'flops' (multiply-adds per image), 'latency_ms' (network, batch 1,
+    median of 20 runs)}} at the benchmark's image size and classes, on this machine."""
+    sys.path.insert(0, ROOT)
+    import cli
+
+    cli.import_tensorflow()
+    import hparams_config
+    import inference
+
+    out = {}
+    for name, hparams in configs:
+        overrides = ",".join(p for p in (f"num_classes={DATASETS[args.dataset][0]},"
+                                         f"image_size={args.image_size}", hparams) if p)
+        config = hparams_config.get_detection_config(args.model_name, overrides)
+        result = inference.benchmark_network(config, batch_size=1, runs=20)
+        out[name] = {"params": result.params, "flops": result.flops_per_image,
+                     "latency_ms": result.median_image_ms}
+        print(f"{name}: {result.params / 1e6:.2f}M params, {result.flops / 1e9:.3f} GFLOPs, "
+              f"{out[name]['latency_ms']:.1f} ms", flush=True)
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -303,6 +370,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="NAME:HPARAMS, repeatable (default: vfpn:fpn_name=vfpn and "
                         "bifpn:fpn_name=bifpn)")
     p.add_argument("--baseline", default="bifpn", help="configuration the others are held to")
+    p.add_argument("--dataset", choices=tuple(DATASETS), default="clutter",
+                   help="clutter: 10 classes, many scales, occlusion (default); shapes: the "
+                        "demo's 3 plain shapes")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated --tf_random_seed values")
     p.add_argument("--model_name", default="efficientdet-d0")
     p.add_argument("--image_size", type=int, default=256)
@@ -321,6 +391,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--work_dir", default="/tmp/learning/bench")
     p.add_argument("--out", default="", help="markdown results file")
     p.add_argument("--plot", default="", help="PNG learning curves")
+    p.add_argument("--json", default="", help="every run's curve, costs and the machine, as json")
+    p.add_argument("--no_costs", action="store_true", help="skip the latency/FLOPs measurement")
     return p
 
 
@@ -342,8 +414,10 @@ def _header(args: argparse.Namespace, configs: List[Tuple[str, str]], threads: i
         f"{threads or 'TF default'}; niceness {os.nice(0)}; wall {wall / 60:.1f} min for "
         f"this invocation (finished runs it reused not counted).",
         "",
-        f"Data: sample_dataset.py shapes (3 classes), {args.train_images} train images (seed "
-        f"0), {args.val_images} held-out val images (seed 1), all evaluated. Model "
+        f"Data: sample_dataset.py --kind={args.dataset} ({DATASETS[args.dataset][0]} classes, "
+        f"image sides {DATASETS[args.dataset][1]}..{DATASETS[args.dataset][2]} px), "
+        f"{args.train_images} train images (seed 0), {args.val_images} held-out val images "
+        f"(seed 1), all evaluated. Model "
         f"{args.model_name} from scratch (no pretrained backbone), image_size "
         f"{args.image_size}, batch {args.batch}, {args.evals * args.eval_every} steps, eval "
         f"every {args.eval_every}; hparams for every configuration: `{args.recipe}`. "
@@ -367,7 +441,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         threads = (1 if args.jobs > 1 else 0) if args.threads < 0 else args.threads
         data = make_data(os.path.join(args.work_dir, "data"), args.train_images,
-                         args.val_images)
+                         args.val_images, args.dataset)
         env = thread_env(threads)
         lock = threading.Lock()
         jobs = []
@@ -401,11 +475,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
 
     header, warmup_steps = _header(args, configs, threads, wall)
-    text = report(curves, names, args.baseline, warmup_steps, seconds, header)
+    costs = {} if args.no_costs else costs_of(configs, args)
+    text = report(curves, names, args.baseline, warmup_steps, seconds, header, costs)
     print_and_save(text, args.out)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"header": header, "configs": dict(configs), "seconds": seconds,
+                       "costs": costs, "curves": curves}, f, indent=1)
     if args.plot:
         plot(curves, names, warmup_steps, args.plot,
-             f"{args.model_name} @ {args.image_size}px from scratch on the sample shapes, "
+             f"{args.model_name} @ {args.image_size}px from scratch on the {args.dataset} set, "
              f"seeds {args.seeds}; shaded: min..max over seeds")
         print(f"wrote {args.plot}")
     return 0
