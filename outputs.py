@@ -187,11 +187,13 @@ def check_locations(plan: Sequence[Planned]) -> None:
 
 
 def _check_duplicates(plan: Sequence[Planned]) -> None:
-    """Two flags (or two files of one flag) naming one file would lose one of the outputs."""
+    """Two flags naming one file would lose one of the outputs."""
     seen: Dict[str, str] = {}
     for p in plan:
+        keys = {}  # a file named twice by one flag is one output
         for path in p.files:
-            key = path if is_remote(path) else os.path.realpath(path)
+            keys.setdefault(path if is_remote(path) else os.path.realpath(path), path)
+        for key, path in keys.items():
             if key in seen:
                 raise errors.OutputError(
                     f"--{p.flag} '{p.value}' would write '{path}', which {seen[key]} writes too; "
