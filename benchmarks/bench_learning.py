@@ -1,7 +1,7 @@
 """Learning benchmark: does VFPN learn at least as well as BiFPN on the same data, steps and seeds?
 
     nice -n 10 python benchmarks/bench_learning.py --seeds=0,1,2 --jobs=2 \\
-        --out=table.md --plot=benchmarks/learning_curves.png
+        --out=table.md --plot=benchmarks/learning_curves.png --overwrite
 
 (`benchmarks/results_learning.md` is the hand-written write-up around such a table; do not
 point `--out` at it.)
@@ -47,7 +47,7 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from machine import cpu_name, print_and_save
+from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_LINE = re.compile(r"eval at step (\d+): (.*)")
@@ -277,6 +277,8 @@ def plot(curves: Curves, names: List[str], warmup_steps: int, path: str, title: 
     matplotlib.use("Agg")  # files only; no display on a server
     import matplotlib.pyplot as plt
 
+    import outputs  # the repository root is on sys.path once machine is imported
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("AP", "AP50")):
         for n in names:
@@ -293,7 +295,8 @@ def plot(curves: Curves, names: List[str], warmup_steps: int, path: str, title: 
     axes[0].legend(loc="upper left", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with outputs.atomic_path(path) as tmp:  # the format follows the suffix, which tmp keeps
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -321,6 +324,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--work_dir", default="/tmp/learning/bench")
     p.add_argument("--out", default="", help="markdown results file")
     p.add_argument("--plot", default="", help="PNG learning curves")
+    add_overwrite_flag(p)
     return p
 
 
@@ -355,6 +359,7 @@ def _header(args: argparse.Namespace, configs: List[Tuple[str, str]], threads: i
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    check_outputs(args, ("out", "plot"))
 
     try:
         configs = [parse_config(c) for c in (args.config or DEFAULT_CONFIGS)]
