@@ -172,18 +172,26 @@ def other_run_problem(directory: str) -> Optional[str]:
             f"directory (nothing was overwritten)")
 
 
+def _is_run_file(name: str) -> bool:
+    """Whether a file name in a model directory is one of a run's: checkpoint files, the
+    checkpoint state, config.yaml, the eval history."""
+    return (name in (CHECKPOINT_STATE, CONFIG_FILE, HISTORY_FILE) or name.endswith(".index")
+            or ".data-" in name)
+
+
 def checkpoint_inputs(ckpt_path: str) -> List[str]:
-    """The files a run restoring `ckpt_path` (a prefix or a directory) reads: the checkpoint's
-    `.index` and `.data-*` files, and its directory's 'checkpoint' state file and config.yaml,
-    where they exist. No output may land on them (outputs.check_plan)."""
+    """The files a run restoring `ckpt_path` (a prefix or a directory) reads, and the run files
+    beside them in its model directory (every checkpoint, 'checkpoint', config.yaml,
+    eval_history.json): no output may land on them, not even with --overwrite."""
     prefix = checkpoint_io.resolve_checkpoint(ckpt_path)
-    directory = os.path.dirname(prefix) or "."
-    found = tf.io.gfile.glob(prefix + ".*")
-    for name in (CHECKPOINT_STATE, CONFIG_FILE):
-        path = os.path.join(directory, name)
-        if tf.io.gfile.exists(path):
-            found.append(path)
-    return found
+    found = set(tf.io.gfile.glob(prefix + ".*"))
+    directories = {os.path.dirname(prefix) or "."}
+    if tf.io.gfile.isdir(ckpt_path):
+        directories.add(ckpt_path)
+    for directory in directories:
+        found.update(os.path.join(directory, n) for n in tf.io.gfile.listdir(directory)
+                     if _is_run_file(n))
+    return sorted(found)
 
 
 # -------------------------------------------------------------------------------------------------
