@@ -189,13 +189,7 @@ def process_image(options: CocoOptions, task: CocoTask) -> WorkerResult:
                                 f"the json says {json_w}x{json_h} (WxH) but the image file is "
                                 f"{width}x{height}{validation.shown_as(loaded)}"))
         return WorkerResult(None, problems, notes, boxes_in_skipped_image=n_ann)
-    where = f"{path}: {image_item}"
-    if loaded.converted_from:
-        notes.append((f"converted_to_rgb_from_{loaded.converted_from}", where))
-    if loaded.reencoded and loaded.source_format != "JPEG":
-        notes.append((f"reencoded_{loaded.source_format.lower()}_to_jpeg", where))
-    if loaded.exif_orientation:
-        notes.append(("exif_orientation_applied", where))
+    notes.extend(validation.image_notes(loaded, f"{path}: {image_item}"))
 
     values: Dict[str, Any] = {
         "image/height": height,

@@ -211,13 +211,7 @@ def process_example(options: VocOptions, task: VocTask) -> WorkerResult:
                                 f"<size> says {int(xml_w)}x{int(xml_h)} (WxH) but {image_path} "
                                 f"is {width}x{height}{validation.shown_as(loaded)}"))
         return WorkerResult(None, problems, notes, boxes_in_skipped_image=len(objects))
-    where = f"{image_path}: {image_item}"
-    if loaded.converted_from:
-        notes.append((f"converted_to_rgb_from_{loaded.converted_from}", where))
-    if loaded.reencoded and loaded.source_format != "JPEG":
-        notes.append((f"reencoded_{loaded.source_format.lower()}_to_jpeg", where))
-    if loaded.exif_orientation:
-        notes.append(("exif_orientation_applied", where))
+    notes.extend(validation.image_notes(loaded, f"{image_path}: {image_item}"))
 
     cols, json_annotations = _convert_objects(options, objects, xml_path, image_item, width,
                                               height, problems, notes)

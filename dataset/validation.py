@@ -436,11 +436,17 @@ def load_image_as_jpeg(path: str) -> LoadedImage:
                        orientation)
 
 
-def note_image_conversion(summary: Summary, image: LoadedImage, where: str) -> None:
+def image_notes(image: LoadedImage, where: str) -> List[Tuple[str, str]]:
+    """(note, where) of what loading changed: a color conversion, a re-encoding to JPEG, an
+    EXIF orientation applied. Not errors; the converters count them."""
+    notes = []
     if image.converted_from:
-        summary.add_note(f"converted_to_rgb_from_{image.converted_from}", where)
+        notes.append((f"converted_to_rgb_from_{image.converted_from}", where))
     if image.reencoded and image.source_format != "JPEG":
-        summary.add_note(f"reencoded_{image.source_format.lower()}_to_jpeg", where)
+        notes.append((f"reencoded_{image.source_format.lower()}_to_jpeg", where))
+    if image.exif_orientation:
+        notes.append(("exif_orientation_applied", where))
+    return notes
 
 
 # -------------------------------------------------------------------------------------------------
