@@ -74,7 +74,8 @@ SEED_FLAGS = {
     "tflite_path": None, "onnx_path": None,
 }
 # Flags added after the seed: OpenVINO export and its inference precision, TFLite's fixed size.
-NEW_FLAGS = {"openvino_path": None, "openvino_precision": None, "tflite_input_size": None}
+NEW_FLAGS = {"openvino_path": None, "openvino_precision": None, "tflite_input_size": None,
+             "overwrite": False}
 
 
 def test_every_flag_keeps_its_name_and_default():
