@@ -297,7 +297,6 @@ def _draw_first(opts: InspectOptions, det: Detector, config: Config, paths: Sequ
     <dir>/<its stem>.jpg (checked up front for the first input; again here in case that one
     could not be read)."""
     import inference
-    import outputs
     import visualize
     from dataset import label_maps
 
