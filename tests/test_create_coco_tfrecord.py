@@ -253,6 +253,23 @@ def test_existing_shards_are_refused_then_replaced_only_when_asked(sample, tmp_p
     assert len(again) == len(first) == NUM_IMAGES
 
 
+def test_overwrite_never_leaves_old_shards_beside_fewer_new_ones(sample, tmp_path):
+    """Replacing 8 shards, but a skipped image leaves 7 records (so 7 shards of another name):
+    nothing is written rather than a mix of old and new records."""
+    out = tmp_path / "out"
+    out.mkdir()
+    old = [out / f"train-{i:05d}-of-00008.tfrecord" for i in range(8)]
+    for path in old:
+        path.write_bytes(b"an earlier conversion")
+    os.remove(os.path.join(sample.image_dir, sample.images[3].file_name))
+    with pytest.raises(errors.OutputError, match=r"'.*train-00000-of-00008.tfrecord' \(of 8 "
+                                                 r"shard\(s\) of this prefix\) would be left "
+                                                 r"beside the 7 new shard\(s\)"):
+        _convert(sample, tmp_path, num_shards=8, overwrite=True)
+    assert sorted(os.listdir(out)) == sorted(p.name for p in old)
+    assert all(p.read_bytes() == b"an earlier conversion" for p in old)
+
+
 # -------------------------------------------------------------------------------------------------
 # Non-RGB images are converted (counted, not errors)
 # -------------------------------------------------------------------------------------------------
