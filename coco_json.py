@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -20,6 +19,7 @@ from absl import logging
 from pycocotools.coco import COCO
 
 import errors
+import outputs
 
 
 class CocoMetricError(errors.DataError):
@@ -107,7 +107,8 @@ def write_detections_json(path: str,
     """Writes COCO results json ``[{image_id, category_id, bbox [x, y, w, h], score}]``.
 
     Args:
-      path: output file; its directory is created.
+      path: output file, written atomically (outputs.write_file); its directory is created.
+        Whether an existing file may be replaced is the caller's check (outputs.check_plan).
       detections: result dicts (as `detections_to_coco_results` returns) or detection rows
         [B, K, 7] / [N, 7] (source_id, x, y, w, h, score, class) in original image pixels.
 
@@ -119,13 +120,7 @@ def write_detections_json(path: str,
     results = [{"image_id": int(d["image_id"]), "category_id": int(d["category_id"]),
                 "bbox": [float(v) for v in d["bbox"]], "score": float(d["score"])}
                for d in detections]
-    directory = os.path.dirname(path)
-    if directory:
-        tf.io.gfile.makedirs(directory)
-    # tf.io.gfile so that gs:// directories work as well as local ones.
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(results, f)
-    return path
+    return outputs.write_file(path, json.dumps(results))
 
 
 def load_gt_json(path: str) -> COCO:

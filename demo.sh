@@ -8,7 +8,7 @@
 #
 # Outputs go to $DEMO_DIR (default: demo/ in this checkout, or demo-quick/ with --quick). A
 # re-run reuses what an earlier run finished (delete the directory to start over); it never
-# deletes or overwrites anything.
+# deletes anything, and replaces only its own files in $DEMO_DIR (see steps 2 and 6).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -68,10 +68,12 @@ if ! ls "$DATA"/rec/train-*.tfrecord >/dev/null 2>&1; then
         --object_annotations_file="$DATA/train/coco/annotations/instances_sample.json" \
         --output_file_prefix="$DATA/rec/train" --num_shards="$SHARDS" --num_classes=3
 fi
+# The json is written last: without it, the val shards (if any) are a stopped run's, the
+# demo's own, so --overwrite replaces them.
 if [ ! -f "$DATA/rec/json_val.json" ]; then
     python dataset/create_pascal_tfrecord.py --data_dir="$DATA/val/VOCdevkit" \
         --year=VOC2012 --set=trainval --output_path="$DATA/rec/val" --num_shards=1 \
-        --label_map_json_path="$DATA/val/VOCdevkit/label_map.json"
+        --label_map_json_path="$DATA/val/VOCdevkit/label_map.json" --overwrite
 fi
 
 step "3/6 train VFPN-d0 from scratch ($EPOCHS epochs of $NUM_TRAIN images, batch $BATCH)"
@@ -92,10 +94,13 @@ if [ ! -f "$EXPORT/saved_model.pb" ]; then
 fi
 
 step "6/6 draw detections on held-out images"
+# The pictures (named after the images) are the demo's own: a re-run draws them again with
+# --overwrite rather than skipping the step, so a stopped run's partial set is completed and
+# every picture shows the current export.
 python model_inspect.py --runmode=saved_model_infer --saved_model_dir="$EXPORT" \
     --input_image="$DATA/val/VOCdevkit/VOC2012/JPEGImages/*.jpg" \
     --output_image_dir="$PICTURES" --min_score_thresh=0.3 --max_boxes_to_draw=10 \
-    | tail -n 3
+    --overwrite | tail -n 3
 
 end=$(date +%s)
 echo

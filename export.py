@@ -15,21 +15,22 @@
 * `write_export_settings` / `read_export_settings`: `export_settings.yaml` beside an export
   records its score threshold, detections per image and NMS, so detectors can report them.
 
-Outputs: every file is written through `write_file` after `ensure_parent`, and a failure is an
-`errors.OutputError` naming the path. `output_problem`, `nonempty_dir_problem` and
-`other_run_problem` say, without writing anything, why a location cannot be used, so a CLI can
-refuse up front and name its flag. No export deletes or overwrites what another run wrote: a
-SavedModel goes into a new or empty directory, and the raw network is never written where a
-training run (or an earlier dry run) left `config.yaml` or a checkpoint.
+Outputs follow outputs.py's policy: each export first checks every file it will write
+(`*_outputs` name them) with `outputs.check_plan` (an existing file is replaced only with
+`overwrite`, a file the run reads never), then writes each atomically. A SavedModel goes into a
+new or empty directory, and the raw network is never written where a training run (or an
+earlier dry run) left `config.yaml` or a checkpoint (`run_dir.other_run_problem`), whatever
+`overwrite` says.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 import yaml
@@ -37,6 +38,7 @@ import yaml
 import checkpoint_io
 import errors
 import hparams_config
+import outputs
 import postprocess
 import run_dir
 import serving
@@ -45,98 +47,58 @@ import utils
 tf1 = tf.compat.v1
 
 EXPORT_SETTINGS = "export_settings.yaml"
-# What a training run (or a dry run) leaves in its directory: never written over.
-_CHECKPOINT_STATE = "checkpoint"
 
 
 # -------------------------------------------------------------------------------------------------
-# Output locations
+# What each export writes (checked by outputs.check_plan before anything is built)
 # -------------------------------------------------------------------------------------------------
-def _is_remote(path: str) -> bool:
-    return "://" in path
+def model_file_outputs(model_path: str) -> List[str]:
+    """The files a single-file export (.onnx, .tflite, .pb) at `model_path` writes: the model
+    and its settings file."""
+    return [model_path, settings_path(model_path)]
 
 
-def output_problem(path: str, directory: bool) -> Optional[str]:
-    """Why `path` cannot be written as a directory (or a file), or None; creates nothing.
-
-    Remote paths (gs://, ...) are not checked here: their writes fail with their own error.
-    """
-    if _is_remote(path):
-        return None
-    full = os.path.abspath(path)
-    if os.path.exists(full):
-        if directory and not os.path.isdir(full):
-            return "is a file, not a directory"
-        if not directory and os.path.isdir(full):
-            return "is a directory, not a file"
-        target = full if directory else os.path.dirname(full)
-        return None if os.access(target, os.W_OK | os.X_OK) else "is not writable"
-    ancestor = os.path.dirname(full)
-    while not os.path.exists(ancestor):
-        ancestor = os.path.dirname(ancestor)
-    if not os.path.isdir(ancestor):
-        return f"cannot be created: '{ancestor}' is a file, not a directory"
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        return f"cannot be created: '{ancestor}' is not writable"
-    return None
+def openvino_outputs(xml_path: str) -> List[str]:
+    """The files an OpenVINO export at `xml_path` writes: the .xml, its .bin and settings."""
+    return [xml_path, os.path.splitext(xml_path)[0] + ".bin", settings_path(xml_path)]
 
 
-def nonempty_dir_problem(path: str) -> Optional[str]:
-    """Why a new export directory `path` cannot be used (it exists and is not empty), or None."""
-    if tf.io.gfile.exists(path) and (not tf.io.gfile.isdir(path) or tf.io.gfile.listdir(path)):
-        return ("already exists and is not empty; remove it or choose another directory "
-                "(nothing was overwritten)")
-    return None
+def saved_model_outputs(saved_model_dir: str, model_name: str) -> List[str]:
+    """The files `export_saved_model` writes into its (new or empty) directory, besides the
+    `variables/` of the SavedModel itself."""
+    frozen = os.path.join(saved_model_dir, f"{model_name}_frozen.pb")
+    return [os.path.join(saved_model_dir, "saved_model.pb"), frozen, settings_path(frozen),
+            run_dir.config_path(saved_model_dir), os.path.join(saved_model_dir, EXPORT_SETTINGS)]
 
 
-def other_run_problem(directory: str) -> Optional[str]:
-    """Why `directory` must not receive a checkpoint or config.yaml: it already holds those of
-    another run (training or an earlier dry run). None when it is new or holds neither."""
-    if not tf.io.gfile.isdir(directory):
-        return None
-    names = tf.io.gfile.listdir(directory)
-    found = sorted({n.rstrip("/") for n in names
-                    if n == os.path.basename(run_dir.config_path(directory))
-                    or n == _CHECKPOINT_STATE or n.endswith(".index")})
-    if not found:
-        return None
-    return (f"already holds {', '.join(found[:3])} of another run; choose a new or empty "
-            f"directory (nothing was overwritten)")
+def raw_network_outputs(logdir: str, model_name: str, frozen: bool) -> List[str]:
+    """The files `save_frozen` (frozen) or `save_dry_run` writes into `logdir` beside the
+    checkpoint and config.yaml that `run_dir.other_run_problem` guards."""
+    if frozen:
+        return [os.path.join(logdir, f"{model_name}_frozen.pb")]
+    return [os.path.join(logdir, f"{model_name}_train.pb")] + checkpoint_outputs(
+        os.path.join(logdir, model_name))
 
 
-def ensure_dir(path: str) -> str:
-    """Create directory `path` (and its parents) if needed; OutputError naming it if that
-    fails. Returns `path`."""
-    if not path:
-        return path
-    try:
-        tf.io.gfile.makedirs(path)
-    except (tf.errors.OpError, OSError) as e:
-        raise errors.OutputError(f"cannot create directory '{path}': "
-                                 f"{str(e).splitlines()[0]}") from None
-    return path
+def checkpoint_outputs(prefix: str) -> List[str]:
+    """The files a checkpoint saved at `prefix` consists of (one data shard)."""
+    return [f"{prefix}.index", f"{prefix}.data-00000-of-00001"]
 
 
-def ensure_parent(path: str) -> str:
-    """Create the directory that will hold file `path`; returns `path`."""
-    ensure_dir(os.path.dirname(path))
-    return path
+def _ckpt_inputs(ckpt_path: Optional[str]) -> List[Tuple[str, str]]:
+    """(flag, file) of every file restoring `ckpt_path` reads ([] for random weights)."""
+    if not serving.has_checkpoint(ckpt_path):
+        return []
+    return [("ckpt_path", f) for f in run_dir.checkpoint_inputs(ckpt_path)]
 
 
-def write_file(path: str, data: Union[bytes, str]) -> str:
-    """Write `data` to `path` (local or remote), creating its directory; returns `path`."""
-    ensure_parent(path)
-    try:
-        with tf.io.gfile.GFile(path, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-    except (tf.errors.OpError, OSError) as e:
-        raise errors.OutputError(f"cannot write '{path}': {str(e).splitlines()[0]}") from None
-    return path
+def _check(plan: List[outputs.Planned], ckpt_path: Optional[str], overwrite: bool) -> None:
+    outputs.check_plan(plan, _ckpt_inputs(ckpt_path), overwrite)
 
 
-def _refuse(path: str, problem: Optional[str]) -> None:
+def _refuse(flag: str, path: str, problem: Optional[str]) -> None:
     if problem:
-        raise errors.OutputError(f"'{path}' {problem}")
+        raise errors.OutputError(f"--{flag} '{path}' {problem}")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -152,7 +114,7 @@ def settings_path(model_path: str) -> str:
 
 
 def write_export_settings(model_path: str, settings: Dict[str, Any]) -> str:
-    return write_file(settings_path(model_path),
+    return outputs.write_file(settings_path(model_path),
                       yaml.safe_dump(settings, default_flow_style=False, sort_keys=False))
 
 
@@ -189,39 +151,47 @@ def export_settings(graph: serving.ServingGraph, ckpt_path: Optional[str]) -> Di
 # The raw network: dry run and frozen graph
 # -------------------------------------------------------------------------------------------------
 def save_dry_run(config: hparams_config.Config, logdir: str, model_name: str,
-                 ckpt_path: Optional[str] = None, batch_size: int = 1) -> Dict[str, str]:
+                 ckpt_path: Optional[str] = None, batch_size: int = 1,
+                 overwrite: bool = False) -> Dict[str, str]:
     """Build, restore or initialise, run once, then write a checkpoint `<logdir>/<model_name>`,
     the graph `<logdir>/<model_name>_train.pb`, a TensorBoard graph event file and the config
     as `<logdir>/config.yaml` (so a checkpoint path of `logdir` picks the same hparams up
-    later). Refuses a `logdir` holding another run's checkpoint or config.yaml."""
-    _refuse(logdir, other_run_problem(logdir))
-    ensure_dir(logdir)
+    later). Refuses a `logdir` holding another run's checkpoint or config.yaml, and an existing
+    graph file unless `overwrite`."""
+    _refuse("logdir", logdir, run_dir.other_run_problem(logdir))
+    _check([outputs.Planned("logdir", logdir, tuple(raw_network_outputs(
+        logdir, model_name, frozen=False)), directory=True)], ckpt_path, overwrite)
+    outputs.ensure_dir(logdir)
     net = serving.build_raw_network(config, batch_size)
     with net.graph.as_default(), tf1.Session(graph=net.graph) as sess:
         serving.restore_or_init(net, sess, ckpt_path, config)
         sess.run(net.outputs, {net.inputs: serving.random_images(net, batch_size)})
         prefix = tf1.train.Saver().save(sess, os.path.join(logdir, model_name),
                                         write_meta_graph=False)
-        graph_path = write_file(os.path.join(logdir, f"{model_name}_train.pb"),
-                                net.graph.as_graph_def().SerializeToString())
+        graph_path = outputs.write_file(os.path.join(logdir, f"{model_name}_train.pb"),
+                                        net.graph.as_graph_def().SerializeToString())
         writer = tf1.summary.FileWriter(logdir, net.graph)
         writer.flush()
         writer.close()
-    config.save_to_yaml(run_dir.config_path(logdir))
+    outputs.write_file(run_dir.config_path(logdir), str(config))
     return {"checkpoint": prefix, "graph": graph_path}
 
 
 def save_frozen(config: hparams_config.Config, logdir: str, model_name: str,
-                ckpt_path: Optional[str] = None, batch_size: int = 1) -> str:
+                ckpt_path: Optional[str] = None, batch_size: int = 1,
+                overwrite: bool = False) -> str:
     """Write `<logdir>/<model_name>_frozen.pb`: the raw network with its variables folded in.
-    Refuses a `logdir` holding another run's checkpoint or config.yaml."""
-    _refuse(logdir, other_run_problem(logdir))
+    Refuses a `logdir` holding another run's checkpoint or config.yaml, and an existing frozen
+    graph unless `overwrite`."""
+    _refuse("logdir", logdir, run_dir.other_run_problem(logdir))
+    _check([outputs.Planned("logdir", logdir, tuple(raw_network_outputs(
+        logdir, model_name, frozen=True)), directory=True)], ckpt_path, overwrite)
     net = serving.build_raw_network(config, batch_size)
     with tf1.Session(graph=net.graph) as sess:
         serving.restore_or_init(net, sess, ckpt_path, config)
         frozen = serving.freeze(sess, net.graph, net.output_names)
-    return write_file(os.path.join(logdir, f"{model_name}_frozen.pb"),
-                      frozen.SerializeToString())
+    return outputs.write_file(os.path.join(logdir, f"{model_name}_frozen.pb"),
+                              frozen.SerializeToString())
 
 
 # -------------------------------------------------------------------------------------------------
@@ -278,7 +248,8 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
                        max_output_size: Optional[int] = None,
                        tflite_path: Optional[str] = None,
                        openvino_path: Optional[str] = None,
-                       tflite_input_size: Optional[Tuple[int, int]] = None) -> ExportResult:
+                       tflite_input_size: Optional[Tuple[int, int]] = None,
+                       overwrite: bool = False) -> ExportResult:
     """Write a SavedModel with the signatures `serving_default` (uint8 `image_arrays`
     [B, h, w, 3]) and `serving_base64` (encoded `image_files` [B]), the frozen graph
     `<saved_model_dir>/<model_name>_frozen.pb` of the same detector, the resolved
@@ -289,13 +260,16 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
     random), stored as constants (the SavedModel holds the frozen graph, so it runs as fast
     as the `.pb`; fine-tune from the checkpoint, not from an export). The score threshold is
     a run-time input with the given default; the number of detections per image is fixed at
-    `max_output_size`. `saved_model_dir` must be new or empty. `tflite_input_size` (height,
-    width) fixes the TFLite model's image size (see `export_tflite_fixed_size`).
+    `max_output_size`. `saved_model_dir` must be new or empty; an existing TFLite or OpenVINO
+    file is replaced only with `overwrite`. `tflite_input_size` (height, width) fixes the
+    TFLite model's image size (see `export_tflite_fixed_size`).
     """
     if tflite_input_size and batch_size is None:
         raise errors.UsageError("a TFLite model with a fixed input size needs a fixed batch "
                                 "size: a dynamic batch keeps its tensors dynamic")
-    _refuse(saved_model_dir, nonempty_dir_problem(saved_model_dir))
+    _refuse("saved_model_dir", saved_model_dir, outputs.nonempty_dir_problem(saved_model_dir))
+    _check(saved_model_plan(saved_model_dir, model_name, tflite_path, openvino_path), ckpt_path,
+           overwrite)
     if openvino_path:
         _check_onnx_nms(config, "OpenVINO")
     graph = serving.build_serving_graph(config, batch_size, score_thresh, max_output_size)
@@ -304,9 +278,9 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
         serving.restore_or_init(graph, sess, ckpt_path, config)
         frozen = serving.freeze(sess, graph.graph, graph.output_node_names())
     _save_saved_model(graph, frozen, saved_model_dir)
-    frozen_path = write_file(os.path.join(saved_model_dir, f"{model_name}_frozen.pb"),
-                             frozen.SerializeToString())
-    config.save_to_yaml(run_dir.config_path(saved_model_dir))
+    frozen_path = outputs.write_file(os.path.join(saved_model_dir, f"{model_name}_frozen.pb"),
+                                     frozen.SerializeToString())
+    outputs.write_file(run_dir.config_path(saved_model_dir), str(config))
     write_export_settings(saved_model_dir, settings)
     write_export_settings(frozen_path, settings)
     tflite = None
@@ -321,6 +295,20 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
             frozen, graph.output_node_names(with_base64=False))
         openvino = write_openvino(arrays_only, openvino_path, settings)
     return ExportResult(saved_model_dir, frozen_path, tflite, settings, openvino)
+
+
+def saved_model_plan(saved_model_dir: str, model_name: str, tflite_path: Optional[str],
+                     openvino_path: Optional[str]) -> List[outputs.Planned]:
+    """Every output of `export_saved_model`, by flag."""
+    plan = [outputs.Planned("saved_model_dir", saved_model_dir, tuple(saved_model_outputs(
+        saved_model_dir, model_name)), directory=True)]
+    if tflite_path:
+        plan.append(outputs.Planned("tflite_path", tflite_path,
+                                    tuple(model_file_outputs(tflite_path))))
+    if openvino_path:
+        plan.append(outputs.Planned("openvino_path", openvino_path,
+                                    tuple(openvino_outputs(openvino_path))))
+    return plan
 
 
 def _fixed_size_serving_function(frozen: tf1.GraphDef, graph: serving.ServingGraph,
@@ -358,7 +346,7 @@ def _convert_tflite(converter: tf.lite.TFLiteConverter, source: str, tflite_path
     except Exception as e:  # noqa: BLE001 - the converter raises several error types
         raise errors.ModelFileError(f"TFLite conversion of '{source}' failed: "
                                     f"{str(e).splitlines()[0]}") from None
-    return write_file(tflite_path, model)
+    return outputs.write_file(tflite_path, model)
 
 
 def export_tflite(saved_model_dir: str, tflite_path: str) -> str:
@@ -407,18 +395,22 @@ def _frozen_image_arrays_graph(config: hparams_config.Config, ckpt_path: Optiona
 
 def export_onnx(config: hparams_config.Config, onnx_path: str, ckpt_path: Optional[str] = None,
                 batch_size: Optional[int] = 1, score_thresh: Optional[float] = None,
-                max_output_size: Optional[int] = None, opset: int = 15) -> str:
+                max_output_size: Optional[int] = None, opset: int = 15,
+                overwrite: bool = False) -> str:
     """Convert the frozen serving graph (uint8 `image_arrays:0` input) to ONNX with tf2onnx.
 
     Outputs are `detections:0`, `boxes:0`, `scores:0`, `classes:0`, `num_detections:0` as in
     the SavedModel; `score_thresh:0` is an optional input holding the export setting. Only hard
-    NMS converts (ONNX's NonMaxSuppression has no soft-NMS).
+    NMS converts (ONNX's NonMaxSuppression has no soft-NMS). An existing `onnx_path` (or its
+    settings file) is replaced only with `overwrite`.
     """
     _check_onnx_nms(config, "ONNX")
+    _check([outputs.Planned("onnx_path", onnx_path, tuple(model_file_outputs(onnx_path)))],
+           ckpt_path, overwrite)
     frozen, settings = _frozen_image_arrays_graph(config, ckpt_path, batch_size, score_thresh,
                                                   max_output_size)
-    ensure_parent(onnx_path)
-    _tf2onnx(frozen, onnx_path, [f"{serving.IMAGE_ARRAYS}:0"], opset, "ONNX")
+    with outputs.atomic_path(onnx_path) as tmp:
+        _tf2onnx(frozen, tmp, [f"{serving.IMAGE_ARRAYS}:0"], opset, "ONNX")
     write_export_settings(onnx_path, settings)
     return onnx_path
 
@@ -530,19 +522,17 @@ def write_openvino(frozen: tf1.GraphDef, xml_path: str, settings: Dict[str, Any]
             raise errors.ModelFileError(f"OpenVINO conversion for '{xml_path}' failed: "
                                         f"{openvino_error(e)}") from None
         model.set_rt_info(str(settings["score_thresh"]), list(OPENVINO_RT_INFO))
-        # save_model writes local files only: a remote path gets a local copy first.
-        local = os.path.join(tmp, "model.xml") if _is_remote(xml_path) else xml_path
-        ensure_parent(local)
+        # save_model writes one local pair: saved in the temporary directory, then each file
+        # is put in place atomically (the .bin first, so an .xml never lacks its weights).
+        local = os.path.join(tmp, "model.xml")
         try:
             ov.save_model(model, local, compress_to_fp16=False)
         except RuntimeError as e:
             raise errors.OutputError(f"cannot write '{xml_path}': {openvino_error(e)}"
                                      ) from None
-        if local != xml_path:
-            ensure_parent(xml_path)
-            for suffix in (".xml", ".bin"):
-                tf.io.gfile.copy(os.path.splitext(local)[0] + suffix,
-                                 os.path.splitext(xml_path)[0] + suffix, overwrite=True)
+        for suffix in (".bin", ".xml"):
+            with outputs.atomic_path(os.path.splitext(xml_path)[0] + suffix) as part:
+                shutil.copyfile(os.path.splitext(local)[0] + suffix, part)
     write_export_settings(xml_path, settings)
     return xml_path
 
@@ -550,11 +540,14 @@ def write_openvino(frozen: tf1.GraphDef, xml_path: str, settings: Dict[str, Any]
 def export_openvino(config: hparams_config.Config, xml_path: str,
                     ckpt_path: Optional[str] = None, batch_size: Optional[int] = 1,
                     score_thresh: Optional[float] = None,
-                    max_output_size: Optional[int] = None) -> str:
+                    max_output_size: Optional[int] = None, overwrite: bool = False) -> str:
     """Freeze the serving graph (uint8 `image_arrays` path) and write it as OpenVINO IR
     (`xml_path` and the `.bin` beside it) with its export settings; see `write_openvino`.
-    A dynamic batch (batch_size None) keeps per-image detections, as the TF formats do."""
+    A dynamic batch (batch_size None) keeps per-image detections, as the TF formats do.
+    Existing files are replaced only with `overwrite`."""
     _check_onnx_nms(config, "OpenVINO")
+    _check([outputs.Planned("openvino_path", xml_path, tuple(openvino_outputs(xml_path)))],
+           ckpt_path, overwrite)
     frozen, settings = _frozen_image_arrays_graph(config, ckpt_path, batch_size, score_thresh,
                                                   max_output_size)
     return write_openvino(frozen, xml_path, settings)
@@ -575,27 +568,30 @@ def _save_folded(sess: tf1.Session, variables: List[tf.Variable], prefix: str,
         if with_shadows:
             names.append(checkpoint_io.var_name(v) + checkpoint_io.EMA_SUFFIX)
             tensors.append(value)
-    ensure_parent(prefix)
+    outputs.ensure_parent(prefix)
     sess.run(tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
                                shape_and_slices=[""] * len(names), tensors=tensors))
     tf1.train.update_checkpoint_state(os.path.dirname(prefix) or ".", prefix)
 
 
-def eval_ckpt(config: hparams_config.Config, ckpt_path: str, export_ckpt: Optional[str] = None
-              ) -> Dict[str, Any]:
+def eval_ckpt(config: hparams_config.Config, ckpt_path: str, export_ckpt: Optional[str] = None,
+              overwrite: bool = False) -> Dict[str, Any]:
     """Restore `ckpt_path` into the network (EMA-aware) and report what was read.
 
     With `export_ckpt`, save a checkpoint (prefix `export_ckpt`, plus a `checkpoint` index file
     beside it) whose raw variables hold the restored (EMA) values and, when the config uses
     EMA, whose `<var>/ExponentialMovingAverage` shadows hold the same values, so it restores the
-    same either way. Refuses a directory holding another run's checkpoint or config.yaml.
+    same either way. Refuses a directory holding another run's checkpoint or config.yaml, and
+    existing checkpoint files at `export_ckpt` unless `overwrite`.
 
     Returns {'checkpoint': prefix read, 'variables': count, 'ema': shadows were read,
     'exported': export_ckpt or None}.
     """
     if export_ckpt:
         parent = os.path.dirname(export_ckpt) or "."
-        _refuse(parent, other_run_problem(parent))
+        _refuse("export_ckpt", parent, run_dir.other_run_problem(parent))
+        _check([outputs.Planned("export_ckpt", export_ckpt,
+                                tuple(checkpoint_outputs(export_ckpt)))], ckpt_path, overwrite)
     net = serving.build_raw_network(config, 1)
     use_ema = checkpoint_io.use_ema(config)
     with net.graph.as_default(), tf1.Session(graph=net.graph) as sess:

@@ -17,8 +17,11 @@ The work is done by the modules below it, one job each:
 * `detectors`: `Detections` and one `Detector` class per format (checkpoint, SavedModel, frozen
   graph, TFLite, ONNX, OpenVINO); `load_detector` picks one for an exported model.
 * `export`: dry run, frozen network, SavedModel (+ frozen graph, TFLite, OpenVINO), TFLite,
-  ONNX, OpenVINO, checkpoint re-export, export settings, and the one way outputs are written.
-* `visualize`: reading images (16-bit ones scaled to 8 bits), drawing and writing them.
+  ONNX, OpenVINO, checkpoint re-export, export settings.
+* `visualize`: reading images (upright, 16-bit ones scaled to 8 bits), drawing and writing them.
+* `outputs`: where outputs may go and what they are called (pictures are named after their
+  sources, `<stem>.jpg`), refusing existing files unless `overwrite` and inputs always, and
+  writing atomically.
 
 Here: `detect_images`, `detect_video`, `benchmark_network` (the raw network, frozen) and
 `benchmark_detector` (pre-processing + network + NMS), which share one timing loop, and
@@ -40,8 +43,8 @@ import tensorflow as tf
 
 import coco_json
 import errors
-import export
 import hparams_config
+import outputs
 import serving
 import utils
 import visualize
@@ -126,25 +129,36 @@ def time_calls(fn: Callable[[], Any], runs: int, warmup: int) -> List[float]:
 
 
 def write_trace(sess: tf1.Session, fetches: Any, feed: Dict, path: str) -> str:
-    """One more run with full tracing, written to `path` as a Chrome trace (chrome://tracing)."""
+    """One more run with full tracing, written to `path` as a Chrome trace (chrome://tracing).
+    Whether `path` may be replaced is checked before (`trace_plan`)."""
     from tensorflow.python.client import timeline  # not in the public API
 
     options = tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE)
     metadata = tf1.RunMetadata()
     sess.run(fetches, feed, options=options, run_metadata=metadata)
-    return export.write_file(
+    return outputs.write_file(
         path, timeline.Timeline(metadata.step_stats).generate_chrome_trace_format())
+
+
+def trace_plan(trace_filename: Optional[str]) -> List[outputs.Planned]:
+    """The planned output of a benchmark's --trace_filename (none when unset)."""
+    if not trace_filename:
+        return []
+    return [outputs.Planned("trace_filename", trace_filename, (trace_filename,))]
 
 
 def benchmark_network(config: hparams_config.Config, batch_size: int = 1, runs: int = 10,
                       warmup: int = 5, threads: int = 0, xla: bool = False,
                       ckpt_path: Optional[str] = None,
-                      trace_filename: Optional[str] = None) -> BenchmarkResult:
+                      trace_filename: Optional[str] = None,
+                      overwrite: bool = False) -> BenchmarkResult:
     """Network latency (first conv to last head output) of the frozen raw network.
 
     Random weights unless `ckpt_path`; `warmup` untimed runs, then `runs` timed ones. FLOPs are
-    multiply-adds per image (profiler float ops / 2) and params count trainable variables.
+    multiply-adds per image (profiler float ops / 2) and params count trainable variables. An
+    existing `trace_filename` is replaced only with `overwrite`.
     """
+    outputs.check_plan(trace_plan(trace_filename), overwrite=overwrite)
     net = serving.build_raw_network(config, batch_size)
     params = utils.num_trainable_params(net.graph)
     flops = utils.num_flops(net.graph) // batch_size
@@ -168,14 +182,17 @@ def benchmark_network(config: hparams_config.Config, batch_size: int = 1, runs: 
 def benchmark_detector(detector: Detector, images: np.ndarray, batch_size: int = 1,
                        runs: int = 10, warmup: int = 5, name: str = "model",
                        trace_filename: Optional[str] = None,
-                       score_thresh: Optional[float] = None) -> EndToEndResult:
+                       score_thresh: Optional[float] = None,
+                       overwrite: bool = False) -> EndToEndResult:
     """Time `detector.predict` on a batch tiled from `images` [n, h, w, 3] uint8.
 
     The batch is the model's static batch size, or `batch_size` for a dynamic-batch model.
     Each timed call covers feeding the uint8 batch, pre-processing, the network, NMS (at
     `score_thresh`, default: the model's) and fetching the detections. A trace is written for
-    session-backed detectors (checkpoint, SavedModel, frozen graph) only.
+    session-backed detectors (checkpoint, SavedModel, frozen graph) only; an existing one is
+    replaced only with `overwrite`.
     """
+    outputs.check_plan(trace_plan(trace_filename), overwrite=overwrite)
     batch = detector.batch_size or max(1, batch_size)
     reps = -(-batch // len(images))
     batch_images = np.concatenate([images] * reps)[:batch]
@@ -226,16 +243,38 @@ def _describe(path: str, det: Detections, label_map: Dict[int, str], out: Option
             f"{' -> ' + out if out else ''}")
 
 
+def image_outputs(paths: Sequence[str], output_dir: str) -> List[str]:
+    """Where `detect_images` draws each of `paths`: `<output_dir>/<stem>.jpg`, de-duplicated
+    when two inputs share a stem (outputs.named_after_sources)."""
+    return outputs.named_after_sources(paths, output_dir, ".jpg")
+
+
+def image_plan(paths: Sequence[str], output_dir: str
+               ) -> Tuple[List[outputs.Planned], List[Tuple[str, str]]]:
+    """(planned pictures, inputs) of drawing `paths` into `output_dir`, for
+    outputs.check_plan: the flag is model_inspect's --output_image_dir."""
+    return ([outputs.Planned("output_image_dir", output_dir,
+                             tuple(image_outputs(paths, output_dir)), directory=True)],
+            [("input_image", p) for p in paths])
+
+
 def detect_images(detector: Detector, paths: Sequence[str], output_dir: Optional[str],
                   label_map: Dict[int, str], score_thresh: Optional[float] = None,
                   max_output_size: Optional[int] = None, line_thickness: Optional[int] = None,
-                  batch_size: int = 1, log: Callable[[str], None] = print) -> ImageRunSummary:
-    """Run `detector` on image files; write `<output_dir>/<i>.jpg` (i = position in `paths`).
+                  batch_size: int = 1, log: Callable[[str], None] = print,
+                  overwrite: bool = False) -> ImageRunSummary:
+    """Run `detector` on image files; with `output_dir`, draw each into
+    `<output_dir>/<stem>.jpg` (`image_outputs`).
 
     Detections above `score_thresh` (default: the model's), at most `max_output_size` per
     image, are kept and drawn with `label_map` names. A missing or undecodable file is
-    reported by name in `failed` and skipped; the others are processed.
+    reported by name in `failed` and skipped; the others are processed. Before any image is
+    read, a picture that would replace an input is refused, and one that exists is refused
+    unless `overwrite` (errors.OutputError).
     """
+    names = image_outputs(paths, output_dir) if output_dir else []
+    if output_dir:
+        outputs.check_plan(*image_plan(paths, output_dir), overwrite=overwrite)
     failed: List[str] = []
     written: Dict[str, Optional[str]] = {}
     found: Dict[str, Detections] = {}
@@ -250,8 +289,7 @@ def detect_images(detector: Detector, paths: Sequence[str], output_dir: Optional
             if output_dir:
                 out = visualize.write_image(
                     visualize.draw_detections(image, det, label_map, thresh, max_output_size,
-                                              line_thickness),
-                    os.path.join(output_dir, f"{index}.jpg"))
+                                              line_thickness), names[index])
             written[path] = out
             log(_describe(path, det, label_map, out))
     return ImageRunSummary(written, found, failed)
@@ -268,11 +306,15 @@ def coco_image_paths(gt_json: str, image_dir: str) -> List[Tuple[int, str]]:
 
 
 def coco_results(detector: Detector, images: Sequence[Tuple[int, str]], path: str,
-                 score_thresh: Optional[float] = None) -> ImageRunSummary:
+                 score_thresh: Optional[float] = None, overwrite: bool = False
+                 ) -> ImageRunSummary:
     """Run `detector` on each (image id, path) and write its detections as a COCO results
     json ``[{image_id, category_id, bbox: [x, y, w, h], score}]`` to `path` (see
     coco_metric.evaluate_detections_json). Detections above `score_thresh` (default: the
-    model's); unreadable images are reported in `failed`, the others are processed."""
+    model's); unreadable images are reported in `failed`, the others are processed. An
+    existing `path` is replaced only with `overwrite`, an input image never."""
+    outputs.check_plan([outputs.Planned("path", path, (path,))],
+                       [("images", p) for _, p in images], overwrite)
     failed: List[str] = []
     found: Dict[str, Detections] = {}
     results: List[Dict[str, Any]] = []
@@ -331,46 +373,65 @@ def open_video(path: str):
 
 
 class _VideoWriter:
-    """An mp4v writer opened at the first frame (its size is known then)."""
+    """An mp4v writer opened at the first frame (its size is known then). Frames go into a
+    temporary file beside `path` (same suffix: OpenCV picks the container by it), which
+    `close(keep=True)` renames to `path`; `close(keep=False)` removes it, so a failed run
+    leaves no partial video."""
 
     def __init__(self, path: str, fps: float):
         self.path, self.fps, self.writer = path, fps, None
+        self.tmp = outputs.temporary_name(path)
 
     def write(self, bgr: np.ndarray) -> None:
         import cv2
 
         if self.writer is None:
-            export.ensure_parent(self.path)
-            self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+            outputs.ensure_parent(self.path)
+            self.writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
                                           (bgr.shape[1], bgr.shape[0]))
             if not self.writer.isOpened():
                 raise errors.OutputError(f"OpenCV cannot write video '{self.path}' (try a .mp4 "
                                          f"or .mov name)")
         self.writer.write(bgr)
 
-    def close(self) -> None:
+    def close(self, keep: bool) -> None:
         if self.writer is not None:
             self.writer.release()
+        if keep and self.writer is not None:
+            os.replace(self.tmp, self.path)
+        elif os.path.lexists(self.tmp):
+            os.remove(self.tmp)
+
+
+def video_plan(input_video: str, output_video: Optional[str]
+               ) -> Tuple[List[outputs.Planned], List[Tuple[str, str]]]:
+    """(planned output, inputs) of `detect_video`, for outputs.check_plan."""
+    plan = ([outputs.Planned("output_video", output_video, (output_video,))]
+            if output_video else [])
+    return plan, [("input_video", input_video)]
 
 
 def detect_video(detector: Detector, input_video: str, output_video: Optional[str],
                  label_map: Dict[int, str], score_thresh: Optional[float] = None,
                  max_output_size: Optional[int] = None, line_thickness: Optional[int] = None,
-                 show: bool = False, progress: bool = True) -> VideoSummary:
+                 show: bool = False, progress: bool = True,
+                 overwrite: bool = False) -> VideoSummary:
     """Detect on every frame of `input_video` (any video file OpenCV reads).
 
     With `output_video`, annotated frames are written there (mp4v codec, the input's frame
-    rate, 25 when unknown) under a progress bar. With `show`, they are shown in a window ('q'
-    quits).
+    rate, 25 when unknown) under a progress bar; it appears only when the run succeeds, never
+    replaces the input (whatever its spelling) and replaces another file only with
+    `overwrite`. With `show`, frames are shown in a window ('q' quits).
     """
     import cv2
     from tqdm import tqdm
 
+    outputs.check_plan(*video_plan(input_video, output_video), overwrite=overwrite)
     capture = open_video(input_video)
     writer = _VideoWriter(output_video, capture.get(cv2.CAP_PROP_FPS) or 25.0) \
         if output_video else None
     thresh = detector.score_thresh if score_thresh is None else score_thresh
-    frames, start = 0, time.perf_counter()
+    frames, start, finished = 0, time.perf_counter(), False
     bar = tqdm(total=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None, unit="frame",
                disable=not progress, file=sys.stderr)
     try:
@@ -391,11 +452,12 @@ def detect_video(detector: Detector, input_video: str, output_video: Optional[st
                     break
             frames += 1
             bar.update(1)
+        finished = True
     finally:
         bar.close()
         capture.release()
         if writer:
-            writer.close()
+            writer.close(keep=finished and frames > 0)
         if show:
             cv2.destroyAllWindows()
     if frames == 0:

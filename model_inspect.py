@@ -50,10 +50,13 @@ there is none (e.g. opencv-python-headless or no DISPLAY), it says so and still 
 on every frame, then reports the speed (exit status 0).
 
 Options are checked before any graph is built (`check_options`): batch sizes, the flags each
-runmode needs, and every output location (one line naming the flag). dry and freeze never write
-into a --logdir that holds another run's config.yaml or checkpoint, and saved_model never into a
-non-empty --saved_model_dir. Inputs that fail (a missing or corrupt image among several) are
-reported by name, the others are processed, and the exit status is 1.
+runmode needs, and every file the runmode will write (outputs.py's policy, one line naming the
+flag): an existing file is replaced only with --overwrite, an input (image, video, checkpoint,
+model, hparams file) never. Annotated pictures are named after their inputs (<stem>.jpg). dry
+and freeze never write into a --logdir that holds another run's config.yaml or checkpoint, and
+saved_model never into a non-empty --saved_model_dir, whatever --overwrite says. Inputs that
+fail (a missing or corrupt image among several) are reported by name, the others are
+processed, and the exit status is 1.
 
 `run(InspectOptions(...))` runs one runmode in-process and returns the exit status; the work
 is done by inference.py and the modules below it. --verbose also logs the resolved config.
@@ -70,6 +73,7 @@ from absl import app, logging
 
 import cli
 import errors
+import outputs
 
 if TYPE_CHECKING:
     from detectors import Detector
@@ -133,7 +137,7 @@ def _dry(opts: InspectOptions) -> int:
     import export
 
     out = export.save_dry_run(load_config(opts), opts.logdir, opts.model_name, opts.ckpt_path,
-                              opts.batch_size)
+                              opts.batch_size, opts.overwrite)
     print(f"wrote checkpoint {out['checkpoint']} and graph {out['graph']}")
     return 0
 
@@ -142,7 +146,7 @@ def _freeze(opts: InspectOptions) -> int:
     import export
 
     path = export.save_frozen(load_config(opts), opts.logdir, opts.model_name, opts.ckpt_path,
-                              opts.batch_size)
+                              opts.batch_size, opts.overwrite)
     print(f"wrote frozen graph {path}")
     return 0
 
@@ -152,7 +156,7 @@ def _bm(opts: InspectOptions) -> int:
 
     result = inference.benchmark_network(
         load_config(opts), opts.batch_size, opts.bm_runs, threads=opts.threads, xla=opts.xla,
-        ckpt_path=opts.ckpt_path, trace_filename=opts.trace_filename)
+        ckpt_path=opts.ckpt_path, trace_filename=opts.trace_filename, overwrite=opts.overwrite)
     print(result.summary())
     return 0
 
@@ -160,7 +164,7 @@ def _bm(opts: InspectOptions) -> int:
 def _ckpt(opts: InspectOptions) -> int:
     import export
 
-    info = export.eval_ckpt(load_config(opts), opts.ckpt_path, opts.export_ckpt)
+    info = export.eval_ckpt(load_config(opts), opts.ckpt_path, opts.export_ckpt, opts.overwrite)
     print(f"restored {info['variables']} variables from {info['checkpoint']} "
           f"({'EMA values' if info['ema'] else 'raw values, no EMA shadows found'})")
     if info["exported"]:
@@ -177,7 +181,7 @@ def _detect_images(opts: InspectOptions, detector: Detector, config: Config) -> 
     summary = inference.detect_images(
         detector, paths, opts.output_image_dir, label_maps.for_config(config),
         opts.min_score_thresh, opts.max_boxes_to_draw, opts.line_thickness,
-        batch_size=max(1, opts.batch_size))
+        batch_size=max(1, opts.batch_size), overwrite=opts.overwrite)
     where = f" to {opts.output_image_dir}" if opts.output_image_dir else ""
     print(f"processed {len(summary.written)} image(s){where}")
     return _report_failures(problems + summary.failed)
@@ -203,7 +207,7 @@ def _saved_model(opts: InspectOptions) -> int:
     result = export.export_saved_model(
         load_config(opts), opts.saved_model_dir, opts.model_name, opts.ckpt_path,
         opts.batch_size or None, opts.min_score_thresh, opts.max_boxes_to_draw,
-        opts.tflite_path, opts.openvino_path, tflite_input_size(opts))
+        opts.tflite_path, opts.openvino_path, tflite_input_size(opts), opts.overwrite)
     s = result.settings
     print(f"wrote SavedModel {result.saved_model_dir} (signatures serving_default: uint8 "
           f"image_arrays, serving_base64: encoded image_files; batch {s['batch_size']})")
@@ -246,7 +250,8 @@ def _file_export(opts: InspectOptions) -> int:
     _, _, function, what = _FILE_EXPORTS[opts.runmode]
     path = getattr(export, function)(load_config(opts), _file_export_path(opts)[1],
                                      opts.ckpt_path, opts.batch_size or None,
-                                     opts.min_score_thresh, opts.max_boxes_to_draw)
+                                     opts.min_score_thresh, opts.max_boxes_to_draw,
+                                     overwrite=opts.overwrite)
     print("wrote " + what.format(path=path))
     return 0
 
@@ -268,21 +273,42 @@ def _run_exported(opts: InspectOptions, body: Callable[..., int]) -> int:
 
 
 def _read_same_size(paths: Sequence[str], failed: List[str]):
-    """The images of `paths` that have the first readable image's size (a batch holds one)."""
+    """(index in `paths`, image) of the images that have the first readable image's size (a
+    batch holds one)."""
     import visualize
 
     images = []
-    for path in paths:
+    for index, path in enumerate(paths):
         try:
-            images.append(visualize.read_image(path))
+            images.append((index, visualize.read_image(path)))
         except visualize.ImageReadError as e:
             failed.append(str(e))
-    same = [im for im in images if im.shape == images[0].shape] if images else []
+    same = [(i, im) for i, im in images if im.shape == images[0][1].shape] if images else []
     if len(same) < len(images):
-        h, w = images[0].shape[:2]
+        h, w = images[0][1].shape[:2]
         print(f"{PROG}: benchmarking the {len(same)} image(s) of size {w}x{h} (a batch holds "
               f"one size)", file=sys.stderr)
     return same
+
+
+def _draw_first(opts: InspectOptions, det: Detector, config: Config, paths: Sequence[str],
+                index: int, image) -> None:
+    """saved_model_benchmark --output_image_dir: draw the first benchmarked image into
+    <dir>/<its stem>.jpg (checked up front for the first input; again here in case that one
+    could not be read)."""
+    import inference
+    import visualize
+    from dataset import label_maps
+
+    plan, inputs = inference.image_plan(paths, opts.output_image_dir)
+    out = plan[0].files[index]
+    outputs.check_plan([dataclasses.replace(plan[0], files=(out,))], inputs, opts.overwrite)
+    found = det.predict(image[None], opts.min_score_thresh)[0]
+    thresh = det.score_thresh if opts.min_score_thresh is None else opts.min_score_thresh
+    visualize.write_image(visualize.draw_detections(
+        image, found, label_maps.for_config(config), thresh, opts.max_boxes_to_draw,
+        opts.line_thickness), out)
+    print(f"wrote {out} ({len(found.filter(thresh))} detections)")
 
 
 def _benchmark_exported(opts: InspectOptions, det: Detector, config: Config) -> int:
@@ -290,25 +316,21 @@ def _benchmark_exported(opts: InspectOptions, det: Detector, config: Config) -> 
 
     import inference
     import visualize
-    from dataset import label_maps
 
     paths, problems = visualize.expand_image_inputs(opts.input_image)
     failed: List[str] = []
     images = _read_same_size(paths, failed)
     if not images:
         return _report_failures(problems + failed)
-    result = inference.benchmark_detector(det, np.stack(images), max(1, opts.batch_size),
-                                          opts.bm_runs, name=opts.saved_model_dir,
+    result = inference.benchmark_detector(det, np.stack([im for _, im in images]),
+                                          max(1, opts.batch_size), opts.bm_runs,
+                                          name=opts.saved_model_dir,
                                           trace_filename=opts.trace_filename,
-                                          score_thresh=opts.min_score_thresh)
+                                          score_thresh=opts.min_score_thresh,
+                                          overwrite=opts.overwrite)
     print(result.summary())
     if opts.output_image_dir:
-        found = det.predict(images[0][None], opts.min_score_thresh)[0]
-        thresh = det.score_thresh if opts.min_score_thresh is None else opts.min_score_thresh
-        out = visualize.write_image(visualize.draw_detections(
-            images[0], found, label_maps.for_config(config), thresh, opts.max_boxes_to_draw,
-            opts.line_thickness), os.path.join(opts.output_image_dir, "0.jpg"))
-        print(f"wrote {out} ({len(found.filter(thresh))} detections)")
+        _draw_first(opts, det, config, paths, *images[0])
     return _report_failures(problems + failed)
 
 
@@ -326,7 +348,8 @@ def _video_exported(opts: InspectOptions, det: Detector, config: Config) -> int:
                   f"video.", file=sys.stderr)
     summary = inference.detect_video(det, opts.input_video, opts.output_video,
                                      label_maps.for_config(config), opts.min_score_thresh,
-                                     opts.max_boxes_to_draw, opts.line_thickness, show=show)
+                                     opts.max_boxes_to_draw, opts.line_thickness, show=show,
+                                     overwrite=opts.overwrite)
     fps = summary.frames / summary.seconds if summary.seconds else 0.0
     print(f"processed {summary.frames} frames of {opts.input_video} ({fps:.1f} frames/s)"
           + (f"; wrote {summary.output}" if summary.output else ""))
@@ -376,11 +399,12 @@ class InspectOptions:
     input_image: Optional[str] = cli.field(
         None, "Image path, glob pattern, or comma-separated list of them (infer, "
         "saved_model_infer, saved_model_benchmark).")
-    output_image_dir: Optional[str] = cli.field(None, "Where annotated images are written as "
-                                                "<i>.jpg.")
+    output_image_dir: Optional[str] = cli.field(
+        None, "Where annotated images are written, named after their inputs: <stem>.jpg (x.jpg, "
+        "x-1.jpg when two inputs share a stem); never over an input.")
     input_video: Optional[str] = cli.field(None, "saved_model_video: the input video file.")
     output_video: Optional[str] = cli.field(None, "saved_model_video: write the annotated "
-                                            "video here (mp4v codec).")
+                                            "video here (mp4v codec); never the input video.")
     line_thickness: Optional[int] = cli.field(None, "Box line thickness in pixels (default: "
                                               "scaled to the image).")
     max_boxes_to_draw: Optional[int] = cli.field(
@@ -406,6 +430,10 @@ class InspectOptions:
         "checkpoint's detections), bf16 (run in f32 on CPUs without native bf16; the benchmark "
         "line says so), or auto (the runtime's own choice: bf16 on CPUs with native bf16).",
         choices=("f32", "bf16", "auto"))
+    overwrite: bool = cli.field(
+        False, "Replace output files that already exist (pictures, video, export files, trace, "
+        "exported checkpoint). Never an input, a non-empty --saved_model_dir or another run's "
+        "checkpoint or config.yaml.")
     verbose: bool = cli.field(False, "Log debug lines too, among them the resolved config.")
 
 
@@ -514,33 +542,97 @@ def _output_locations(opts: InspectOptions) -> List[Tuple[str, str, bool]]:
         path = getattr(opts, flag)
         if opts.runmode in _FILE_EXPORTS and flag == _FILE_EXPORTS[opts.runmode][0]:
             flag, path = _file_export_path(opts)
-        elif flag == "export_ckpt" and path:  # a prefix: its files go into its directory
-            path, is_dir = os.path.dirname(path) or ".", True
         if path:
             out.append((flag, path, is_dir))
     return out
 
 
-def _check_outputs(opts: InspectOptions) -> None:
+def _files_of(opts: InspectOptions, flag: str, value: str) -> List[str]:
+    """The files the runmode writes through `flag`, whose value is `value`."""
+    import export
+    import inference
+    import visualize
+
+    mode = opts.runmode
+    if flag == "logdir":
+        return export.raw_network_outputs(value, opts.model_name, frozen=mode == "freeze")
+    if flag == "export_ckpt":
+        return export.checkpoint_outputs(value)
+    if flag == "output_image_dir":
+        names = inference.image_outputs(visualize.expand_image_inputs(opts.input_image)[0],
+                                        value)
+        return names[:1] if mode == "saved_model_benchmark" else names
+    if flag == "openvino_path" or mode == "openvino":
+        return export.openvino_outputs(value)
+    if flag in ("tflite_path", "onnx_path") or mode == "onnx":
+        return export.model_file_outputs(value)
+    if flag == "saved_model_dir":
+        return export.saved_model_outputs(value, opts.model_name)
+    return [value]  # trace_filename, output_video
+
+
+def planned_outputs(opts: InspectOptions) -> List[outputs.Planned]:
+    """Every file the runmode will write, by flag (outputs.check_plan checks them)."""
+    return [outputs.Planned(flag, path, tuple(_files_of(opts, flag, path)), is_dir)
+            for flag, path, is_dir in _output_locations(opts)]
+
+
+def _model_files(path: str) -> List[str]:
+    """The files of an exported model (a SavedModel directory, or a file and what lies beside
+    it: settings, OpenVINO weights)."""
     import export
 
-    for flag, path, is_dir in _output_locations(opts):
-        problem = export.output_problem(path, is_dir)
+    if os.path.isdir(path):
+        return [os.path.join(d, n) for d, _, names in os.walk(path) for n in names]
+    if path.lower().endswith(".xml"):
+        return export.openvino_outputs(path)
+    return export.model_file_outputs(path)
+
+
+def run_inputs(opts: InspectOptions) -> List[Tuple[str, str]]:
+    """(flag, file) of every file the runmode reads; no output may land on one of them."""
+    import run_dir
+    import visualize
+
+    mode = opts.runmode
+    found = [("hparams", piece.strip()) for piece in opts.hparams.split(",")
+             if piece.strip().lower().endswith((".yaml", ".yml"))]
+    if mode in _RESTORING and _is_set(opts.ckpt_path):
+        found += [("ckpt_path", f) for f in run_dir.checkpoint_inputs(opts.ckpt_path)]
+    if mode in EXPORTED_MODEL_MODES:
+        found += [("saved_model_dir", f) for f in _model_files(opts.saved_model_dir)]
+    if "input_image" in _REQUIRED.get(mode, ()):
+        found += [("input_image", p)
+                  for p in visualize.expand_image_inputs(opts.input_image)[0]]
+    if mode == "saved_model_video":
+        found.append(("input_video", opts.input_video))
+    return found
+
+
+def _check_outputs(opts: InspectOptions) -> None:
+    import run_dir
+
+    plan = planned_outputs(opts)
+    outputs.check_locations(plan)
+    for p in plan:  # the model-directory contract: --overwrite does not lift it
+        if p.flag == "logdir":
+            problem = run_dir.other_run_problem(p.value)
+        elif p.flag == "export_ckpt":
+            problem = run_dir.other_run_problem(os.path.dirname(p.value) or ".")
+        elif opts.runmode == "saved_model" and p.flag == "saved_model_dir":
+            problem = outputs.nonempty_dir_problem(p.value)
+        else:
+            problem = None
         if problem:
-            raise errors.UsageError(f"--{flag} '{path}' {problem}; choose another "
-                                    f"{'directory' if is_dir else 'file name'}")
-        if flag in ("logdir", "export_ckpt"):  # never beside another run's checkpoints
-            problem = export.other_run_problem(path)
-        elif opts.runmode == "saved_model" and flag == "saved_model_dir":
-            problem = export.nonempty_dir_problem(path)
-        if problem:
-            raise errors.UsageError(f"--{flag} '{path}' {problem}")
+            where = p.value if p.flag != "export_ckpt" else os.path.dirname(p.value) or "."
+            raise errors.OutputError(f"--{p.flag} '{where}' {problem}")
+    outputs.check_plan(plan, run_inputs(opts), opts.overwrite)
 
 
 def check_options(opts: InspectOptions) -> None:
-    """Raise errors.UsageError, naming the flag and what to do, for options the runmode cannot
-    use: batch sizes, missing flags or inputs, and output locations that cannot be written or
-    that hold another run's files. Creates nothing."""
+    """Raise errors.UsageError (batch sizes, missing flags or inputs) or errors.OutputError
+    (outputs that cannot be written, would replace an input, exist without --overwrite, or land
+    in another run's directory), naming the flag and what to do. Creates nothing."""
     if opts.runmode not in RUNMODES:
         raise errors.UsageError(f"--runmode '{opts.runmode}' is unknown; valid runmodes: "
                                 f"{', '.join(RUNMODES)}")

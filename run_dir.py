@@ -12,7 +12,10 @@
   of the first eval. Evaluations on any other set are never archived.
 * `runs/` — one record per run: its options, its config and when it started.
 
-Files are replaced atomically (write to a temporary name, then rename).
+Files are replaced atomically (outputs.write_file: a temporary name, then a rename). What no
+other run may write over is stated here too: `other_run_problem` refuses a directory that holds
+another run's checkpoint or config.yaml, and `checkpoint_inputs` lists the files a run reading a
+checkpoint reads, so that no output lands on them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import tensorflow as tf
 import yaml
 from absl import logging
 
+import checkpoint_io
 import hparams_config
+import outputs
 from hparams_config import Config, HparamsError
 
 HISTORY_FILE = "eval_history.json"
@@ -38,6 +43,8 @@ RUNS_DIR = "runs"
 _FORMAT = 2
 # Entries written before validation sets were tracked (a flat {step: metrics} file).
 LEGACY_SET = "unknown-set"
+# The index file naming a directory's latest checkpoint (written by tf.train savers).
+CHECKPOINT_STATE = "checkpoint"
 
 
 # -------------------------------------------------------------------------------------------------
@@ -149,15 +156,47 @@ def load_run_config(model_name: Optional[str],
 
 
 # -------------------------------------------------------------------------------------------------
+# What other runs may not touch
+# -------------------------------------------------------------------------------------------------
+def other_run_problem(directory: str) -> Optional[str]:
+    """Why `directory` must not receive a checkpoint or config.yaml: it already holds those of
+    another run (training or an earlier dry run). None when it is new or holds neither."""
+    if not tf.io.gfile.isdir(directory):
+        return None
+    names = tf.io.gfile.listdir(directory)
+    found = sorted({n.rstrip("/") for n in names
+                    if n == CONFIG_FILE or n == CHECKPOINT_STATE or n.endswith(".index")})
+    if not found:
+        return None
+    return (f"already holds {', '.join(found[:3])} of another run; choose a new or empty "
+            f"directory (nothing was overwritten)")
+
+
+def _is_run_file(name: str) -> bool:
+    """Whether a file name in a model directory is one of a run's: checkpoint files, the
+    checkpoint state, config.yaml, the eval history."""
+    return (name in (CHECKPOINT_STATE, CONFIG_FILE, HISTORY_FILE) or name.endswith(".index")
+            or ".data-" in name)
+
+
+def checkpoint_inputs(ckpt_path: str) -> List[str]:
+    """The files a run restoring `ckpt_path` (a prefix or a directory) reads, and the run files
+    beside them in its model directory (every checkpoint, 'checkpoint', config.yaml,
+    eval_history.json): no output may land on them, not even with --overwrite."""
+    prefix = checkpoint_io.resolve_checkpoint(ckpt_path)
+    found = set(tf.io.gfile.glob(prefix + ".*"))
+    directories = {os.path.dirname(prefix) or "."}
+    if tf.io.gfile.isdir(ckpt_path):
+        directories.add(ckpt_path)
+    for directory in directories:
+        found.update(os.path.join(directory, n) for n in tf.io.gfile.listdir(directory)
+                     if _is_run_file(n))
+    return sorted(found)
+
+
+# -------------------------------------------------------------------------------------------------
 # eval history, archive and run records
 # -------------------------------------------------------------------------------------------------
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with tf.io.gfile.GFile(path, "rb") as f:
@@ -216,7 +255,7 @@ def create_for_training(model_dir: str, config: Config) -> bool:
     path = config_path(model_dir)
     if tf.io.gfile.exists(path):
         return False
-    _atomic_write(path, str(config))
+    outputs.write_file(path, str(config))
     return True
 
 
@@ -235,7 +274,7 @@ def write_run_record(model_dir: str, mode: str, options: Mapping[str, Any],
     record = {"mode": mode, "started_utc": now.isoformat(timespec="seconds"),
               "tensorflow": tf.__version__, "options": dict(options),
               "config": yaml.safe_load(str(config))}
-    _atomic_write(path, yaml.safe_dump(record, default_flow_style=False, sort_keys=False))
+    outputs.write_file(path, yaml.safe_dump(record, default_flow_style=False, sort_keys=False))
     return path
 
 
@@ -285,7 +324,7 @@ def record_eval(model_dir: str, eval_set: EvalSet, step: int, metrics: Mapping[s
     entry["steps"][str(step)] = _numbers(metrics)
     if history.get("archive_set") is None and (claim_archive or len(history["sets"]) == 1):
         history["archive_set"] = eval_set.key
-    _atomic_write(_history_path(model_dir), json.dumps(history, indent=1, sort_keys=True))
+    outputs.write_file(_history_path(model_dir), json.dumps(history, indent=1, sort_keys=True))
     return history
 
 
@@ -321,9 +360,9 @@ def archive_if_best(model_dir: str, eval_set: EvalSet, ckpt_path: str,
         dst = os.path.join(archive, os.path.basename(src))
         tf.io.gfile.copy(src, dst, overwrite=True)
         new.append(dst)
-    _atomic_write(os.path.join(archive, "checkpoint"),
+    outputs.write_file(os.path.join(archive, "checkpoint"),
                   f'model_checkpoint_path: "{os.path.basename(ckpt_path)}"\n')
-    _atomic_write(best_file, json.dumps({objective: value, "set": eval_set.key,
+    outputs.write_file(best_file, json.dumps({objective: value, "set": eval_set.key,
                                          "checkpoint": os.path.basename(ckpt_path),
                                          "metrics": _numbers(metrics)}, indent=1))
     for path in old:

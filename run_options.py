@@ -34,7 +34,10 @@ class RunOptions:
     val_json_file: Optional[str] = field(
         None, "COCO ground-truth json; if unset, ground truth comes from the records.")
     testdev_dir: Optional[str] = field(
-        None, "Write detections_test-dev2017_test_results.json here (no metrics).")
+        None, "Write detections_test-dev2017_test_results.json here (no metrics); an existing "
+              "one is replaced only with --overwrite.")
+    overwrite: bool = field(False, "Replace an existing test-dev results json in --testdev_dir "
+                                   "(the one file main.py writes outside --model_dir).")
     # Starting points.
     backbone_ckpt: str = field("", "EfficientNet classifier checkpoint (dir or prefix) for the "
                                    "backbone.")

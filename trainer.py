@@ -19,9 +19,11 @@ from absl import logging
 
 import bn_calibration
 import cluster
+import coco_metric
 import dataloader
 import det_model_fn
 import errors
+import outputs
 import record_files
 import run_dir
 import train_hooks
@@ -86,6 +88,17 @@ def check_options(opts: RunOptions) -> None:
         raise errors.UsageError(f"--validation_file_pattern is required for --mode={opts.mode}"
                                 + (" with --eval_after_training" if opts.mode == "train"
                                    else "") + ".")
+
+
+def check_outputs(opts: RunOptions) -> None:
+    """The one file main.py writes outside --model_dir, the test-dev results json, follows
+    outputs.py's policy: an existing one is replaced only with --overwrite. No I/O but stats."""
+    if not opts.testdev_dir:
+        return
+    path = os.path.join(opts.testdev_dir, coco_metric.TESTDEV_RESULTS_FILENAME)
+    inputs = [("val_json_file", opts.val_json_file)] if opts.val_json_file else []
+    outputs.check_plan([outputs.Planned("testdev_dir", opts.testdev_dir, (path,),
+                                        directory=True)], inputs, opts.overwrite)
 
 
 def _max_label_and_names(files: List[str], limit: int = 2000) -> Tuple[int, Dict[int, str]]:
@@ -623,6 +636,7 @@ def run(opts: RunOptions) -> Optional[Dict[str, Any]]:
     if opts.mode not in MODES:
         raise errors.UsageError(f"unknown --mode={opts.mode}; valid: {', '.join(MODES)}.")
     check_options(opts)
+    check_outputs(opts)
     task = None
     if opts.strategy == "multi_worker":
         task = cluster.read_task()

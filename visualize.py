@@ -1,10 +1,12 @@
 """Images in and out: read image files for inference, expand `--input_image` specs, draw
 detections with class names, write the result, and say whether a window can be shown.
 
-`read_image` gives uint8 RGB whatever the file holds: grayscale is expanded, alpha and
-palettes are dropped, and 16-bit images are scaled to 8 bits the way the dataset converters do
-(`dataset.validation.to_rgb`), so a 16-bit PNG is not clipped to white. Errors name the file
-(`ImageReadError`, a `errors.DataError`).
+`read_image` gives uint8 RGB whatever the file holds, upright as viewers show it: a photo's
+EXIF orientation is applied (`dataset.validation.upright`, as the converters do), grayscale is
+expanded, alpha and palettes are dropped, and 16-bit images are scaled to 8 bits the way the
+dataset converters do (`dataset.validation.to_rgb`), so a 16-bit PNG is not clipped to white.
+Errors name the file (`ImageReadError`, a `errors.DataError`). `write_image` writes atomically
+(outputs.py); where pictures may go and what they are called is decided there too.
 
 Labels come from a {class id: name} label map (see `dataset.label_maps.for_config`); a class id
 it lacks is drawn as 'class <id>'.
@@ -21,7 +23,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 import errors
-import export
+import outputs
 from dataset import validation
 from detectors import Detections
 
@@ -45,7 +47,7 @@ def read_image(path: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()  # decode now, so truncated files fail here
-            rgb, _ = validation.to_rgb(image)
+            rgb, _ = validation.to_rgb(validation.upright(image)[0])
             return np.array(rgb, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ImageReadError(f"'{path}': cannot decode it as an image ({e})") from None
@@ -115,12 +117,13 @@ def draw_detections(image: np.ndarray, detections: Detections, label_map: Dict[i
 
 
 def write_image(image: np.ndarray, path: str) -> str:
-    """Write uint8 RGB `image` to `path` (format from the suffix; JPEG quality 95)."""
+    """Write uint8 RGB `image` to `path` atomically (format from the suffix; JPEG quality 95).
+    Whether `path` may be replaced is decided before (outputs.check_plan)."""
     from PIL import Image
 
-    export.ensure_parent(path)
     try:
-        Image.fromarray(image).save(path, quality=95)
+        with outputs.atomic_path(path) as tmp:
+            Image.fromarray(image).save(tmp, quality=95)
     except OSError as e:
         raise errors.OutputError(f"cannot write '{path}': {e}") from None
     return path

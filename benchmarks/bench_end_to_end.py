@@ -1,7 +1,7 @@
 """End-to-end latency (saved_model_benchmark) next to network latency (bm), d0 VFPN and BiFPN.
 
     python benchmarks/bench_end_to_end.py --threads=0 --runs=20 \
-        --out=benchmarks/results_end_to_end.md
+        --out=benchmarks/results_end_to_end.md --overwrite
 
 For each feature network and batch size, in separate processes:
 
@@ -31,7 +31,7 @@ import sys
 import tempfile
 from typing import Dict, List
 
-from machine import cpu_name, print_and_save
+from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "images", "street.jpg")
@@ -84,7 +84,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--image", default=IMAGE)
     p.add_argument("--out", default="")
+    add_overwrite_flag(p)
     args = p.parse_args()
+    check_outputs(args)
     if not os.path.isfile(args.image):
         sys.exit(f"bench_end_to_end.py: error: --image '{args.image}' does not exist")
 

@@ -1,7 +1,7 @@
 """Learning benchmark: do VFPN, BiFPN and a BiFPN of VFPN's cost learn differently?
 
     nice -n 10 python benchmarks/bench_learning.py --dataset=clutter --seeds=0,1,2,3,4 \
-        --jobs=2 --out=table.md --plot=curves.png
+        --jobs=2 --out=table.md --plot=curves.png --json=runs.json
 
 Trains every configuration from scratch with `main.py --mode=train_and_eval` on a bundled
 synthetic set (`--dataset`): `clutter` (dataset/clutter_dataset.py: 10 classes of shape x
@@ -50,7 +50,7 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from machine import cpu_name, print_and_save
+from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -320,6 +320,8 @@ def plot(curves: Curves, names: List[str], warmup_steps: int, path: str, title: 
     matplotlib.use("Agg")  # files only; no display on a server
     import matplotlib.pyplot as plt
 
+    import outputs  # the repository root is on sys.path once machine is imported
+
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     for ax, metric in zip(axes.flat, ("AP", "AP50", "APs", "APl")):
         for n in names:
@@ -336,7 +338,8 @@ def plot(curves: Curves, names: List[str], warmup_steps: int, path: str, title: 
     axes[0, 0].legend(loc="upper left", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with outputs.atomic_path(path) as tmp:  # the format follows the suffix, which tmp keeps
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -393,6 +396,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default="", help="PNG learning curves")
     p.add_argument("--json", default="", help="every run's curve, costs and the machine, as json")
     p.add_argument("--no_costs", action="store_true", help="skip the latency/FLOPs measurement")
+    add_overwrite_flag(p)
     return p
 
 
@@ -429,6 +433,7 @@ def _header(args: argparse.Namespace, configs: List[Tuple[str, str]], threads: i
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    check_outputs(args, ("out", "plot", "json"))
 
     try:
         configs = [parse_config(c) for c in (args.config or DEFAULT_CONFIGS)]
@@ -479,9 +484,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     text = report(curves, names, args.baseline, warmup_steps, seconds, header, costs)
     print_and_save(text, args.out)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"header": header, "configs": dict(configs), "seconds": seconds,
-                       "costs": costs, "curves": curves}, f, indent=1)
+        import outputs  # the repository root is on sys.path once machine is imported
+
+        outputs.write_file(args.json, json.dumps(
+            {"header": header, "configs": dict(configs), "seconds": seconds, "costs": costs,
+             "curves": curves}, indent=1))
     if args.plot:
         plot(curves, names, warmup_steps, args.plot,
              f"{args.model_name} @ {args.image_size}px from scratch on the {args.dataset} set, "

@@ -1,6 +1,7 @@
 """Network latency (model_inspect --runmode=bm) of d0/d1, VFPN vs BiFPN, batch 1 and 8.
 
-    python benchmarks/bench_model.py --threads=2 --runs=20 --out=benchmarks/results_model.md
+    python benchmarks/bench_model.py --threads=2 --runs=20 --out=benchmarks/results_model.md \
+        --overwrite
 
 Each configuration runs in its own process, interleaved (vfpn, bifpn, vfpn, bifpn, ...) over
 `--repeats` rounds so that drift in machine load hits both networks alike; the table reports the
@@ -16,7 +17,7 @@ import statistics
 import subprocess
 import sys
 
-from machine import cpu_name, print_and_save
+from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINE = re.compile(r"per image mean ([\d.]+) ms, median ([\d.]+) ms, ([\d.]+) FPS; "
@@ -46,7 +47,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--precision", default="")
     p.add_argument("--out", default="")
+    add_overwrite_flag(p)
     args = p.parse_args()
+    check_outputs(args)
 
     import tensorflow as tf  # only for the version line
 

@@ -9,7 +9,7 @@ and COCO AP on a trained model.
     python benchmarks/bench_runtimes.py --workdir=/tmp/bench_runtimes --rounds=3 --runs=10 \
         --ap_model_dir=/tmp/ov-demo/model --ap_json=/tmp/ov-demo/data/rec/json_val.json \
         --ap_images=/tmp/ov-demo/data/val/VOCdevkit/VOC2012/JPEGImages \
-        --out=benchmarks/results_runtimes.md
+        --out=benchmarks/results_runtimes.md --overwrite
 
 Runtimes: TF SavedModel (`saved_model_benchmark` on the export directory), TF frozen graph
 (`<model_name>_frozen.pb`), TFLite (`--tflite_path`; images of any size, which keeps it off
@@ -40,7 +40,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-from machine import cpu_name, print_and_save
+from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # the modules, and conftest's parity check
@@ -149,7 +149,8 @@ def ap_one(directory: str, gt_json: str, image_dir: str, threads: int) -> Dict[s
             continue
         with load(label, paths, threads) as det:
             results = os.path.join(directory, "results", label.replace(" ", "_") + ".json")
-            summary = inference.coco_results(det, pairs, results)
+            # The benchmark's own scratch file in its work directory: each run rewrites it.
+            summary = inference.coco_results(det, pairs, results, overwrite=True)
             if summary.failed:
                 raise RuntimeError(f"{label}: images failed: {summary.failed[:3]}")
             metrics = coco_metric.evaluate_detections_json(gt_json, results)
@@ -240,7 +241,9 @@ def main() -> None:
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     p.add_argument("--child_dir", default="", help=argparse.SUPPRESS)
     p.add_argument("--child_batch", type=int, default=1, help=argparse.SUPPRESS)
+    add_overwrite_flag(p)
     args = p.parse_args()
+    check_outputs(args)
 
     if args.child == "time":
         result = time_one(args.child_dir, args.child_batch, args.rounds, args.runs,

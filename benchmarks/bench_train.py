@@ -1,6 +1,6 @@
 """Training throughput (images/s) of d0 VFPN and BiFPN, batch 8 at 512, on this machine.
 
-    python benchmarks/bench_train.py --steps=20 --out=benchmarks/results_train.md
+    python benchmarks/bench_train.py --steps=20 --out=benchmarks/results_train.md --overwrite
 
 Runs `main.py --mode=train --use_fake_data` on sample-dataset records (the first batch repeated,
 so the input pipeline costs nothing) and reads the `examples/sec` summaries that training writes
@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 
-from machine import cpu_name, print_and_save
+from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,7 +68,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--image_size", type=int, default=512)
     p.add_argument("--out", default="")
+    add_overwrite_flag(p)
     args = p.parse_args()
+    check_outputs(args)
     import tensorflow as tf
 
     rows = []

@@ -1,6 +1,6 @@
 """Parameters and FLOPs of efficientdet-d0..d7 with VFPN and with BiFPN (README's model table).
 
-    python benchmarks/model_sizes.py --out=benchmarks/results_model_sizes.md
+    python benchmarks/model_sizes.py --out=benchmarks/results_model_sizes.md --overwrite
 
 Counts come from the graphs the code builds (inference mode, batch 1, 90 classes, each preset's
 image size): trainable parameters, and FLOPs as multiply-adds (TF profiler float ops / 2).
@@ -20,7 +20,7 @@ import cli  # noqa: E402
 
 tf = cli.import_tensorflow()  # first, so that TF's start-up noise is filtered
 
-from machine import print_and_save  # noqa: E402
+from machine import add_overwrite_flag, check_outputs, print_and_save  # noqa: E402
 
 import efficientdet_arch  # noqa: E402
 import hparams_config  # noqa: E402
@@ -44,7 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--out", default=None)
+    add_overwrite_flag(parser)
     args = parser.parse_args()
+    check_outputs(args)
     rows = ["| model | input | VFPN params | VFPN FLOPs | BiFPN params | BiFPN FLOPs | "
             "VFPN / BiFPN FLOPs |", "|---|---|---|---|---|---|---|"]
     for model in args.models.split(","):

@@ -16,8 +16,12 @@ image/object/bbox/{ymin,xmin,ymax,xmax} normalized to [0, 1] by the image height
 the json's [x, y, w, h] absolute-pixel boxes; image/object/class/label is the raw COCO
 category_id (1..num_classes, COCO: 1..90 with gaps); image/object/area is the json's pixel area.
 Images are always stored as RGB JPEG: RGB JPEG files are copied as-is, anything else (PNG,
-grayscale, CMYK, RGBA, palette) is converted and re-encoded. Record i goes to shard
-i % num_shards of `<prefix>-%05d-of-%05d.tfrecord`.
+grayscale, CMYK, RGBA, palette) is converted and re-encoded, and so is a photo with an EXIF
+orientation: it is stored upright, as viewers and annotation tools show it, and its boxes and
+size are checked against the upright picture. Record i goes to shard i % num_shards of
+`<prefix>-%05d-of-%05d.tfrecord`. Shards of that prefix that already exist are replaced only
+with --overwrite (and then only those of the same count: shards of another count are refused,
+so that old and new records never mix).
 
 Every annotation and image is checked (see dataset/validation.py); --on_error=skip (default)
 skips and counts bad items, --on_error=fail stops at the first one with a one-line message.
@@ -183,13 +187,9 @@ def process_image(options: CocoOptions, task: CocoTask) -> WorkerResult:
     if json_w and json_h and (int(json_w), int(json_h)) != (width, height):
         problems.append(Problem("image_size_mismatch", path, image_item,
                                 f"the json says {json_w}x{json_h} (WxH) but the image file is "
-                                f"{width}x{height}"))
+                                f"{width}x{height}{validation.shown_as(loaded)}"))
         return WorkerResult(None, problems, notes, boxes_in_skipped_image=n_ann)
-    where = f"{path}: {image_item}"
-    if loaded.converted_from:
-        notes.append((f"converted_to_rgb_from_{loaded.converted_from}", where))
-    if loaded.reencoded and loaded.source_format != "JPEG":
-        notes.append((f"reencoded_{loaded.source_format.lower()}_to_jpeg", where))
+    notes.extend(validation.image_notes(loaded, f"{path}: {image_item}"))
 
     values: Dict[str, Any] = {
         "image/height": height,
@@ -300,11 +300,12 @@ def create_coco_tfrecord(image_dir: str, output_file_prefix: str,
                          num_threads: Optional[int] = None, include_masks: bool = False,
                          on_error: str = "skip", num_classes: int = 90,
                          max_instances_per_image: int = validation.DEFAULT_MAX_INSTANCES,
-                         progress: bool = True) -> Summary:
+                         progress: bool = True, overwrite: bool = False) -> Summary:
     """Convert a COCO-format dataset; returns the `Summary` (also describes what was skipped).
 
-    Raises `UsageError` for bad flags/paths and `DataError` for the first bad item under
-    on_error='fail' (then no shard is written).
+    Raises `UsageError` for bad flags/paths, `OutputError` (before any image is read) when
+    shards of the prefix exist (replaced only with `overwrite`, and only of the same count),
+    and `DataError` for the first bad item under on_error='fail' (then no shard is written).
     """
     if not image_dir:
         raise UsageError("--image_dir is required: the directory holding the images named in "
@@ -327,6 +328,13 @@ def create_coco_tfrecord(image_dir: str, output_file_prefix: str,
     handler = validation.ProblemHandler(on_error, summary)
     tasks, category_names, ann_file = build_tasks(
         image_info_file, object_annotations_file, caption_annotations_file, handler, summary)
+    inputs = [(flag, path) for flag, path in (
+        ("object_annotations_file", object_annotations_file),
+        ("caption_annotations_file", caption_annotations_file),
+        ("image_info_file", image_info_file)) if path]
+    tfrecord_util.check_shard_outputs(
+        output_file_prefix, tfrecord_util.planned_num_shards(num_shards, len(tasks)),
+        "output_file_prefix", inputs=inputs, overwrite=overwrite)
     options = CocoOptions(image_dir=image_dir, annotations_file=ann_file,
                           category_names=category_names,
                           has_objects=bool(object_annotations_file), num_classes=num_classes,
@@ -359,6 +367,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("num_classes", 90, "Class ids must lie in 1..num_classes (COCO: 90).")
     flags.DEFINE_integer("max_instances_per_image", validation.DEFAULT_MAX_INSTANCES,
                          "Images with more (valid) boxes are skipped; match the hparam.")
+    flags.DEFINE_boolean("overwrite", False, "Replace existing shards of --output_file_prefix "
+                         "(only those of the same shard count; others are refused).")
 
 
 def main(argv: List[str]) -> None:
@@ -376,7 +386,8 @@ def main(argv: List[str]) -> None:
             caption_annotations_file=f.caption_annotations_file,
             image_info_file=f.image_info_file, num_shards=f.num_shards,
             num_threads=f.num_threads, include_masks=f.include_masks, on_error=f.on_error,
-            num_classes=f.num_classes, max_instances_per_image=f.max_instances_per_image)
+            num_classes=f.num_classes, max_instances_per_image=f.max_instances_per_image,
+            overwrite=f.overwrite)
     except errors.UserError as e:  # bad flags, paths or data; a bug keeps its traceback
         raise SystemExit(f"error: {e}") from None
     print(summary.format())

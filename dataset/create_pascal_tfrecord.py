@@ -22,7 +22,11 @@ text/label, difficult, truncated, view) plus image/object/area (pixels, as in th
 image/object/is_crowd (0), so evaluation from records agrees with evaluation from the json. VOC
 boxes are used as written (xmin/width etc.), as the reference does.
 
-Bad objects and images are checked as in dataset/validation.py; --on_error=skip|fail.
+Bad objects and images are checked as in dataset/validation.py; --on_error=skip|fail. A photo
+with an EXIF orientation is stored upright, as viewers show it (its <size> and boxes describe
+the upright picture). Shards of the prefix or its json that already exist are replaced only with
+--overwrite (shards of another count are refused even then, so old and new records never mix);
+the json is written atomically.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import json  # noqa: E402
 from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
 
 import errors  # noqa: E402
+import outputs  # noqa: E402
 from dataset import label_maps, tfrecord_util, validation  # noqa: E402
 from dataset.tfrecord_util import WorkerResult  # noqa: E402
 from dataset.validation import Problem, Summary, UsageError  # noqa: E402
@@ -204,13 +209,9 @@ def process_example(options: VocOptions, task: VocTask) -> WorkerResult:
     if xml_w and xml_h and (int(xml_w), int(xml_h)) != (width, height):
         problems.append(Problem("image_size_mismatch", xml_path, image_item,
                                 f"<size> says {int(xml_w)}x{int(xml_h)} (WxH) but {image_path} "
-                                f"is {width}x{height}"))
+                                f"is {width}x{height}{validation.shown_as(loaded)}"))
         return WorkerResult(None, problems, notes, boxes_in_skipped_image=len(objects))
-    where = f"{image_path}: {image_item}"
-    if loaded.converted_from:
-        notes.append((f"converted_to_rgb_from_{loaded.converted_from}", where))
-    if loaded.reencoded and loaded.source_format != "JPEG":
-        notes.append((f"reencoded_{loaded.source_format.lower()}_to_jpeg", where))
+    notes.extend(validation.image_notes(loaded, f"{image_path}: {image_item}"))
 
     cols, json_annotations = _convert_objects(options, objects, xml_path, image_item, width,
                                               height, problems, notes)
@@ -275,14 +276,14 @@ def create_pascal_tfrecord(data_dir: str, output_path: str, set_name: str = "tra
                            ignore_difficult_instances: bool = False, on_error: str = "skip",
                            num_threads: Optional[int] = None,
                            max_instances_per_image: int = validation.DEFAULT_MAX_INSTANCES,
-                           progress: bool = True) -> Summary:
+                           progress: bool = True, overwrite: bool = False) -> Summary:
     """Convert VOC; returns the `Summary`, whose `json_file` is the ground-truth json written.
 
-    Raises `UsageError` for bad flags/paths and `DataError` for the first bad item under
-    on_error='fail' (then neither shards nor json are written).
+    Raises `UsageError` for bad flags/paths, `OutputError` (before any image is read) when
+    shards of the prefix or its json exist (replaced only with `overwrite`, shards only of the
+    same count), and `DataError` for the first bad item under on_error='fail' (then neither
+    shards nor json are written).
     """
-    import tensorflow as tf
-
     if not data_dir:
         raise UsageError("--data_dir is required: the VOCdevkit directory.")
     if not output_path:
@@ -322,6 +323,11 @@ def create_pascal_tfrecord(data_dir: str, output_path: str, set_name: str = "tra
                 continue
             tasks.append(VocTask(y, name))
 
+    json_file = json_path_for(output_path)
+    tfrecord_util.check_shard_outputs(
+        output_path, tfrecord_util.planned_num_shards(num_shards, len(tasks)), "output_path",
+        extra=[json_file], overwrite=overwrite,
+        inputs=[("label_map_json_path", label_map_json_path)] if label_map_json_path else [])
     options = VocOptions(data_dir=data_dir, annotations_dir=annotations_dir,
                          name_to_id=label_maps.name_to_id(label_map),
                          ignore_difficult_instances=ignore_difficult_instances,
@@ -343,9 +349,7 @@ def create_pascal_tfrecord(data_dir: str, output_path: str, set_name: str = "tra
     tfrecord_util.run_conversion(tasks, functools.partial(process_example, options),
                                  output_path, num_shards, num_threads, handler, summary,
                                  progress, on_record=assign_ids)
-    json_file = json_path_for(output_path)
-    with tf.io.gfile.GFile(json_file, "w") as f:
-        json.dump(gt, f)
+    outputs.write_file(json_file, json.dumps(gt))
     summary.json_file = json_file
     return summary
 
@@ -370,6 +374,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("num_threads", None, "Worker processes (default: one per CPU).")
     flags.DEFINE_integer("max_instances_per_image", validation.DEFAULT_MAX_INSTANCES,
                          "Images with more (valid) objects are skipped; match the hparam.")
+    flags.DEFINE_boolean("overwrite", False, "Replace existing shards of --output_path and its "
+                         "json (shards only of the same count; others are refused).")
 
 
 def main(argv: List[str]) -> None:
@@ -387,7 +393,7 @@ def main(argv: List[str]) -> None:
             label_map_json_path=f.label_map_json_path, num_shards=f.num_shards,
             num_images=f.num_images, ignore_difficult_instances=f.ignore_difficult_instances,
             on_error=f.on_error, num_threads=f.num_threads,
-            max_instances_per_image=f.max_instances_per_image)
+            max_instances_per_image=f.max_instances_per_image, overwrite=f.overwrite)
     except errors.UserError as e:  # bad flags, paths or data; a bug keeps its traceback
         raise SystemExit(f"error: {e}") from None
     print(summary.format())

@@ -183,6 +183,39 @@ def check_output_prefix(prefix: str, flag: str) -> None:
                                  f"choose a writable directory.") from None
 
 
+def check_shard_outputs(prefix: str, num_shards: int, flag: str, extra: Sequence[str] = (),
+                        inputs: Sequence[Any] = (), overwrite: bool = False) -> None:
+    """Refuse (errors.OutputError, one line naming `flag`), before any image is read, a
+    conversion whose outputs would replace or mix with files already there.
+
+    `num_shards` is the count the conversion will write; `extra` are its other files (the VOC
+    converter's json); `inputs` are (flag, path) pairs it reads. Shards of this prefix with
+    another count are refused even with `overwrite`: they would not be replaced, and a pattern
+    such as `<prefix>-*` would then read old and new records together. Shards and files of the
+    same names are replaced only with `overwrite`.
+    """
+    import errors
+    import outputs
+
+    planned = shard_filenames(prefix, num_shards)
+    others = stale_shards(prefix, planned)
+    if others:
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        raise errors.OutputError(
+            f"--{flag} '{prefix}': '{others[0]}'{more} of an earlier conversion with another "
+            f"shard count would be read together with the {num_shards} new shard(s); delete "
+            f"them or choose another prefix (--overwrite replaces only the files a run writes; "
+            f"nothing was written)")
+    outputs.check_plan([outputs.Planned(flag, prefix, tuple(planned) + tuple(extra),
+                                        kind="prefix")], inputs, overwrite)
+
+
+def planned_num_shards(num_shards: int, num_tasks: int) -> int:
+    """The shard count `run_conversion` writes for `num_tasks` images: never more shards than
+    images, at least one."""
+    return max(1, min(num_shards, num_tasks))
+
+
 class ShardedWriter:
     """Writes records round robin (record i -> shard i % num_shards) into hidden temporary files
     and moves them to `<prefix>-%05d-of-%05d.tfrecord` only on `commit()`.
@@ -217,12 +250,16 @@ class ShardedWriter:
             w.close()
         self._writers = []
 
+    def final_filenames(self) -> List[str]:
+        """The names `commit` gives the shards: one per record at most, at least one."""
+        return shard_filenames(self.prefix, max(1, min(self.num_shards, self.num_records)))
+
     def commit(self) -> List[str]:
         """Close, move the shards into place and return their final names."""
         import tensorflow as tf
         self._close_writers()
-        used = max(1, min(self.num_shards, self.num_records))
-        self.filenames = shard_filenames(self.prefix, used)
+        self.filenames = self.final_filenames()
+        used = len(self.filenames)
         for tmp, final in zip(self._tmp_names[:used], self.filenames):
             tf.io.gfile.rename(tmp, final, overwrite=True)
         tf.io.gfile.rmtree(self._tmp_dir)
@@ -249,7 +286,7 @@ def stale_shards(prefix: str, keep: Sequence[str]) -> List[str]:
     """Shards named like `<prefix>-NNNNN-of-MMMMM.tfrecord` that are not in `keep`.
 
     A pattern such as `<prefix>*.tfrecord` would read them together with the new shards, so the
-    converters warn about them (they never delete user files).
+    converters refuse to write beside them (they never delete user files).
     """
     import re
 
@@ -390,13 +427,26 @@ def run_conversion(tasks: Sequence[Any], worker: Callable[[Any], WorkerResult], 
 
     Returns the shard file names. Shards are moved into place only when everything succeeded
     (see `ShardedWriter`); an error (e.g. `DataError` under --on_error=fail) leaves no shard.
+    The caller has checked the outputs (`check_shard_outputs`); if skipped images leave fewer
+    records than shards, so that the names change, and shards of the planned names exist
+    (being replaced with --overwrite), nothing is written rather than leaving old shards beside
+    new ones of another count.
     """
+    import errors
+
     workers = resolve_num_workers(num_threads)
     # Never more shards than images, so a small dataset does not give empty shards.
-    writer = ShardedWriter(prefix, max(1, min(num_shards, len(tasks))))
+    writer = ShardedWriter(prefix, planned_num_shards(num_shards, len(tasks)))
     results = parallel_map(worker, tasks, workers)
     try:
         write_records(results, writer, handler, summary, progress, len(tasks), on_record)
+        stale = stale_shards(prefix, writer.final_filenames())
+        if stale:
+            raise errors.OutputError(
+                f"'{stale[0]}' (of {len(stale)} shard(s) of this prefix) would be left beside "
+                f"the {len(writer.final_filenames())} new shard(s), as only "
+                f"{writer.num_records} record(s) were written; delete the old shards or choose "
+                f"another prefix (nothing was written)")
     except BaseException:
         results.close()  # terminates the worker pool
         writer.abort()
@@ -406,9 +456,4 @@ def run_conversion(tasks: Sequence[Any], worker: Callable[[Any], WorkerResult], 
     if len(files) < num_shards:
         summary.add_note("num_shards_reduced_to_num_images",
                          f"{prefix}: {num_shards} -> {len(files)}")
-    stale = stale_shards(prefix, files)
-    if stale:
-        summary.warnings.append(f"{len(stale)} older shard(s) with this prefix exist (e.g. "
-                                f"{stale[0]}); a file pattern like '{prefix}*' would read them "
-                                f"too, so delete them.")
     return files

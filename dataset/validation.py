@@ -6,7 +6,9 @@ different lengths, more instances than `max_instances_per_image`, missing/unread
 annotation sizes that disagree with the image, duplicate or non-numeric image ids.
 
 Non-RGB images (grayscale, CMYK, RGBA, palette, 16-bit) are not errors: they are converted to RGB
-and re-encoded as JPEG, and the conversion is counted.
+and re-encoded as JPEG, and the conversion is counted. A photo with an EXIF orientation is turned
+upright (`upright`), as viewers and annotation tools show it, and re-encoded: its boxes and size
+are those of the upright picture.
 
 Policy (`--on_error`): 'skip' skips the bad annotation (or the whole image for an image-level
 problem), counts it in the `Summary` and keeps going; 'fail' raises `DataError` with one line that
@@ -27,7 +29,7 @@ from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 import errors
 from dataset import tfrecord_util
@@ -42,6 +44,8 @@ BOX_TOLERANCE_PX = 1.0
 MAX_EXACT_FLOAT32_INT = 2 ** 24
 
 ANNOTATION, IMAGE = "annotation", "image"
+# The EXIF tag saying how the camera was held: 1 = pixels as stored, 2..8 = mirrored or turned.
+EXIF_ORIENTATION = 0x0112
 
 # reason -> (what a skip drops, what to do about it)
 REASONS: Dict[str, Tuple[str, str]] = {
@@ -344,7 +348,8 @@ class LoadedImage:
 
     `source_format` is what the file was (e.g. 'JPEG', 'PNG'); `converted_from` is the original
     color mode when it was not RGB (e.g. 'L', 'CMYK', 'RGBA'), else None; `reencoded` says the
-    JPEG was made here rather than copied from the file.
+    JPEG was made here rather than copied from the file; `exif_orientation` is the EXIF
+    orientation (2..8) that was applied, else None (width and height are the upright ones).
     """
 
     encoded: bytes
@@ -353,6 +358,20 @@ class LoadedImage:
     source_format: str
     converted_from: Optional[str]
     reencoded: bool
+    exif_orientation: Optional[int] = None
+
+
+def upright(image: Image.Image) -> Tuple[Image.Image, Optional[int]]:
+    """(the image as viewers show it, the EXIF orientation applied, or None if none was).
+
+    Cameras store a portrait photo's pixels sideways and record an EXIF orientation; viewers
+    and annotation tools (COCO's among them) show the picture turned, and boxes are drawn on
+    that view. `tf.io.decode_image` ignores the tag, so every reader turns the pixels here.
+    """
+    orientation = image.getexif().get(EXIF_ORIENTATION)
+    if orientation not in range(2, 9):
+        return image, None
+    return ImageOps.exif_transpose(image), int(orientation)
 
 
 def to_rgb(image: Image.Image) -> Tuple[Image.Image, Optional[str]]:
@@ -374,11 +393,21 @@ def to_rgb(image: Image.Image) -> Tuple[Image.Image, Optional[str]]:
     return image.convert("RGB"), mode
 
 
-def load_image_as_jpeg(path: str) -> LoadedImage:
-    """Read, fully decode and (if needed) convert an image file; raises `ImageLoadError`.
+def shown_as(image: LoadedImage) -> str:
+    """' as shown (EXIF orientation N applied)' for a turned photo, '' otherwise: a size
+    message must say that the size is the upright one, which annotations describe."""
+    if not image.exif_orientation:
+        return ""
+    return f" as shown (EXIF orientation {image.exif_orientation} applied)"
 
-    An RGB JPEG is kept byte for byte (no re-compression); anything else (PNG, other formats, or
-    non-RGB JPEG such as grayscale or CMYK) is converted to RGB and re-encoded as JPEG.
+
+def load_image_as_jpeg(path: str) -> LoadedImage:
+    """Read, fully decode, turn upright and (if needed) convert an image file; raises
+    `ImageLoadError`.
+
+    An upright RGB JPEG is kept byte for byte (no re-compression); anything else (PNG, other
+    formats, non-RGB JPEG such as grayscale or CMYK, or a photo with an EXIF orientation) is
+    converted to upright RGB and re-encoded as JPEG.
     """
     try:
         with open(path, "rb") as f:
@@ -391,25 +420,33 @@ def load_image_as_jpeg(path: str) -> LoadedImage:
         image = Image.open(io.BytesIO(data))
         fmt = image.format or "unknown"
         image.load()  # decode every pixel: truncated/corrupt files fail here, not in training
+        image, orientation = upright(image)
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt data
         raise ImageLoadError("unreadable_image",
                              f"cannot decode the image ({type(e).__name__}: {e})") from None
     width, height = image.size
-    if fmt == "JPEG" and image.mode == "RGB":
+    if fmt == "JPEG" and image.mode == "RGB" and orientation is None:
         return LoadedImage(data, width, height, fmt, None, False)
     try:
         rgb, converted_from = to_rgb(image)
     except (ValueError, OSError) as e:
         raise ImageLoadError("unreadable_image", f"cannot convert color mode {image.mode} to "
                                                  f"RGB ({e})") from None
-    return LoadedImage(tfrecord_util.encode_jpeg(rgb), width, height, fmt, converted_from, True)
+    return LoadedImage(tfrecord_util.encode_jpeg(rgb), width, height, fmt, converted_from, True,
+                       orientation)
 
 
-def note_image_conversion(summary: Summary, image: LoadedImage, where: str) -> None:
+def image_notes(image: LoadedImage, where: str) -> List[Tuple[str, str]]:
+    """(note, where) of what loading changed: a color conversion, a re-encoding to JPEG, an
+    EXIF orientation applied. Not errors; the converters count them."""
+    notes = []
     if image.converted_from:
-        summary.add_note(f"converted_to_rgb_from_{image.converted_from}", where)
+        notes.append((f"converted_to_rgb_from_{image.converted_from}", where))
     if image.reencoded and image.source_format != "JPEG":
-        summary.add_note(f"reencoded_{image.source_format.lower()}_to_jpeg", where)
+        notes.append((f"reencoded_{image.source_format.lower()}_to_jpeg", where))
+    if image.exif_orientation:
+        notes.append(("exif_orientation_applied", where))
+    return notes
 
 
 # -------------------------------------------------------------------------------------------------

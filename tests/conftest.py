@@ -167,6 +167,23 @@ def street(width=None, height=None):
     return np.asarray(image)
 
 
+def sideways_photo(path, orientation=6):
+    """A 64x48 JPEG stored sideways, as cameras store a portrait photo, with EXIF orientation
+    `orientation` (6: viewers turn it 90 degrees clockwise, to 48x64). A red block fills the
+    stored top-left 24x16 corner, so the upright picture has it at x 32..48, y 0..24 (the box
+    [32, 0, 16, 24] in COCO's [x, y, w, h], annotated on the upright view). Returns the upright
+    picture, uint8 [64, 48, 3], turned by numpy (not by the code under test)."""
+    import numpy as np
+    from PIL import Image
+
+    stored = np.full((48, 64, 3), 40, np.uint8)
+    stored[:16, :24] = (230, 20, 20)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(path, quality=95, exif=exif.tobytes())
+    return np.ascontiguousarray(np.rot90(stored, k=-1))
+
+
 def make_test_checkpoint(model_dir, model_name="efficientdet-d0", seed=0, **overrides):
     """A checkpoint in `model_dir` (plus its config.yaml) that finds objects in street images.
 

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 import errors
+from conftest import sideways_photo
 from dataset import create_coco_tfrecord as coco
 from dataset import sample_dataset, tfrecord_util, validation
 
@@ -176,6 +177,97 @@ def test_png_input_is_stored_as_jpeg(tmp_path):
     assert len(records) == 4
     _check_round_trip(records, _load(sample.instances_file))
     assert summary.notes["reencoded_png_to_jpeg"] == 4 and summary.num_problems == 0
+
+
+# -------------------------------------------------------------------------------------------------
+# Photos with an EXIF orientation are stored upright, as annotation tools show them
+# -------------------------------------------------------------------------------------------------
+def _sideways_dataset(tmp_path, json_size):
+    """One sideways photo (tests/conftest.sideways_photo) with the red block annotated on the
+    upright view; the json gives the image size `json_size` (W, H)."""
+    images = tmp_path / "photos"
+    images.mkdir()
+    upright = sideways_photo(images / "portrait.jpg")
+    ann = tmp_path / "instances.json"
+    _save(ann, {"images": [{"id": 7, "file_name": "portrait.jpg", "width": json_size[0],
+                            "height": json_size[1]}],
+                "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "iscrowd": 0,
+                                 "bbox": [32, 0, 16, 24], "area": 384}],
+                "categories": [{"id": 1, "name": "block"}]})
+    return str(images), str(ann), upright
+
+
+def test_exif_oriented_photo_is_stored_upright_with_its_boxes(tmp_path):
+    import tensorflow as tf
+
+    image_dir, ann, upright = _sideways_dataset(tmp_path, (48, 64))
+    prefix = str(tmp_path / "out" / "p")
+    summary = coco.create_coco_tfrecord(image_dir, prefix, object_annotations_file=ann,
+                                        num_shards=1, num_threads=1, progress=False)
+    assert summary.num_problems == 0 and summary.images_written == 1
+    assert summary.notes["exif_orientation_applied"] == 1
+    (record,) = tfrecord_util.read_examples(prefix + "-*.tfrecord")
+    assert (record["image/width"], record["image/height"]) == ([48], [64])
+    # The dataloader's decoder ignores EXIF: the stored pixels themselves must be upright.
+    decoded = tf.io.decode_image(record["image/encoded"][0], channels=3).numpy()
+    assert decoded.shape == (64, 48, 3)
+    assert np.abs(decoded.astype(int) - upright).mean() < 4
+    np.testing.assert_allclose(_boxes_xywh(record), [[32, 0, 16, 24]], atol=1e-4)
+    block = decoded[2:22, 34:46].mean(axis=(0, 1))
+    assert block[0] > 200 and block[1] < 60  # the box holds the red block
+
+
+def test_exif_photo_annotated_sideways_is_named_with_its_upright_size(tmp_path):
+    image_dir, ann, _ = _sideways_dataset(tmp_path, (64, 48))
+    with pytest.raises(errors.DataError) as e:
+        coco.create_coco_tfrecord(image_dir, str(tmp_path / "out" / "p"),
+                                  object_annotations_file=ann, num_shards=1, num_threads=1,
+                                  on_error="fail", progress=False)
+    assert ("the json says 64x48 (WxH) but the image file is 48x64 as shown (EXIF orientation 6 "
+            "applied) [image_size_mismatch]") in str(e.value)
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+# -------------------------------------------------------------------------------------------------
+# Existing shards: refused, replaced only with overwrite and only at the same count
+# -------------------------------------------------------------------------------------------------
+def test_existing_shards_are_refused_then_replaced_only_when_asked(sample, tmp_path):
+    summary, first = _convert(sample, tmp_path)
+    files = sorted(glob.glob(str(tmp_path / "out" / "train-*")))
+    assert len(files) == 3
+    before = {f: open(f, "rb").read() for f in files}
+    with pytest.raises(errors.OutputError) as e:
+        _convert(sample, tmp_path)
+    assert str(e.value) == (f"--output_file_prefix '{tmp_path}/out/train': '{files[0]}' and 2 "
+                            f"more already exist; pass --overwrite to replace them, or choose "
+                            f"another prefix (nothing was written)")
+    with pytest.raises(errors.OutputError, match=r"'.*train-00000-of-00003.tfrecord' and 2 more "
+                                                 r"of an earlier conversion with another shard "
+                                                 r"count would be read together with the 2 new"):
+        _convert(sample, tmp_path, num_shards=2, overwrite=True)
+    assert {f: open(f, "rb").read() for f in files} == before
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    _, again = _convert(sample, tmp_path, overwrite=True)
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(
+        [os.path.basename(f) for f in files] + ["notes.txt"])
+    assert len(again) == len(first) == NUM_IMAGES
+
+
+def test_overwrite_never_leaves_old_shards_beside_fewer_new_ones(sample, tmp_path):
+    """Replacing 8 shards, but a skipped image leaves 7 records (so 7 shards of another name):
+    nothing is written rather than a mix of old and new records."""
+    out = tmp_path / "out"
+    out.mkdir()
+    old = [out / f"train-{i:05d}-of-00008.tfrecord" for i in range(8)]
+    for path in old:
+        path.write_bytes(b"an earlier conversion")
+    os.remove(os.path.join(sample.image_dir, sample.images[3].file_name))
+    with pytest.raises(errors.OutputError, match=r"'.*train-00000-of-00008.tfrecord' \(of 8 "
+                                                 r"shard\(s\) of this prefix\) would be left "
+                                                 r"beside the 7 new shard\(s\)"):
+        _convert(sample, tmp_path, num_shards=8, overwrite=True)
+    assert sorted(os.listdir(out)) == sorted(p.name for p in old)
+    assert all(p.read_bytes() == b"an earlier conversion" for p in old)
 
 
 # -------------------------------------------------------------------------------------------------

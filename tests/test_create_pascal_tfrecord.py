@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import errors
 from dataset import create_pascal_tfrecord as pascal
 from dataset import sample_dataset, tfrecord_util, validation
 
@@ -147,6 +148,34 @@ def test_default_shards_on_a_small_dataset_are_not_empty(voc, tmp_path):
     files = sorted(glob.glob(str(tmp_path / "tfrecord" / "pascal-*.tfrecord")))
     assert len(files) == NUM_TRAIN and files[0].endswith("pascal-00000-of-00006.tfrecord")
     assert all(len(tfrecord_util.read_examples(f)) == 1 for f in files)
+
+
+def test_an_earlier_conversion_is_replaced_only_when_asked(voc, tmp_path):
+    _convert(voc, tmp_path, num_shards=2)
+    out = tmp_path / "tfrecord"
+    json_file = out / "json_pascal.json"
+    json_file.write_text("{}")  # stands for an earlier json the user edited
+    shards = sorted(glob.glob(str(out / "pascal-*.tfrecord")))
+    before = {f: open(f, "rb").read() for f in shards}
+    with pytest.raises(errors.OutputError) as e:
+        _convert(voc, tmp_path, num_shards=2)
+    assert str(e.value).startswith(f"--output_path '{out}/pascal': '{shards[0]}' and 2 more "
+                                   f"already exist; pass --overwrite to replace them")
+    json_file.unlink()
+    with pytest.raises(errors.OutputError, match="'.*pascal-00000-of-00002.tfrecord' and 1 more "
+                                                 "of an earlier conversion with another shard "
+                                                 "count"):
+        _convert(voc, tmp_path, num_shards=3, overwrite=True)
+    assert {f: open(f, "rb").read() for f in shards} == before
+    with open(voc.label_map_file) as f:  # a label map kept where the json goes
+        json_file.write_text(f.read())
+    with pytest.raises(errors.OutputError, match="is an input of this run "
+                                                 r"\(--label_map_json_path\)"):
+        _convert(voc, tmp_path, num_shards=2, overwrite=True, label_map_json_path=str(json_file))
+    summary, records, gt = _convert(voc, tmp_path, num_shards=2, overwrite=True)
+    assert len(records) == NUM_TRAIN and len(gt["images"]) == NUM_TRAIN
+    assert sorted(os.listdir(out)) == ["json_pascal.json", "pascal-00000-of-00002.tfrecord",
+                                       "pascal-00001-of-00002.tfrecord"]
 
 
 def test_builtin_voc_map_and_aeroplane_list_fallback(tmp_path):

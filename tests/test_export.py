@@ -1,6 +1,6 @@
 """export: what each export writes (SavedModel, frozen graph, TFLite, settings), checkpoint
-re-export with EMA folded in, the output-location checks, and refusing to write over another
-run's files."""
+re-export with EMA folded in, replacing an existing file only when asked, never writing over
+the checkpoint an export reads or another run's files (outputs.py has the policy's own tests)."""
 
 import os
 
@@ -11,6 +11,7 @@ import tensorflow as tf
 import detectors
 import errors
 import export
+import run_dir
 from conftest import TINY, assert_same_detections, needs_onnx, needs_openvino, street, tiny_config
 
 tf1 = tf.compat.v1
@@ -107,33 +108,44 @@ def test_nothing_is_written_over_another_run(tmp_path):
         export.export_saved_model(config, train_dir, "efficientdet-d0")
     for name in os.listdir(train_dir):
         assert open(os.path.join(train_dir, name)).read() == "another run's file"
-    assert export.other_run_problem(str(tmp_path / "new")) is None
+    assert run_dir.other_run_problem(str(tmp_path / "new")) is None
     _fake_run(str(tmp_path / "notes"), "notes.txt")
-    assert export.other_run_problem(str(tmp_path / "notes")) is None
+    assert run_dir.other_run_problem(str(tmp_path / "notes")) is None
 
 
-def test_output_problem_says_why_without_writing(tmp_path):
-    afile = tmp_path / "afile"
-    afile.write_text("x")
-    assert export.output_problem(str(tmp_path / "new" / "dir"), directory=True) is None
-    assert export.output_problem(str(afile / "sub"), directory=True) == (
-        f"cannot be created: '{afile}' is a file, not a directory")
-    assert export.output_problem(str(afile), directory=True) == "is a file, not a directory"
-    assert export.output_problem(str(tmp_path), directory=False) == "is a directory, not a file"
-    assert export.output_problem(str(afile), directory=False) is None
-    assert export.output_problem("gs://bucket/out", directory=True) is None
-    assert sorted(os.listdir(tmp_path)) == ["afile"]
+def test_an_export_replaces_a_file_only_when_asked(test_checkpoint, tmp_path):
+    ckpt_dir, config = test_checkpoint
+    logdir = tmp_path / "frozen"
+    logdir.mkdir()
+    old = logdir / "efficientdet-d0_frozen.pb"
+    old.write_bytes(b"an earlier export")
+    (logdir / "notes.txt").write_text("the user's notes")
+    with pytest.raises(errors.OutputError) as e:
+        export.save_frozen(config, str(logdir), "efficientdet-d0", ckpt_dir)
+    assert str(e.value) == (f"--logdir '{logdir}': '{old}' already exists; pass --overwrite to "
+                            f"replace it, or choose another directory (nothing was written)")
+    assert old.read_bytes() == b"an earlier export"
+    path = export.save_frozen(config, str(logdir), "efficientdet-d0", ckpt_dir, overwrite=True)
+    assert path == str(old) and tf1.GraphDef.FromString(old.read_bytes()).node
+    assert sorted(os.listdir(logdir)) == ["efficientdet-d0_frozen.pb", "notes.txt"]  # no temp
+    assert (logdir / "notes.txt").read_text() == "the user's notes"
 
 
-def test_outputs_are_written_one_way(tmp_path):
-    afile = tmp_path / "afile"
-    afile.write_text("x")
-    with pytest.raises(errors.OutputError, match=f"cannot create directory '{afile}/sub'"):
-        export.ensure_dir(str(afile / "sub"))
-    with pytest.raises(errors.OutputError, match=f"cannot create directory '{afile}'"):
-        export.write_file(str(afile / "x.pb"), b"data")
-    path = export.write_file(str(tmp_path / "a" / "b" / "c.txt"), "text")
-    assert open(path).read() == "text"
+def test_an_export_never_lands_on_the_checkpoint_it_reads(test_checkpoint, tmp_path):
+    """Not even with overwrite: found before any graph is built (tf2onnx is not needed)."""
+    ckpt_dir, config = test_checkpoint
+    index = os.path.join(ckpt_dir, "model.ckpt-0.index")
+    before = open(index, "rb").read()
+    with pytest.raises(errors.OutputError) as e:
+        export.export_onnx(config, index, ckpt_dir, overwrite=True)
+    assert str(e.value).startswith(f"--onnx_path '{index}' is an input of this run "
+                                   f"(--ckpt_path); choose another file name")
+    with pytest.raises(errors.OutputError, match="'.*config.yaml' is an input of this run"):
+        export.export_saved_model(config, str(tmp_path / "sm"), "efficientdet-d0", ckpt_dir,
+                                  tflite_path=os.path.join(ckpt_dir, "config.yaml"),
+                                  overwrite=True)
+    assert open(index, "rb").read() == before
+    assert not (tmp_path / "sm").exists()
 
 
 @needs_onnx

@@ -12,7 +12,7 @@ from PIL import Image
 import errors
 import inference
 import visualize
-from conftest import STREET, TINY, assert_same_detections, street, tiny_config
+from conftest import STREET, TINY, assert_same_detections, sideways_photo, street, tiny_config
 from dataset import label_maps
 from detectors import Detector
 
@@ -40,8 +40,9 @@ def test_images_of_every_kind_and_bad_ones_reported(checkpoint_detector, tmp_pat
     assert len(summary.failed) == 2
     assert "e_corrupt.jpg': cannot decode it as an image" in summary.failed[0]
     assert "missing.jpg': no such file" in summary.failed[1]
-    assert sorted(os.listdir(out)) == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
-    assert Image.open(out / "3.jpg").size == (1920, 1280)
+    # Pictures are named after their inputs, never by position.
+    assert sorted(os.listdir(out)) == ["a_street.jpg", "b_gray.jpg", "c_alpha.jpg", "d_big.jpg"]
+    assert Image.open(out / "d_big.jpg").size == (1920, 1280)
     for path in paths[:4]:
         det = summary.detections[path]
         assert len(det) > 0
@@ -90,11 +91,49 @@ def test_a_20_class_model_is_drawn_with_its_own_label_map(tmp_path):
     logs = []
     inference.detect_images(_OneBox(17), [str(image)], str(tmp_path / "out"), label_map,
                             log=logs.append)
-    assert logs == [f"{image}: 1 detections: part_17 0.90 -> {tmp_path}/out/0.jpg"]
+    assert logs == [f"{image}: 1 detections: part_17 0.90 -> {tmp_path}/out/img.jpg"]
     # Without a label map, a 90-class model uses the COCO names, any other model none.
     assert label_maps.for_config(tiny_config(num_classes=90))[17] == "cat"
     assert label_maps.for_config(tiny_config(**{**TINY, "num_classes": 20})) == {}
     assert label_maps.for_config(tiny_config(**TINY, label_map="voc"))[1] == "aeroplane"
+
+
+def test_pictures_never_replace_inputs_or_earlier_pictures_unless_asked(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        Image.open(STREET).resize((64, 40)).save(frames / f"{i}.jpg")
+    sources = sorted(str(p) for p in frames.iterdir())
+    before = {p: open(p, "rb").read() for p in sources}
+    run = lambda out, **kw: inference.detect_images(  # noqa: E731
+        _OneBox(1), sources, str(out), {}, log=lambda _: None, **kw)
+    for overwrite in (False, True):
+        with pytest.raises(errors.OutputError, match=r"'.*frames/0.jpg' and 2 more are inputs of "
+                                                     r"this run \(--input_image\)"):
+            run(frames, overwrite=overwrite)
+    out = tmp_path / "out"
+    run(out)
+    first = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    assert sorted(first) == ["0.jpg", "1.jpg", "2.jpg"]
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(errors.OutputError, match=r"'.*out/0.jpg' and 2 more already exist; pass "
+                                                 r"--overwrite"):
+        run(out)
+    assert {n: (out / n).read_bytes() for n in first} == first
+    Image.new("RGB", (64, 40), (255, 255, 255)).save(frames / "0.jpg")  # the input changed
+    run(out, overwrite=True)
+    assert (out / "0.jpg").read_bytes() != first["0.jpg"]
+    assert sorted(os.listdir(out)) == ["0.jpg", "1.jpg", "2.jpg", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "the user's"
+    assert all(open(p, "rb").read() == before[p] for p in sources[1:])
+
+
+def test_a_sideways_photo_is_detected_and_drawn_upright(tmp_path):
+    upright = sideways_photo(tmp_path / "portrait.jpg")
+    summary = inference.detect_images(_OneBox(1), [str(tmp_path / "portrait.jpg")],
+                                      str(tmp_path / "out"), {}, log=lambda _: None)
+    drawn = np.asarray(Image.open(summary.written[str(tmp_path / "portrait.jpg")]))
+    assert drawn.shape == upright.shape == (64, 48, 3)
 
 
 def _write_video(path, frames=4):
@@ -117,6 +156,39 @@ def test_detect_video_writes_annotated_frames(checkpoint_detector, tmp_path):
     assert ok and first.shape == (120, 160, 3)
     diff = np.abs(first[..., ::-1].astype(np.int16) - street(160, 120)).max(axis=2)
     assert (diff > 80).mean() > 0.002  # boxes were drawn
+
+
+def test_a_video_never_replaces_its_input_and_appears_only_when_done(tmp_path, monkeypatch):
+    _write_video(tmp_path / "in.mp4")
+    source = (tmp_path / "in.mp4").read_bytes()
+    os.symlink(tmp_path / "in.mp4", tmp_path / "link.mp4")
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("in.mp4", "./in.mp4", str(tmp_path / "link.mp4")):
+        with pytest.raises(errors.OutputError, match="is an input of this run "
+                                                     r"\(--input_video\)"):
+            inference.detect_video(_OneBox(1), "in.mp4", spelling, {}, progress=False,
+                                   overwrite=True)
+    (tmp_path / "out.mp4").write_bytes(b"an earlier video")
+    with pytest.raises(errors.OutputError, match="'out.mp4' already exists; pass --overwrite"):
+        inference.detect_video(_OneBox(1), "in.mp4", "out.mp4", {}, progress=False)
+
+    class Broken(_OneBox):
+        def _run(self, images, score_thresh):
+            if self.calls == 2:
+                raise RuntimeError("the detector fails at the third frame")
+            self.calls += 1
+            return super()._run(images, score_thresh)
+
+    broken = Broken(1)
+    broken.calls = 0
+    with pytest.raises(RuntimeError):
+        inference.detect_video(broken, "in.mp4", "out.mp4", {}, progress=False, overwrite=True)
+    assert (tmp_path / "out.mp4").read_bytes() == b"an earlier video"  # no partial video
+    summary = inference.detect_video(_OneBox(1), "in.mp4", "out.mp4", {}, progress=False,
+                                     overwrite=True)
+    assert summary.frames == 4 and cv2.VideoCapture("out.mp4").read()[0]
+    assert (tmp_path / "in.mp4").read_bytes() == source
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4", "link.mp4", "out.mp4"]
 
 
 def test_a_text_file_is_not_a_video(checkpoint_detector, tmp_path):

@@ -74,7 +74,8 @@ SEED_FLAGS = {
     "tflite_path": None, "onnx_path": None,
 }
 # Flags added after the seed: OpenVINO export and its inference precision, TFLite's fixed size.
-NEW_FLAGS = {"openvino_path": None, "openvino_precision": None, "tflite_input_size": None}
+NEW_FLAGS = {"openvino_path": None, "openvino_precision": None, "tflite_input_size": None,
+             "overwrite": False}
 
 
 def test_every_flag_keeps_its_name_and_default():
@@ -184,7 +185,7 @@ def test_unwritable_outputs_name_the_flag(flag, runmode, kind, exported_models, 
         args.append(f"--saved_model_dir={exported_models['saved_model']}")
     elif flag != "saved_model_dir":
         args.append(f"--saved_model_dir={tmp_path / 'new_export'}")
-    with pytest.raises(errors.UsageError) as e:
+    with pytest.raises(errors.OutputError) as e:
         inspect(*args)
     assert str(e.value) == (f"--{flag} '{target}' cannot be created: '{blocker}' is a file, not "
                             f"a directory; choose another {kind}")
@@ -192,7 +193,8 @@ def test_unwritable_outputs_name_the_flag(flag, runmode, kind, exported_models, 
 
 def test_export_ckpt_under_a_file_names_the_flag(test_checkpoint, tmp_path, no_graphs):
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(errors.UsageError, match="--export_ckpt '.*afile/dir' cannot be created"):
+    with pytest.raises(errors.OutputError, match="--export_ckpt '.*afile/dir/model' cannot be "
+                                                 "created: '.*afile' is a file"):
         inspect("--runmode=ckpt", f"--ckpt_path={test_checkpoint[0]}",
                 f"--export_ckpt={tmp_path}/afile/dir/model")
 
@@ -201,15 +203,15 @@ def test_never_writes_over_another_run(test_checkpoint, exported_models, no_grap
     ckpt_dir = test_checkpoint[0]
     before = {n: os.path.getmtime(os.path.join(ckpt_dir, n)) for n in os.listdir(ckpt_dir)}
     for args in (["--runmode=dry"], ["--runmode=freeze", f"--ckpt_path={ckpt_dir}"]):
-        with pytest.raises(errors.UsageError) as e:
+        with pytest.raises(errors.OutputError) as e:
             inspect(*args, f"--logdir={ckpt_dir}")
         assert str(e.value) == (f"--logdir '{ckpt_dir}' already holds checkpoint, config.yaml, "
                                 f"model.ckpt-0.index of another run; choose a new or empty "
                                 f"directory (nothing was overwritten)")
-    with pytest.raises(errors.UsageError, match="--export_ckpt '.*' already holds checkpoint"):
+    with pytest.raises(errors.OutputError, match="--export_ckpt '.*' already holds checkpoint"):
         inspect("--runmode=ckpt", f"--ckpt_path={ckpt_dir}", f"--export_ckpt={ckpt_dir}/ema")
     sm = exported_models["saved_model"]
-    with pytest.raises(errors.UsageError, match=f"--saved_model_dir '{sm}' already exists and "
+    with pytest.raises(errors.OutputError, match=f"--saved_model_dir '{sm}' already exists and "
                                                 f"is not empty"):
         inspect("--runmode=saved_model", f"--saved_model_dir={sm}")
     assert before == {n: os.path.getmtime(os.path.join(ckpt_dir, n)) for n in os.listdir(ckpt_dir)}
@@ -367,7 +369,7 @@ def test_seed_section_3_end_to_end_latency(seed_dir, checkpoint_detector, monkey
     assert re.search(r"end-to-end \(pre-processing \+ network \+ NMS; 1024x636 uint8 input, "
                      r"batch 1, 10 runs\): per image mean [\d.]+ ms, median [\d.]+ ms, "
                      r"[\d.]+ FPS", out), out
-    assert shows_boxes(seed_dir / "tmp" / "0.jpg", street())
+    assert shows_boxes(seed_dir / "tmp" / "img1.jpg", street())  # named after testdata/img1.jpg
     # The static-batch export (batch 1, the seed default) agrees with checkpoint inference too.
     want = checkpoint_detector.predict(street()[None])[0]
     assert len(want) > 0
@@ -384,9 +386,7 @@ def test_seed_section_4_image_inference_at_1920x1280(seed_dir):
     r = run_cli(*in_seed_dir(export_cmd, seed_dir), cwd=str(seed_dir))
     assert r.returncode == 0, r.stderr
     assert "wrote SavedModel" in r.stdout
-    out = seed_dir / "tmp" / "0.jpg"
-    if out.exists():
-        out.unlink()
+    out = seed_dir / "tmp" / "img.jpg"  # named after img.png
     r = run_cli(*in_seed_dir(infer_cmd, seed_dir), cwd=str(seed_dir))
     assert r.returncode == 0, r.stderr
     n = int(re.search(r"img.png: (\d+) detections: class \d", r.stdout).group(1))
@@ -479,8 +479,8 @@ def test_infer_reports_bad_inputs_by_name_and_processes_the_rest(test_checkpoint
     assert "2 input(s) failed" in captured.err
     assert "processed 2 image(s)" in captured.out
     assert "score threshold 0.5, at most 5 detections" in captured.out
-    assert sorted(os.listdir(out)) == ["0.jpg", "1.jpg"]
-    assert shows_boxes(out / "0.jpg", street())
+    assert sorted(os.listdir(out)) == ["a.jpg", "b_gray.jpg"]
+    assert shows_boxes(out / "a.jpg", street())
 
 
 def test_infer_without_checkpoint_says_random_weights(tmp_path, capsys):
@@ -540,7 +540,7 @@ def test_openvino_export_and_every_exported_model_runmode(seed_dir, test_checkpo
     printed = capsys.readouterr().out
     assert f"model {xml}: OpenVINO " in printed
     assert int(re.search(r"street.jpg: (\d+) detections", printed).group(1)) > 0
-    assert shows_boxes(tmp_path / "out" / "0.jpg", street())
+    assert shows_boxes(tmp_path / "out" / "street.jpg", street())
     assert inspect("--runmode=saved_model_benchmark", f"--saved_model_dir={xml}",
                    f"--input_image={STREET}", "--bm_runs=2", "--openvino_precision=bf16") == 0
     line = capsys.readouterr().out

@@ -165,7 +165,7 @@ def test_every_readme_command_runs(tmp_path):
     assert len(ran) >= 25, ran
     assert {why for _, why in skipped} <= set(SKIPPED.values())
     # what the commands should have made
-    assert (work / "demo" / "out" / "0.jpg").exists()
+    assert (work / "demo" / "out" / "2012_000001.jpg").exists()  # named after the image
     assert (work / "demo" / "output.mov").exists()
     assert (work / "testdev_output" / "detections_test-dev2017_test_results.json").exists()
-    assert (work / "mydata" / "detections" / "0.jpg").exists()
+    assert (work / "mydata" / "detections" / "000000000100.jpg").exists()

@@ -155,3 +155,23 @@ def test_label_map_dict_with_int_ids(tmp_path):
                                             "num_classes=2,label_map={1: 'a', 3: 'c'}")
     assert hparams_config.get_detection_config("efficientdet-d0",
                                                "label_map=voc,num_classes=20").label_map == "voc"
+
+
+def test_what_no_output_may_land_on(tmp_path):
+    """A run reading a checkpoint reads its files; the run files beside it are the model
+    directory's. Notes and exports in the directory are not."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("model.ckpt-5.index", "model.ckpt-5.data-00000-of-00001", "model.ckpt-9.index",
+                 "model.ckpt-9.data-00000-of-00001", "config.yaml", "eval_history.json",
+                 "notes.txt", "model.onnx"):
+        (model / name).write_text("x")
+    (model / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-9"\n')
+    want = sorted(str(model / n) for n in (
+        "checkpoint", "config.yaml", "eval_history.json", "model.ckpt-5.data-00000-of-00001",
+        "model.ckpt-5.index", "model.ckpt-9.data-00000-of-00001", "model.ckpt-9.index"))
+    assert run_dir.checkpoint_inputs(str(model)) == want
+    assert run_dir.checkpoint_inputs(str(model / "model.ckpt-5")) == want
+    assert run_dir.other_run_problem(str(model)).startswith(
+        "already holds checkpoint, config.yaml, model.ckpt-5.index of another run")
+    assert run_dir.other_run_problem(str(tmp_path / "new")) is None

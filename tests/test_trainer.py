@@ -450,7 +450,7 @@ def test_a_moved_model_dir_runs_inference_from_another_working_directory(
     names = [part.rsplit(" ", 1)[0] for part in line.split("detections: ")[1].split(" -> ")[0]
              .split(", ")]
     assert names and set(names) <= set(label_maps.VOC_LABEL_MAP.values()), line
-    assert (elsewhere / "out" / "0.jpg").exists()
+    assert (elsewhere / "out" / f"{image.stem}.jpg").exists()  # named after the image
 
 
 def test_bn_recalibration_rewrites_the_moving_statistics_before_eval(voc_records, tmp_path):

@@ -1,5 +1,6 @@
-"""visualize: reading every image kind (16-bit scaled like the dataset converters), image specs,
-drawing boxes with label-map names, and errors that name the file."""
+"""visualize: reading every image kind (upright by its EXIF orientation, 16-bit scaled like the
+dataset converters), image specs, drawing boxes with label-map names, and errors that name the
+file."""
 
 import cv2
 import numpy as np
@@ -8,7 +9,7 @@ from PIL import Image
 
 import errors
 import visualize
-from conftest import STREET
+from conftest import STREET, sideways_photo
 from detectors import Detections
 
 
@@ -30,6 +31,18 @@ def test_read_image_converts_every_kind_to_uint8_rgb(tmp_path):
                                   np.repeat(gray[..., None], 3, axis=2))
     np.testing.assert_array_equal(visualize.read_image(str(tmp_path / "rgb16.png")), rgb)
     np.testing.assert_array_equal(visualize.read_image(str(tmp_path / "alpha.png")), rgb)
+
+
+@pytest.mark.parametrize("orientation,shape", [(6, (64, 48, 3)), (8, (64, 48, 3)),
+                                               (3, (48, 64, 3)), (1, (48, 64, 3))])
+def test_read_image_turns_photos_upright_as_viewers_show_them(tmp_path, orientation, shape):
+    path = tmp_path / f"o{orientation}.jpg"
+    upright_6 = sideways_photo(path, orientation)
+    image = visualize.read_image(str(path))
+    assert image.shape == shape
+    stored = np.asarray(Image.open(path).convert("RGB"))
+    want = {6: upright_6, 8: np.rot90(stored, k=1), 3: np.rot90(stored, k=2), 1: stored}
+    assert np.abs(image.astype(int) - want[orientation]).mean() < 1
 
 
 def test_read_image_errors_name_the_file(tmp_path):
