@@ -24,7 +24,7 @@ import io
 import math
 import numbers
 from collections import Counter
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -37,10 +37,6 @@ DEFAULT_MAX_INSTANCES = 100
 # Annotation tools often put a box edge a fraction of a pixel past the border (rounding); such
 # boxes are clipped to the image. Anything further out is an error.
 BOX_TOLERANCE_PX = 1.0
-# Records carry source_id as a string that the dataloader turns into float32; larger ids would be
-# rounded and no longer match the ground-truth json.
-MAX_EXACT_FLOAT32_INT = 2 ** 24
-
 ANNOTATION, IMAGE = "annotation", "image"
 
 # reason -> (what a skip drops, what to do about it)
@@ -50,7 +46,11 @@ REASONS: Dict[str, Tuple[str, str]] = {
     "class_id_out_of_range": (ANNOTATION, "use class ids 1..num_classes, or raise num_classes "
                                           "(--num_classes / hparam num_classes)"),
     "unknown_class": (ANNOTATION, "add the class to the label map (--label_map_json_path) or fix "
-                                  "the class name"),
+                                  "the class name in the xml"),
+    "unknown_category": (ANNOTATION, "add the category to the json's 'categories' list or fix the "
+                                     "annotation's category_id"),
+    "label_not_in_label_map": (ANNOTATION, "check the records against the label map they were "
+                                           "made with (the label_map hparam)"),
     "malformed_annotation": (ANNOTATION, "give the annotation a box of 4 finite numbers"),
     "bad_segmentation": (ANNOTATION, "fix the segmentation polygon/RLE, or convert without "
                                      "--include_masks"),
@@ -66,8 +66,8 @@ REASONS: Dict[str, Tuple[str, str]] = {
     "image_size_mismatch": (IMAGE, "fix width/height in the annotations so they match the image "
                                    "file (boxes are relative to them)"),
     "duplicate_image_id": (IMAGE, "give every image its own id"),
-    "bad_image_id": (IMAGE, f"use integer image ids in 0..{MAX_EXACT_FLOAT32_INT} (they must "
-                            f"survive the float32 source_id round trip)"),
+    "bad_image_id": (IMAGE, f"use integer image ids in 0..{tfrecord_util.MAX_SOURCE_ID} (they "
+                            f"become the records' image/source_id)"),
     "missing_annotation_file": (IMAGE, "add the annotation xml or remove the image from the "
                                        "ImageSets list"),
     "bad_annotation_file": (IMAGE, "fix the annotation xml"),
@@ -76,17 +76,9 @@ REASONS: Dict[str, Tuple[str, str]] = {
                                         "entry per box"),
     "missing_key": (IMAGE, "re-create the record with dataset/create_*_tfrecord.py"),
     "bad_source_id": (IMAGE, f"write image/source_id as an integer in "
-                             f"0..{MAX_EXACT_FLOAT32_INT}"),
+                             f"0..{tfrecord_util.MAX_SOURCE_ID} (the json image id)"),
     "corrupt_record": (IMAGE, "re-create the TFRecord file; it is truncated or corrupt"),
 }
-
-
-class DataError(errors.DataError):
-    """Bad input under --on_error=fail (or a record problem); the message is one line."""
-
-
-class UsageError(errors.UsageError):
-    """A bad flag or path given to a tool; the message names the flag and what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +202,8 @@ class Summary:
 
 
 class ProblemHandler:
-    """Applies the --on_error policy: 'skip' counts the problem, 'fail' raises `DataError`."""
+    """Applies the --on_error policy: 'skip' counts the problem, 'fail' raises
+    `errors.DataError`."""
 
     def __init__(self, on_error: str, summary: Summary):
         if on_error not in ON_ERROR_CHOICES:
@@ -220,24 +213,41 @@ class ProblemHandler:
 
     def __call__(self, problem: Problem) -> None:
         if self.on_error == "fail":
-            raise DataError(problem.fail_message())
+            raise errors.DataError(problem.fail_message())
         self.summary.add_problem(problem)
+
+
+def check_common_options(opts: Any) -> None:
+    """The flags both converters share: --on_error and --num_threads; errors name the flag."""
+    if opts.on_error not in ON_ERROR_CHOICES:
+        raise errors.UsageError(f"--on_error must be one of {', '.join(ON_ERROR_CHOICES)}, got "
+                                f"'{opts.on_error}'.")
+    if opts.num_threads is not None and opts.num_threads < 0:
+        raise errors.UsageError(f"--num_threads must be >= 0 (0 or unset: one per CPU), got "
+                                f"{opts.num_threads}.")
+
+
+def require_written(summary: Summary) -> None:
+    """Raise `errors.DataError` when a conversion wrote no record, saying why in one line (the
+    summary printed before it lists examples of each reason)."""
+    if summary.images_written:
+        return
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.problems.items()))
+    raise errors.DataError(f"no records were written: all {summary.images_seen} image(s) were "
+                           f"skipped ({reasons or 'no reason recorded'}); the summary above "
+                           f"shows examples and what to do.")
 
 
 # -------------------------------------------------------------------------------------------------
 # Ids
 # -------------------------------------------------------------------------------------------------
 def check_image_id(image_id: Any) -> Optional[str]:
-    """None if `image_id` is an int usable as a numeric source_id, else what is wrong."""
-    if isinstance(image_id, bool) or not isinstance(image_id, numbers.Integral):
-        if isinstance(image_id, str) and image_id.isdigit():
-            image_id = int(image_id)
-        else:
-            return f"image id {image_id!r} is not an integer"
-    if not 0 <= int(image_id) <= MAX_EXACT_FLOAT32_INT:
-        return (f"image id {image_id} is outside 0..{MAX_EXACT_FLOAT32_INT} and would not "
-                f"survive the float32 source_id round trip")
-    return None
+    """None if a json image id (an int, or its digits as a string) can become a record's
+    image/source_id (`tfrecord_util.source_id_problem`), else what is wrong."""
+    if isinstance(image_id, numbers.Integral) and not isinstance(image_id, bool):
+        image_id = int(image_id)  # numpy ints too
+    problem = tfrecord_util.source_id_problem(image_id)
+    return f"image id {problem}" if problem else None
 
 
 class IdRegistry:
@@ -421,23 +431,28 @@ REQUIRED_RECORD_KEYS = ("image/encoded", "image/source_id", "image/height", "ima
 def check_record(values: Mapping[str, List[Any]], num_classes: int,
                  max_instances: int = DEFAULT_MAX_INSTANCES,
                  label_map: Optional[Mapping[int, str]] = None,
-                 decode_image: bool = True) -> Tuple[List[Tuple[str, str]], List[str]]:
+                 decode_image: bool = True,
+                 require_source_id: bool = True) -> Tuple[List[Tuple[str, str]], List[str]]:
     """Check one parsed record ({key: list}, see `tfrecord_util.parse_example`).
 
     Returns (errors, notes): errors are (reason, detail) pairs; notes are non-error remarks (e.g.
     a grayscale JPEG, which the dataloader decodes to 3 channels anyway). Boxes are read as
     normalized ymin/xmin/ymax/xmax and checked in pixels using image/width and image/height.
+    Without `require_source_id` (training, which does not use it) a record may lack
+    image/source_id; one it has must still follow `tfrecord_util.source_id_problem`.
     """
     errors: List[Tuple[str, str]] = []
     notes: List[str] = []
-    missing = [k for k in REQUIRED_RECORD_KEYS if not values.get(k)]
+    required = [k for k in REQUIRED_RECORD_KEYS
+                if require_source_id or k != "image/source_id"]
+    missing = [k for k in required if not values.get(k)]
     if missing:
         errors.append(("missing_key", f"missing or empty key(s) {missing}"))
-    sid = values.get("image/source_id", [b""])
-    sid_text = sid[0].decode("utf-8", "replace") if sid else ""
-    if sid_text and not (sid_text.isdigit() and int(sid_text) <= MAX_EXACT_FLOAT32_INT):
-        errors.append(("bad_source_id", f"image/source_id '{sid_text}' is not an integer in "
-                                        f"0..{MAX_EXACT_FLOAT32_INT}"))
+    sid = values.get("image/source_id") or [b""]
+    if sid[0]:
+        problem = tfrecord_util.source_id_problem(sid[0])
+        if problem:
+            errors.append(("bad_source_id", f"image/source_id {problem}"))
     width = int(values["image/width"][0]) if values.get("image/width") else -1
     height = int(values["image/height"][0]) if values.get("image/height") else -1
 
@@ -492,6 +507,64 @@ def check_record(values: Mapping[str, List[Any]], num_classes: int,
         if msg:
             errors.append(("class_id_out_of_range", f"box {i}: {msg}"))
         elif label_map is not None and labels[i] not in label_map:
-            errors.append(("unknown_class", f"box {i}: class id {labels[i]} is not in the label "
-                                            f"map"))
+            errors.append(("label_not_in_label_map", f"box {i}: class id {labels[i]} is not in "
+                                                     f"the label map"))
     return errors, notes
+
+
+@dataclasses.dataclass
+class RecordVerdict:
+    """What `check_records` found in one record: `problems` are empty for a good record;
+    `values` is the parsed record ({key: list}; None when it could not be parsed)."""
+
+    file: str
+    index: int
+    source_id: str
+    problems: List[Problem]
+    notes: List[str]
+    values: Optional[Dict[str, List[Any]]]
+
+    @property
+    def item(self) -> str:
+        return f"record {self.index} (source_id {self.source_id or '<empty>'})"
+
+
+def check_records(records: Iterable[tfrecord_util.RawRecord], num_classes: int,
+                  max_instances: int = DEFAULT_MAX_INSTANCES,
+                  label_map: Optional[Mapping[int, str]] = None, decode_images: bool = True,
+                  for_training: bool = False) -> Iterator[RecordVerdict]:
+    """The verdict on each record of `records` (see `tfrecord_util.read_records`), in order.
+
+    Every record goes through `check_record`; ids must also be unique across the records seen.
+    `for_training` drops the two rules that only evaluation needs (an image/source_id on every
+    record, no id twice): training reads neither, and a training set merged from several
+    datasets may repeat ids. The same rules run in the input pipeline (dataloader.py) for the
+    records an up-front sample did not cover.
+    """
+    from google.protobuf.message import DecodeError
+
+    seen = IdRegistry()
+    for raw in records:
+        if raw.serialized is None:
+            problem = Problem("corrupt_record", raw.file, f"record {raw.index}",
+                              f"the file is truncated or corrupt here ({raw.error})")
+            yield RecordVerdict(raw.file, raw.index, "", [problem], [], None)
+            continue
+        try:
+            values = tfrecord_util.parse_example(raw.serialized)
+        except DecodeError as e:
+            problem = Problem("corrupt_record", raw.file, f"record {raw.index}",
+                              f"not a tf.train.Example ({e})")
+            yield RecordVerdict(raw.file, raw.index, "", [problem], [], None)
+            continue
+        sid = (values.get("image/source_id") or [b""])[0].decode("utf-8", "replace")
+        found, notes = check_record(values, num_classes, max_instances, label_map,
+                                    decode_images, require_source_id=not for_training)
+        if sid and not for_training:
+            duplicate = seen.check(sid, f"{raw.file} record {raw.index}")
+            if duplicate:
+                found.append(("duplicate_image_id", duplicate))
+        verdict = RecordVerdict(raw.file, raw.index, sid, [], notes, values)
+        verdict.problems = [Problem(reason, raw.file, verdict.item, detail)
+                            for reason, detail in found]
+        yield verdict

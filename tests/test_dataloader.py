@@ -35,9 +35,10 @@ def coco(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("coco"))
     sample = sample_dataset.write_coco(root, NUM_COCO, seed=5)
     prefix = os.path.join(root, "tfrecord", "val")
-    summary = create_coco_tfrecord.create_coco_tfrecord(
-        sample.image_dir, prefix, sample.instances_file, num_shards=2, num_threads=1,
-        num_classes=3, progress=False)
+    summary = create_coco_tfrecord.create_coco_tfrecord(create_coco_tfrecord.ConvertOptions(
+        image_dir=sample.image_dir, output_file_prefix=prefix,
+        object_annotations_file=sample.instances_file, num_shards=2, num_threads=1,
+        num_classes=3), progress=False)
     assert summary.images_written == NUM_COCO
     with open(sample.instances_file) as f:
         gt = json.load(f)
@@ -197,9 +198,9 @@ def test_eval_covers_every_image_and_fills_the_last_batch(coco):
 def test_eval_round_trip_voc_merged(tmp_path):
     voc = sample_dataset.write_voc(str(tmp_path / "data"), 4, seed=2, years=("VOC2007", "VOC2012"))
     output = str(tmp_path / "tfrecord" / "pascal")
-    summary = create_pascal_tfrecord.create_pascal_tfrecord(
-        voc.data_dir, output, set_name="trainval", year="merged",
-        label_map_json_path=voc.label_map_file, num_shards=3, num_threads=1, progress=False)
+    summary = create_pascal_tfrecord.create_pascal_tfrecord(create_pascal_tfrecord.ConvertOptions(
+        data_dir=voc.data_dir, output_path=output, set="trainval", year="merged",
+        label_map_json_path=voc.label_map_file, num_shards=3, num_threads=1), progress=False)
     assert summary.images_written == 8
     with open(create_pascal_tfrecord.json_path_for(output)) as f:
         gt = json.load(f)

@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from dataset import create_coco_tfrecord, sample_dataset, tfrecord_util, validate_tfrecord
-from dataset.validation import UsageError
+from errors import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,6 +34,11 @@ def _record(sid, boxes=((0.1, 0.2, 0.5, 0.6),), labels=(1,), width=40, height=30
     }
     values.update(overrides)
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _options(path, hparams):
+    return validate_tfrecord.ValidateOptions(file_pattern=path, model_name="efficientdet-d0",
+                                             hparams=hparams)
 
 
 def _write(path, records):
@@ -103,14 +108,14 @@ def test_config_supplies_num_classes_and_max_instances(tmp_path):
     path = _write(tmp_path / "r.tfrecord", [
         _record(1, labels=(3,)),
         _record(2, boxes=[(0.1, 0.1, 0.2, 0.2)] * 3, labels=(1, 1, 1))])
-    ok = validate_tfrecord.validate_with_config(path, "efficientdet-d0", "num_classes=3")
+    ok = validate_tfrecord.validate_with_config(_options(path, "num_classes=3"))
     assert ok.ok and ok.good_records == 2 and "num_classes=3" in ok.format()
     bad = validate_tfrecord.validate_with_config(
-        path, "efficientdet-d0", "num_classes=2,max_instances_per_image=2")
+        _options(path, "num_classes=2,max_instances_per_image=2"))
     assert sorted(p.reason for p in bad.problems) == ["class_id_out_of_range",
                                                       "too_many_instances"]
     with pytest.raises(UsageError, match="--model_name/--hparams"):
-        validate_tfrecord.validate_with_config(path, "efficientdet-d0", "num_clases=2")
+        validate_tfrecord.validate_with_config(_options(path, "num_clases=2"))
 
 
 def test_label_map_from_the_config_is_checked(tmp_path):
@@ -118,17 +123,17 @@ def test_label_map_from_the_config_is_checked(tmp_path):
     report = validate_tfrecord.validate_tfrecords(path, num_classes=3,
                                                   label_map={1: "circle", 2: "square"})
     assert [(p.item, p.reason) for p in report.problems] == [
-        ("record 1 (source_id 2)", "unknown_class")]
-    ok = validate_tfrecord.validate_with_config(path, "efficientdet-d0",
-                                                "num_classes=20,label_map=voc")
+        ("record 1 (source_id 2)", "label_not_in_label_map")]
+    ok = validate_tfrecord.validate_with_config(_options(path, "num_classes=20,label_map=voc"))
     assert ok.ok and ok.good_records == 2
 
 
 def test_converter_output_passes(tmp_path):
     sample = sample_dataset.write_coco(str(tmp_path / "data"), 6, seed=0)
-    create_coco_tfrecord.create_coco_tfrecord(
-        sample.image_dir, str(tmp_path / "rec" / "train"), sample.instances_file, num_shards=2,
-        num_threads=1, progress=False)
+    create_coco_tfrecord.create_coco_tfrecord(create_coco_tfrecord.ConvertOptions(
+        image_dir=sample.image_dir, output_file_prefix=str(tmp_path / "rec" / "train"),
+        object_annotations_file=sample.instances_file, num_shards=2, num_threads=1),
+        progress=False)
     report = validate_tfrecord.validate_tfrecords(str(tmp_path / "rec" / "train-*"), 90)
     assert report.ok and report.num_records == 6 and len(report.files) == 2
     assert report.format().endswith("OK")
@@ -149,12 +154,14 @@ def test_truncated_file_is_reported_at_the_bad_record(tmp_path):
 
 def test_empty_and_missing_patterns_are_clear(tmp_path):
     with pytest.raises(UsageError, match="--file_pattern is required"):
+        validate_tfrecord.validate_with_config(validate_tfrecord.ValidateOptions())
+    with pytest.raises(UsageError, match="--file_pattern is empty"):
         validate_tfrecord.validate_tfrecords("", num_classes=3)
-    with pytest.raises(UsageError, match="matches no files"):
+    with pytest.raises(UsageError, match="matches no file"):
         validate_tfrecord.validate_tfrecords(str(tmp_path / "none-*"), num_classes=3)
     empty = _write(tmp_path / "empty.tfrecord", [])
-    report = validate_tfrecord.validate_tfrecords(empty, num_classes=3)
-    assert not report.ok and "hold no records" in report.errors[0]
+    with pytest.raises(UsageError, match="every matching file is empty"):
+        validate_tfrecord.validate_tfrecords(empty, num_classes=3)
 
 
 def test_cli_reports_problems_and_exit_codes(tmp_path):
@@ -165,7 +172,7 @@ def test_cli_reports_problems_and_exit_codes(tmp_path):
         [sys.executable, "dataset/validate_tfrecord.py", f"--file_pattern={path}",
          "--model_name=efficientdet-d0", "--hparams=num_classes=3,max_instances_per_image=3"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.returncode == validate_tfrecord.PROBLEMS_FOUND == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(f"{path}: record ")]
     assert len(lines) == len(BAD)
     assert "(source_id 15): box 0: class id 5 is outside 1..num_classes=3" in proc.stdout
