@@ -113,13 +113,12 @@ def _records(path: str, limit: int):
 
 
 def _json_categories(val_json_file: Optional[str]) -> Dict[int, str]:
+    """{id: name} of the json's categories; a json that is not a COCO json is a DataError."""
     if not val_json_file:
         return {}
-    import json
-
-    with tf.io.gfile.GFile(val_json_file) as f:
-        data = json.load(f)
-    return {int(c["id"]): str(c["name"]) for c in data.get("categories", []) if "id" in c}
+    categories = coco_json.load_gt_json(val_json_file).dataset["categories"]
+    return {c["id"]: str(c["name"]) for c in categories
+            if isinstance(c, dict) and isinstance(c.get("id"), int) and "name" in c}
 
 
 def check_records_and_label_map(config: Config, opts: RunOptions, files: List[str]) -> None:

@@ -15,7 +15,7 @@ order) and the source_id, then a summary by reason. Training and eval apply the 
 
 Exit status: 0 when no problem was found; 1 for a user error (a bad flag or config, a pattern
 that matches no TFRecord file), printed as one line `validate_tfrecord.py: error: ...`; 2 when
-the records have problems.
+the records have problems (the report on stdout names each, one line on stderr counts them).
 """
 
 from __future__ import annotations
@@ -153,10 +153,16 @@ def validate_with_config(opts: ValidateOptions) -> ValidationReport:
 
 
 def run(opts: ValidateOptions) -> int:
-    """Validate, print the report; the exit status: 0 (no problem) or `PROBLEMS_FOUND`."""
+    """Validate and print the report; the exit status: 0 (no problem) or `PROBLEMS_FOUND`,
+    said in one error line on stderr."""
     report = validate_with_config(opts)
-    print(report.format(opts.max_lines))
-    return 0 if report.ok else PROBLEMS_FOUND
+    print(report.format(opts.max_lines), flush=True)
+    if report.ok:
+        return 0
+    print(f"{PROG}: error: {report.bad_records} of {report.num_records} record(s) have problems "
+          f"({', '.join(sorted(report.counts()))}); the lines above name each one.",
+          file=sys.stderr)
+    return PROBLEMS_FOUND
 
 
 def main(argv: List[str]) -> int:

@@ -445,7 +445,8 @@ def check_record(values: Mapping[str, List[Any]], num_classes: int,
     notes: List[str] = []
     required = [k for k in REQUIRED_RECORD_KEYS
                 if require_source_id or k != "image/source_id"]
-    missing = [k for k in required if not values.get(k)]
+    # An empty string or a zero size is as missing as an absent key.
+    missing = [k for k in required if not values.get(k) or not values[k][0]]
     if missing:
         errors.append(("missing_key", f"missing or empty key(s) {missing}"))
     sid = values.get("image/source_id") or [b""]

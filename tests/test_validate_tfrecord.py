@@ -176,3 +176,102 @@ def test_cli_reports_problems_and_exit_codes(tmp_path):
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(f"{path}: record ")]
     assert len(lines) == len(BAD)
     assert "(source_id 15): box 0: class id 5 is outside 1..num_classes=3" in proc.stdout
+
+
+# -------------------------------------------------------------------------------------------------
+# One verdict: the validator, the converters, training and eval apply the same rules
+# -------------------------------------------------------------------------------------------------
+# (image/source_id, usable?): the rule is digits only, 0..2**24 (tfrecord_util.source_id_problem).
+SOURCE_IDS = [("0", True), ("7", True), ("007", True), ("16777216", True), ("16777217", False),
+              ("-5", False), ("abc", False), (" 5", False), ("5 ", False), ("5.0", False),
+              ("1e3", False), ("\u0663", False)]  # an Arabic-Indic 3: str.isdigit() says yes
+
+
+def _graph_verdict(values, training):
+    """True when the input pipeline's checks pass the record (dataloader.parse_record)."""
+    import dataloader
+
+    serialized = tfrecord_util.make_example(values).SerializeToString()
+    try:
+        dataloader.parse_record(tf.constant(serialized), 3, 100, require_source_id=not training)
+    except tf.errors.InvalidArgumentError:
+        return False
+    return True
+
+
+def _trainer_verdict(path, training):
+    """True when main.py's up-front record checks pass the file (training, or eval)."""
+    import errors
+    import trainer
+    from conftest import tiny_config
+    from run_options import RunOptions
+
+    opts = RunOptions(training_file_pattern=path, validation_file_pattern=path, eval_samples=10)
+    check = trainer.check_training_records if training else trainer.check_eval_records
+    try:
+        check(tiny_config(), opts, [path])
+    except errors.DataError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("sid, usable", SOURCE_IDS + [("", None)], ids=repr)
+def test_every_consumer_gives_a_source_id_one_verdict(tmp_path, sid, usable):
+    """The same id through the rule, the converters' json-id check, the validator, the input
+    pipeline (training and eval) and main.py's up-front checks. An empty id is refused by
+    everything that evaluates and accepted by training, which does not use it."""
+    from dataset import validation
+
+    values = _record(1, **{"image/source_id": sid})
+    path = _write(tmp_path / "r.tfrecord", [values])
+    for_eval = {
+        "rule": tfrecord_util.source_id_problem(sid) is None,
+        "validator": validate_tfrecord.validate_tfrecords(path, num_classes=3).ok,
+        "pipeline (eval)": _graph_verdict(values, training=False),
+        "main.py (eval)": _trainer_verdict(path, training=False),
+    }
+    for_training = {
+        "pipeline (training)": _graph_verdict(values, training=True),
+        "main.py (training)": _trainer_verdict(path, training=True),
+    }
+    if usable is None:
+        assert set(for_eval.values()) == {False} and set(for_training.values()) == {True}, (
+            for_eval, for_training)
+        return
+    for_eval["converters (json image id)"] = validation.check_image_id(sid) is None
+    verdicts = {**for_eval, **for_training}
+    assert set(verdicts.values()) == {usable}, verdicts
+
+
+# Bad records, (name, record values): the validator, training's up-front sample and the input
+# pipeline must each refuse every one of them, and pass the good one.
+BAD_RECORDS = [
+    ("xmax 5.0", _record(1, boxes=[(0.1, 0.1, 0.5, 5.0)])),
+    ("ymin below 0", _record(1, boxes=[(-0.2, 0.1, 0.5, 0.5)])),
+    ("xmin after xmax", _record(1, boxes=[(0.1, 0.6, 0.5, 0.2)])),
+    ("zero height", _record(1, boxes=[(0.3, 0.1, 0.3, 0.5)])),
+    ("nan", _record(1, boxes=[(float("nan"), 0.1, 0.5, 0.5)])),
+    ("label 0", _record(1, labels=(0,))),
+    ("label above num_classes", _record(1, labels=(4,))),
+    ("two labels, one box", _record(1, labels=(1, 2))),
+    ("two texts, one box", _record(1, **{"image/object/class/text": ["a", "b"]})),
+    ("is_crowd of another length", _record(1, **{"image/object/is_crowd": [0, 0]})),
+    ("too many instances", _record(1, boxes=[(0.1, 0.1, 0.2, 0.2)] * 101, labels=[1] * 101)),
+    ("source id not numeric", _record("a.jpg")),
+    ("source id negative", _record("-3")),
+]
+
+
+@pytest.mark.parametrize("name, values", BAD_RECORDS + [("good", _record(1)),
+                                                         ("good, half a pixel out",
+                                                          _record(1, boxes=[(0.1, 0.1, 0.5,
+                                                                             1.01)]))],
+                         ids=[n for n, _ in BAD_RECORDS] + ["good", "half-pixel"])
+def test_the_validator_and_training_give_a_record_one_verdict(tmp_path, name, values):
+    path = _write(tmp_path / "r.tfrecord", [values])
+    verdicts = {
+        "validator": validate_tfrecord.validate_tfrecords(path, num_classes=3).ok,
+        "main.py's up-front sample": _trainer_verdict(path, training=True),
+        "input pipeline": _graph_verdict(values, training=True),
+    }
+    assert set(verdicts.values()) == {name.startswith("good")}, verdicts
