@@ -336,6 +336,28 @@ def process_image(options: CocoOptions, task: CocoTask) -> WorkerResult:
     return WorkerResult(values, problems, notes, num_boxes=num_boxes)
 
 
+def _listed_images(images: List[Dict[str, Any]], images_file: str,
+                   handler: validation.ProblemHandler) -> Dict[int, Dict[str, Any]]:
+    """{image id: image entry} in the json's order; bad or repeated ids go to `handler`."""
+    ids = validation.IdRegistry()
+    listed: Dict[int, Dict[str, Any]] = {}
+    for index, image in enumerate(images):
+        raw_id = image.get("id")
+        item = f"image id {raw_id!r} (entry {index} of 'images')"
+        msg = validation.check_image_id(raw_id)
+        if msg:
+            handler(Problem("bad_image_id", images_file, item, msg))
+            continue
+        image_id = int(raw_id)
+        msg = ids.check(image_id, f"entry {index} of 'images'")
+        if msg:
+            handler(Problem("duplicate_image_id", images_file,
+                            f"image id {image_id} (entry {index} of 'images')", msg))
+            continue
+        listed[image_id] = image
+    return listed
+
+
 def build_tasks(image_info_file: str, object_annotations_file: str,
                 caption_annotations_file: str, handler: validation.ProblemHandler,
                 summary: Summary) -> Tuple[List[CocoTask], Dict[int, str], str]:
@@ -370,24 +392,7 @@ def build_tasks(image_info_file: str, object_annotations_file: str,
     category_names = {int(c["id"]): str(c["name"]) for c in categories
                       if isinstance(c, dict) and "id" in c and "name" in c}
 
-    ids = validation.IdRegistry()
-    listed: Dict[int, Dict[str, Any]] = {}
-    order: List[int] = []
-    for index, image in enumerate(images):
-        raw_id = image.get("id") if isinstance(image, dict) else None
-        item = f"image id {raw_id!r} (entry {index} of 'images')"
-        msg = validation.check_image_id(raw_id)
-        if msg:
-            handler(Problem("bad_image_id", images_file, item, msg))
-            continue
-        image_id = int(raw_id)
-        msg = ids.check(image_id, f"entry {index} of 'images'")
-        if msg:
-            handler(Problem("duplicate_image_id", images_file,
-                            f"image id {image_id} (entry {index} of 'images')", msg))
-            continue
-        listed[image_id] = image
-        order.append(image_id)
+    listed = _listed_images(images, images_file, handler)
 
     by_image: Dict[int, List[Dict[str, Any]]] = collections.defaultdict(list)
     if objects is not None:
@@ -408,7 +413,7 @@ def build_tasks(image_info_file: str, object_annotations_file: str,
             if ann.get("image_id") in listed and isinstance(ann.get("caption"), str):
                 caps[ann["image_id"]].append(ann["caption"])
     summary.images_seen = len(images)
-    tasks = [CocoTask(listed[i], by_image.get(i, []), caps.get(i, [])) for i in order]
+    tasks = [CocoTask(image, by_image.get(i, []), caps.get(i, [])) for i, image in listed.items()]
     return tasks, category_names, object_annotations_file or images_file
 
 

@@ -7,6 +7,9 @@ processes, which only decode and re-encode images with Pillow, start in well und
 Record schema (`FEATURE_TYPES`, the keys of the EfficientDet release): boxes are four float
 lists ``image/object/bbox/{ymin,xmin,ymax,xmax}`` normalized to [0, 1] by the
 image height/width; decoders return them in the order [ymin, xmin, ymax, xmax].
+``image/source_id`` is the image's id in the COCO json, in decimal digits, at most
+`MAX_SOURCE_ID`: `source_id_problem` is that rule, which the converters, the validator, the
+input pipeline and eval all apply.
 """
 
 from __future__ import annotations

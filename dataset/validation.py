@@ -428,23 +428,13 @@ def note_image_conversion(summary: Summary, image: LoadedImage, where: str) -> N
 REQUIRED_RECORD_KEYS = ("image/encoded", "image/source_id", "image/height", "image/width")
 
 
-def check_record(values: Mapping[str, List[Any]], num_classes: int,
-                 max_instances: int = DEFAULT_MAX_INSTANCES,
-                 label_map: Optional[Mapping[int, str]] = None,
-                 decode_image: bool = True,
-                 require_source_id: bool = True) -> Tuple[List[Tuple[str, str]], List[str]]:
-    """Check one parsed record ({key: list}, see `tfrecord_util.parse_example`).
+Errors = List[Tuple[str, str]]  # (reason, detail) pairs
 
-    Returns (errors, notes): errors are (reason, detail) pairs; notes are non-error remarks (e.g.
-    a grayscale JPEG, which the dataloader decodes to 3 channels anyway). Boxes are read as
-    normalized ymin/xmin/ymax/xmax and checked in pixels using image/width and image/height.
-    Without `require_source_id` (training, which does not use it) a record may lack
-    image/source_id; one it has must still follow `tfrecord_util.source_id_problem`.
-    """
-    errors: List[Tuple[str, str]] = []
-    notes: List[str] = []
-    required = [k for k in REQUIRED_RECORD_KEYS
-                if require_source_id or k != "image/source_id"]
+
+def _check_keys(values: Mapping[str, List[Any]], require_source_id: bool) -> Errors:
+    """Required keys present and not empty; a source id given follows the one rule."""
+    errors: Errors = []
+    required = [k for k in REQUIRED_RECORD_KEYS if require_source_id or k != "image/source_id"]
     # An empty string or a zero size is as missing as an absent key.
     missing = [k for k in required if not values.get(k) or not values[k][0]]
     if missing:
@@ -454,41 +444,49 @@ def check_record(values: Mapping[str, List[Any]], num_classes: int,
         problem = tfrecord_util.source_id_problem(sid[0])
         if problem:
             errors.append(("bad_source_id", f"image/source_id {problem}"))
-    width = int(values["image/width"][0]) if values.get("image/width") else -1
-    height = int(values["image/height"][0]) if values.get("image/height") else -1
+    return errors
 
-    if decode_image and values.get("image/encoded"):
-        try:
-            image = Image.open(io.BytesIO(values["image/encoded"][0]))
-            image.load()
-        except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt data
-            errors.append(("unreadable_image", f"image/encoded cannot be decoded "
-                                               f"({type(e).__name__}: {e})"))
-        else:
-            if image.format not in ("JPEG", "PNG", "GIF", "BMP"):
-                errors.append(("unreadable_image", f"image/encoded is {image.format}; "
-                                                   f"tf.io.decode_image reads JPEG/PNG/GIF/BMP"))
-            if image.mode != "RGB":
-                notes.append(f"image mode {image.mode}, not RGB")
-            if (width, height) != image.size and width > 0 and height > 0:
-                errors.append(("image_size_mismatch",
-                               f"image/width x image/height = {width}x{height} but the encoded "
-                               f"image is {image.size[0]}x{image.size[1]}"))
-            width, height = image.size
 
+def _check_encoded(encoded: bytes, width: int, height: int
+                   ) -> Tuple[Errors, List[str], Tuple[int, int]]:
+    """(errors, notes, (width, height) of the decoded image, or the given ones if it cannot be
+    decoded) of a record's image/encoded."""
+    errors: Errors = []
+    notes: List[str] = []
+    try:
+        image = Image.open(io.BytesIO(encoded))
+        image.load()
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt data
+        errors.append(("unreadable_image", f"image/encoded cannot be decoded "
+                                           f"({type(e).__name__}: {e})"))
+        return errors, notes, (width, height)
+    if image.format not in ("JPEG", "PNG", "GIF", "BMP"):
+        errors.append(("unreadable_image", f"image/encoded is {image.format}; "
+                                           f"tf.io.decode_image reads JPEG/PNG/GIF/BMP"))
+    if image.mode != "RGB":
+        notes.append(f"image mode {image.mode}, not RGB")
+    if (width, height) != image.size and width > 0 and height > 0:
+        errors.append(("image_size_mismatch",
+                       f"image/width x image/height = {width}x{height} but the encoded "
+                       f"image is {image.size[0]}x{image.size[1]}"))
+    return errors, notes, image.size
+
+
+def _check_objects(values: Mapping[str, List[Any]], num_classes: int, max_instances: int,
+                   label_map: Optional[Mapping[int, str]], width: int, height: int) -> Errors:
+    """Per-object lists of one length (an empty list counts as absent, except the boxes' and
+    labels'), the instance count, and each box and class id."""
     label_key = "image/object/class/label"
-    lengths = {k: len(values[k]) for k in tfrecord_util.OBJECT_KEYS if k in values}
+    lengths = {k: len(values[k]) for k in tfrecord_util.OBJECT_KEYS if values.get(k)}
     if lengths:
-        # Boxes and labels are required as soon as any per-object key is present.
+        # Boxes and labels are required as soon as any per-object list is not empty.
         for k in tfrecord_util.BBOX_KEYS + (label_key,):
             lengths.setdefault(k, 0)
         if len(set(lengths.values())) > 1:
-            errors.append(("box_label_count_mismatch", "per-object lists differ in length: " +
-                           ", ".join(f"{k[len('image/object/'):]}={n}"
-                                     for k, n in lengths.items())))
-            return errors, notes
+            return [("box_label_count_mismatch", "per-object lists differ in length: " +
+                     ", ".join(f"{k[len('image/object/'):]}={n}" for k, n in lengths.items()))]
     num = lengths.get("image/object/bbox/ymin", 0)
-
+    errors: Errors = []
     msg = check_instance_count(num, max_instances)
     if msg:
         errors.append(("too_many_instances", msg))
@@ -510,6 +508,31 @@ def check_record(values: Mapping[str, List[Any]], num_classes: int,
         elif label_map is not None and labels[i] not in label_map:
             errors.append(("label_not_in_label_map", f"box {i}: class id {labels[i]} is not in "
                                                      f"the label map"))
+    return errors
+
+
+def check_record(values: Mapping[str, List[Any]], num_classes: int,
+                 max_instances: int = DEFAULT_MAX_INSTANCES,
+                 label_map: Optional[Mapping[int, str]] = None,
+                 decode_image: bool = True,
+                 require_source_id: bool = True) -> Tuple[Errors, List[str]]:
+    """Check one parsed record ({key: list}, see `tfrecord_util.parse_example`).
+
+    Returns (errors, notes): errors are (reason, detail) pairs; notes are non-error remarks (e.g.
+    a grayscale JPEG, which the dataloader decodes to 3 channels anyway). Boxes are read as
+    normalized ymin/xmin/ymax/xmax and checked in pixels using image/width and image/height
+    (those of the decoded image with `decode_image`). Without `require_source_id` (training,
+    which does not use it) a record may lack image/source_id; one it has must still follow
+    `tfrecord_util.source_id_problem`.
+    """
+    errors = _check_keys(values, require_source_id)
+    notes: List[str] = []
+    width = int(values["image/width"][0]) if values.get("image/width") else -1
+    height = int(values["image/height"][0]) if values.get("image/height") else -1
+    if decode_image and values.get("image/encoded"):
+        found, notes, (width, height) = _check_encoded(values["image/encoded"][0], width, height)
+        errors += found
+    errors += _check_objects(values, num_classes, max_instances, label_map, width, height)
     return errors, notes
 
 

@@ -262,11 +262,16 @@ BAD_RECORDS = [
 ]
 
 
-@pytest.mark.parametrize("name, values", BAD_RECORDS + [("good", _record(1)),
-                                                         ("good, half a pixel out",
-                                                          _record(1, boxes=[(0.1, 0.1, 0.5,
-                                                                             1.01)]))],
-                         ids=[n for n, _ in BAD_RECORDS] + ["good", "half-pixel"])
+GOOD_RECORDS = [
+    ("good", _record(1)),
+    ("good, half a pixel out", _record(1, boxes=[(0.1, 0.1, 0.5, 1.01)])),
+    ("good, an empty is_crowd list", _record(1, **{"image/object/is_crowd": []})),
+    ("good, no objects", _record(1, boxes=(), labels=())),
+]
+
+
+@pytest.mark.parametrize("name, values", BAD_RECORDS + GOOD_RECORDS,
+                         ids=[n for n, _ in BAD_RECORDS + GOOD_RECORDS])
 def test_the_validator_and_training_give_a_record_one_verdict(tmp_path, name, values):
     path = _write(tmp_path / "r.tfrecord", [values])
     verdicts = {
