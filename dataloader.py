@@ -41,7 +41,7 @@ built.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 from absl import logging
@@ -111,40 +111,56 @@ def _joined(values: tf.Tensor) -> tf.Tensor:
     return tf.strings.reduce_join(_str(values), separator=",")
 
 
+Message = Callable[[], tf.Tensor]
+
+
+def _check(ok: tf.Tensor, message: Message) -> tf.Tensor:
+    """An assertion of `ok` whose `message()` is built only when it fails: tf.debugging.Assert
+    computes its data for every record, and the string work would cost more than the checks."""
+    def fail() -> tf.Tensor:
+        with tf.control_dependencies([tf.debugging.Assert(False, [message()])]):
+            return tf.constant(False)
+
+    return tf.cond(ok, lambda: tf.constant(True), fail)
+
+
 def _where(raw_id: tf.Tensor, file: Optional[tf.Tensor], index: Optional[tf.Tensor]
-           ) -> tf.Tensor:
+           ) -> Message:
     """What names a record in a check's message: its file and index when known, its id."""
-    shown_id = tf.where(tf.equal(raw_id, ""), "(none)", raw_id)
-    if file is None:
-        return _message(RECORD_CHECK_MARKER, "TFRecord with image/source_id=", shown_id)
-    return _message(RECORD_CHECK_MARKER, file, " record ", index, " (image/source_id=", shown_id,
-                    ")")
+    def where() -> tf.Tensor:
+        shown_id = tf.where(tf.equal(raw_id, ""), "(none)", raw_id)
+        if file is None:
+            return _message(RECORD_CHECK_MARKER, "TFRecord with image/source_id=", shown_id)
+        return _message(RECORD_CHECK_MARKER, file, " record ", index, " (image/source_id=",
+                        shown_id, ")")
+
+    return where
 
 
-def _source_id_checks(where: tf.Tensor, raw_id: tf.Tensor, required: bool
-                      ) -> Tuple[tf.Tensor, List[tf.Operation]]:
-    """(the float64 source id, '' -> -1, the assert ops): `tfrecord_util.source_id_problem`
-    in graph form; an empty id passes unless `required` (eval)."""
+def _source_id_checks(where: Message, raw_id: tf.Tensor, required: bool
+                      ) -> Tuple[tf.Tensor, List[tf.Tensor]]:
+    """(the float64 source id, '' -> -1, the checks): `tfrecord_util.source_id_problem` in
+    graph form; an empty id passes unless `required` (eval)."""
     empty = tf.equal(raw_id, "")
     numeric = tf.strings.regex_full_match(raw_id, tfrecord_util.SOURCE_ID_PATTERN)
-    numeric_check = tf.debugging.Assert(
-        tf.logical_or(numeric, tf.logical_and(empty, not required)), [_message(
-            where, ": image/source_id must be the image id in the COCO json, in digits (eval "
-            "matches detections and ground truth on it); rebuild the records with "
-            "dataset/create_coco_tfrecord.py or create_pascal_tfrecord.py")])
+    numeric_check = _check(tf.logical_or(numeric, tf.logical_and(empty, not required)),
+                           lambda: _message(
+        where(), ": image/source_id must be the image id in the COCO json, in digits (eval "
+        "matches detections and ground truth on it); rebuild the records with "
+        "dataset/create_coco_tfrecord.py or create_pascal_tfrecord.py"))
     with tf.control_dependencies([numeric_check]):
         id64 = tf.strings.to_number(tf.where(empty, "-1", raw_id), tf.float64)
     # source_ids is float32 (reference), exact only up to MAX_SOURCE_ID: a larger id would
     # silently match the wrong ground truth in COCO eval.
     limit = tfrecord_util.MAX_SOURCE_ID
-    range_check = tf.debugging.Assert(id64 <= limit, [_message(
-        where, ": ids above ", str(limit), " do not fit the float32 source_ids label exactly; "
-        "renumber the images (the converters number them from 1)")])
+    range_check = _check(id64 <= limit, lambda: _message(
+        where(), ": ids above ", str(limit), " do not fit the float32 source_ids label exactly; "
+        "renumber the images (the converters number them from 1)"))
     return id64, [numeric_check, range_check]
 
 
-def _count_checks(where: tf.Tensor, sizes: Dict[str, tf.Tensor], max_instances: int
-                  ) -> List[tf.Operation]:
+def _count_checks(where: Message, sizes: Dict[str, tf.Tensor], max_instances: int
+                  ) -> List[tf.Tensor]:
     """Every per-object list that is not empty has one entry per box (the box and label lists
     always count), and there are at most `max_instances` boxes (dataset/validation.py's
     box_label_count_mismatch and too_many_instances)."""
@@ -154,58 +170,69 @@ def _count_checks(where: tf.Tensor, sizes: Dict[str, tf.Tensor], max_instances: 
         tf.equal(size, n) if key in always else tf.logical_or(tf.equal(size, 0),
                                                                tf.equal(size, n))
         for key, size in sizes.items()]))
-    # "class/label 2, bbox/ymin 1, ...": the lists the record has.
-    names = tf.constant([key[len("image/object/"):] for key in sizes])
-    counts = tf.stack(list(sizes.values()))
-    listed = tf.strings.reduce_join(
-        tf.boolean_mask(tf.strings.join([names, _str(counts)], " "), counts > 0), separator=", ")
+
+    def listed() -> tf.Tensor:
+        """'class/label 2, bbox/ymin 1, ...': the lists the record has."""
+        names = tf.constant([key[len("image/object/"):] for key in sizes])
+        counts = tf.stack(list(sizes.values()))
+        return tf.strings.reduce_join(tf.boolean_mask(
+            tf.strings.join([names, _str(counts)], " "), counts > 0), separator=", ")
+
     return [
-        tf.debugging.Assert(same, [_message(
-            where, " has per-object lists of different lengths (", listed, "); check it with "
-            "dataset/validate_tfrecord.py")]),
-        tf.debugging.Assert(n <= max_instances, [_message(
-            where, " has ", n, " ground-truth instances, more than max_instances_per_image=",
+        _check(same, lambda: _message(
+            where(), " has per-object lists of different lengths (", listed(), "); check it "
+            "with dataset/validate_tfrecord.py")),
+        _check(n <= max_instances, lambda: _message(
+            where(), " has ", n, " ground-truth instances, more than max_instances_per_image=",
             str(max_instances), "; raise the hparam (--hparams=max_instances_per_image=N) or "
-            "drop boxes when converting (--max_instances_per_image)")]),
+            "drop boxes when converting (--max_instances_per_image)")),
     ]
 
 
-def _label_check(where: tf.Tensor, labels: tf.Tensor, num_classes: int) -> tf.Operation:
+def _label_check(where: Message, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
     label_ok = tf.reduce_all(tf.logical_and(labels >= 1, labels <= num_classes))
-    return tf.debugging.Assert(label_ok, [_message(
-        where, " has class ids ", _joined(labels), " outside 1..num_classes=", str(num_classes),
-        "; set the num_classes hparam or fix the label map used for conversion")])
+    return _check(label_ok, lambda: _message(
+        where(), " has class ids ", _joined(labels), " outside 1..num_classes=",
+        str(num_classes), "; set the num_classes hparam or fix the label map used for "
+        "conversion"))
 
 
-def _first_bad_box(bad: tf.Tensor, boxes: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-    """(index, 'ymin,xmin,ymax,xmax') of the first True of `bad` [N]; (N, zeros) if none.
-    Assert computes its message for every record, so this must work for N = 0 too."""
-    i = tf.argmax(tf.concat([tf.cast(bad, tf.int32), [1]], 0), output_type=tf.int32)
-    return i, _joined(tf.gather(tf.concat([boxes, tf.zeros([1, 4])], 0), i))
+def _first_bad_box(good: tf.Tensor, boxes: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(index, 'ymin,xmin,ymax,xmax') of the first box that is not `good` (some is not)."""
+    i = tf.argmax(tf.cast(tf.logical_not(good), tf.int32), output_type=tf.int32)
+    return i, _joined(boxes[i])
 
 
-def _box_order_check(where: tf.Tensor, boxes: tf.Tensor) -> tf.Operation:
+def _box_order_check(where: Message, boxes: tf.Tensor) -> tf.Tensor:
     """Finite boxes with ymin < ymax and xmin < xmax (the validator's malformed_annotation and
     degenerate_box)."""
     good = tf.logical_and(tf.reduce_all(tf.math.is_finite(boxes), axis=1),
                           tf.logical_and(boxes[:, 0] < boxes[:, 2], boxes[:, 1] < boxes[:, 3]))
-    i, box = _first_bad_box(tf.logical_not(good), boxes)
-    return tf.debugging.Assert(tf.reduce_all(good), [_message(
-        where, " has box ", i, " (ymin,xmin,ymax,xmax = ", box, ") with ymin >= ymax, "
-        "xmin >= xmax or a non-finite coordinate; check it with dataset/validate_tfrecord.py")])
+
+    def message() -> tf.Tensor:
+        i, box = _first_bad_box(good, boxes)
+        return _message(where(), " has box ", i, " (ymin,xmin,ymax,xmax = ", box, ") with "
+                        "ymin >= ymax, xmin >= xmax or a non-finite coordinate; check it with "
+                        "dataset/validate_tfrecord.py")
+
+    return _check(tf.reduce_all(good), message)
 
 
-def _box_range_check(where: tf.Tensor, boxes: tf.Tensor, hw: tf.Tensor) -> tf.Operation:
+def _box_range_check(where: Message, boxes: tf.Tensor, hw: tf.Tensor) -> tf.Tensor:
     """Normalized boxes inside [0, 1], give or take validation.BOX_TOLERANCE_PX pixels of the
     `hw` image (the validator's box_out_of_image)."""
     tol = validation.BOX_TOLERANCE_PX / tf.tile(hw, [2])  # (y, x, y, x)
     lo = tf.reduce_all(boxes[:, :2] >= -tol[:2], axis=1)
     hi = tf.reduce_all(boxes[:, 2:] <= 1.0 + tol[2:], axis=1)
     good = tf.logical_and(lo, hi)
-    i, box = _first_bad_box(tf.logical_not(good), boxes)
-    return tf.debugging.Assert(tf.reduce_all(good), [_message(
-        where, " has box ", i, " (ymin,xmin,ymax,xmax = ", box, ") outside [0, 1]: boxes are "
-        "normalized by the image height and width; check it with dataset/validate_tfrecord.py")])
+
+    def message() -> tf.Tensor:
+        i, box = _first_bad_box(good, boxes)
+        return _message(where(), " has box ", i, " (ymin,xmin,ymax,xmax = ", box, ") outside "
+                        "[0, 1]: boxes are normalized by the image height and width; check it "
+                        "with dataset/validate_tfrecord.py")
+
+    return _check(tf.reduce_all(good), message)
 
 
 def parse_record(serialized: tf.Tensor, num_classes: int, max_instances: int,
