@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -22,19 +22,15 @@ import coco_json
 import dataloader
 import det_model_fn
 import errors
+import record_checks
 import record_files
 import run_dir
 import train_hooks
-from dataset import label_maps, tfrecord_util, validation
+from dataset import label_maps
 from hparams_config import Config
 from run_options import RunOptions
 
 tf1 = tf.compat.v1
-
-# Training records checked in Python before the first step, with the rules of
-# dataset/validate_tfrecord.py: enough to catch a conversion's systematic mistake at once; the
-# input pipeline checks every record as it reads.
-TRAIN_SAMPLE_RECORDS = 500
 
 
 @dataclasses.dataclass
@@ -140,64 +136,6 @@ def check_records_and_label_map(config: Config, opts: RunOptions, files: List[st
         config.label_map = label_maps.resolve(config.label_map, config.num_classes, found)
 
 
-def _record_problem(problem: validation.Problem, flag: str, pattern: Optional[str]) -> str:
-    """One line for a bad record: where, what, what to do, and where to see them all."""
-    return (f"{problem}; to fix: {problem.hint}. `python dataset/validate_tfrecord.py "
-            f"--file_pattern='{pattern}' ...` lists every bad record of {flag}.")
-
-
-def check_training_records(config: Config, opts: RunOptions, files: List[str]) -> None:
-    """The first TRAIN_SAMPLE_RECORDS records of `files` through the validator's rules
-    (`validation.check_records` for training: images are not decoded); the first bad record
-    is a DataError naming its file, index and source id."""
-    verdicts = validation.check_records(
-        tfrecord_util.read_records(files, TRAIN_SAMPLE_RECORDS), config.num_classes,
-        config.max_instances_per_image, decode_images=False, for_training=True)
-    for verdict in verdicts:
-        if verdict.problems:
-            raise errors.DataError(_record_problem(verdict.problems[0], "--training_file_pattern",
-                                                   opts.training_file_pattern))
-
-
-def _eval_record_images(config: Config, opts: RunOptions, files: List[str]
-                        ) -> Iterator[coco_json.RecordImage]:
-    """The images of the records eval will read (its first --eval_samples, in its order), each
-    checked with the validator's rules (a numeric, unique image/source_id included; images are
-    not decoded). The first bad record is a DataError naming it."""
-    verdicts = validation.check_records(
-        dataloader.records_in_eval_order(files, opts.eval_samples), config.num_classes,
-        config.max_instances_per_image, decode_images=False)
-    try:
-        for verdict in verdicts:
-            if verdict.problems:
-                raise errors.DataError(_record_problem(
-                    verdict.problems[0], "--validation_file_pattern",
-                    opts.validation_file_pattern))
-            values = verdict.values
-            yield coco_json.RecordImage(
-                verdict.file, verdict.index, int(verdict.source_id),
-                int(values["image/height"][0]), int(values["image/width"][0]),
-                (values.get("image/filename") or [b""])[0].decode("utf-8", "replace"))
-    except tf.errors.DataLossError as e:
-        broken = record_files.find_broken_record_file(files)
-        detail = f"{broken[0]}: {broken[1]}" if broken else relevant_line(e.message)
-        raise errors.DataError(f"{detail}; re-create the records with the dataset "
-                               f"converters.") from None
-
-
-def check_eval_records(config: Config, opts: RunOptions, files: List[str]) -> None:
-    """Eval's records and ground truth must describe the same images, checked before anything
-    is evaluated or recorded: every record eval reads follows the validator's rules, and with
-    --val_json_file (not test-dev) each one is the json image its source id names
-    (`coco_json.check_record_images`)."""
-    images = _eval_record_images(config, opts, files)
-    if opts.val_json_file and not opts.testdev_dir:
-        coco_json.check_record_images(images, opts.val_json_file)
-    else:
-        for _ in images:
-            pass
-
-
 def check_start_checkpoint(config: Config, opts: RunOptions) -> None:
     """--ckpt / --backbone_ckpt must exist and hold this model's backbone (a cheap first check;
     model_fn checks every variable when it builds the graph)."""
@@ -247,9 +185,9 @@ def prepare(opts: RunOptions) -> Prepared:
     vfpn.get_fpn_builder(config.fpn_name)  # an unknown name fails here, before any graph
     check_records_and_label_map(config, opts, train_files or eval_files)
     if train_files:
-        check_training_records(config, opts, train_files)
+        record_checks.check_training_records(config, opts, train_files)
     if eval_files:
-        check_eval_records(config, opts, eval_files)
+        record_checks.check_eval_records(config, opts, eval_files)
     if training:
         check_start_checkpoint(config, opts)
     total_steps = opts.num_examples_per_epoch * config.num_epochs // opts.train_batch_size

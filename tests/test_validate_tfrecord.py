@@ -202,12 +202,13 @@ def _graph_verdict(values, training):
 def _trainer_verdict(path, training):
     """True when main.py's up-front record checks pass the file (training, or eval)."""
     import errors
-    import trainer
+    import record_checks
     from conftest import tiny_config
     from run_options import RunOptions
 
     opts = RunOptions(training_file_pattern=path, validation_file_pattern=path, eval_samples=10)
-    check = trainer.check_training_records if training else trainer.check_eval_records
+    check = (record_checks.check_training_records if training
+             else record_checks.check_eval_records)
     try:
         check(tiny_config(), opts, [path])
     except errors.DataError:
