@@ -518,3 +518,24 @@ def test_training_graph_mode_static_shapes(coco):
         with tf.compat.v1.Session() as sess:
             out = sess.run(labels)
     assert np.isfinite(out["box_targets_3"]).all()
+
+
+def test_records_in_eval_order_are_the_records_eval_reads(tmp_path):
+    """main.py checks the records eval will read before it evaluates them: the same records,
+    in the same order, as the eval pipeline (files of different lengths interleaved), each
+    with its file and index."""
+    files, sid = [], 0
+    for name, count in (("a", 3), ("b", 1), ("c", 2)):
+        records = []
+        for _ in range(count):
+            sid += 1
+            records.append(_record(source_id=str(sid)))
+        files.append(_write_records(str(tmp_path / f"{name}.tfrecord"), records))
+    reader = dataloader.InputReader(files, False, tiny_config(), max_images=5)
+    read = [int(lab["source_ids"][0]) for _, lab in _batches(reader, 1)]
+    checked = list(dataloader.records_in_eval_order(files, 5))
+    assert [int(tfrecord_util.parse_example(r.serialized)["image/source_id"][0])
+            for r in checked] == read == [1, 4, 5, 2, 6]
+    assert [(os.path.basename(r.file), r.index) for r in checked] == [
+        ("a.tfrecord", 0), ("b.tfrecord", 0), ("c.tfrecord", 0), ("a.tfrecord", 1),
+        ("c.tfrecord", 1)]
