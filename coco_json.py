@@ -1,5 +1,6 @@
 """COCO's json structures for box detection: detection rows to result dicts, the results json,
-and reading a ground-truth instances json (coco_metric.py evaluates them).
+reading a ground-truth instances json (coco_metric.py evaluates them), and checking that
+records and a ground-truth json describe the same images (`check_record_images`).
 
 Detection rows are ``(source_id, x, y, w, h, score, class)`` in pixels of the original image
 (COCO's [x, y, width, height], (x, y) the top-left corner); rows with score <= 0 or class <= 0
@@ -9,9 +10,11 @@ are padding. Results are ``{image_id, category_id, bbox: [x, y, w, h], score}``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -20,6 +23,7 @@ from pycocotools.coco import COCO
 
 import errors
 import outputs
+from dataset import tfrecord_util
 
 
 class CocoMetricError(errors.DataError):
@@ -166,3 +170,95 @@ def coco_from_dataset(dataset: Dict[str, Any]) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+# -------------------------------------------------------------------------------------------------
+# Records against a ground-truth json
+# -------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RecordImage:
+    """What a record says about its image: `file` and `index` (from 0) say where the record is;
+    `image_id` is its image/source_id; `height`/`width` in pixels; `filename` ('' if none)."""
+
+    file: str
+    index: int
+    image_id: int
+    height: int
+    width: int
+    filename: str
+
+
+def _json_that_fits(record: RecordImage, json_path: str) -> Optional[str]:
+    """The json the VOC converter wrote beside the record's shards, if it is not `json_path`
+    and holds the record's image (same id and size)."""
+    parsed = tfrecord_util.parse_shard_name(record.file)
+    if not parsed:
+        return None
+    candidate = tfrecord_util.voc_json_path(parsed[0])
+    if os.path.abspath(candidate) == os.path.abspath(json_path) or not tf.io.gfile.exists(
+            candidate):
+        return None
+    try:
+        with tf.io.gfile.GFile(candidate) as f:
+            images = json.load(f).get("images", [])
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    same = any(isinstance(im, dict) and im.get("id") == record.image_id
+               and (im.get("height"), im.get("width")) == (record.height, record.width)
+               for im in images)
+    return candidate if same else None
+
+
+def _what_to_do(record: RecordImage, json_path: str) -> str:
+    fits = _json_that_fits(record, json_path)
+    if fits:
+        return f"the records were made with {fits}: pass --val_json_file={fits}."
+    return ("pass the json the records were made with as --val_json_file (the instances json "
+            "given to create_coco_tfrecord.py, or the json_<prefix>.json that "
+            "create_pascal_tfrecord.py writes beside its shards), or convert records and json "
+            "together again.")
+
+
+def _image_mismatch(record: RecordImage, image: Mapping[str, Any]) -> Optional[str]:
+    """How the json's `image` differs from the record's, or None."""
+    json_hw = (image.get("height"), image.get("width"))
+    json_name = os.path.basename(str(image.get("file_name") or ""))
+    record_name = os.path.basename(record.filename)
+    if None not in json_hw and tuple(json_hw) != (record.height, record.width):
+        return (f"is {json_hw[1]}x{json_hw[0]} (WxH) there but {record.width}x{record.height} "
+                f"in the record")
+    if json_name and record_name and json_name != record_name:
+        return f"is '{json_name}' there but '{record_name}' in the record"
+    return None
+
+
+def check_record_images(records: Iterable[RecordImage], json_path: str) -> int:
+    """Refuse records whose images are not the json's: each record's image/source_id must be
+    an image id of the ground-truth json `json_path`, and that json image must have the
+    record's height and width (and file name, where both carry one). Returns how many records
+    were checked.
+
+    Why: records and a json from different conversions (e.g. two splits, each numbered from 1)
+    share ids, so COCO eval would score every detection against another image's boxes.
+
+    Raises:
+      CocoMetricError: one line naming the record file and index, the id, both values and the
+        json to use.
+    """
+    images = load_gt_json(json_path).imgs
+    count = 0
+    for record in records:
+        count += 1
+        where = f"{record.file} record {record.index}: image/source_id {record.image_id}"
+        image = images.get(record.image_id)
+        if image is None:
+            ids = [i for i in images if isinstance(i, int)]
+            span = f" (its ids run {min(ids)}..{max(ids)})" if ids else ""
+            raise CocoMetricError(f"{where} is not an image id of --val_json_file={json_path}"
+                                  f"{span}; " + _what_to_do(record, json_path))
+        problem = _image_mismatch(record, image)
+        if problem:
+            raise CocoMetricError(f"{where} names image {record.image_id} of --val_json_file="
+                                  f"{json_path}, which {problem}: the records and the json "
+                                  f"describe different images; " + _what_to_do(record, json_path))
+    return count

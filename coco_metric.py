@@ -46,19 +46,16 @@ from pycocotools.cocoeval import COCOeval
 
 import coco_json
 from coco_json import CocoMetricError
+from dataset import tfrecord_util
 
 # COCOeval.stats order (pycocotools/cocoeval.py summarize()).
 METRIC_NAMES: Tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                                  "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl")
 PER_CLASS_PREFIX = "AP_/"
 TESTDEV_RESULTS_FILENAME = "detections_test-dev2017_test_results.json"
-# Records store source_id as a string that the dataloader turns into float32; integers above this
-# are rounded on the way and no longer match the json (same limit as dataset/validation.py).
-MAX_EXACT_FLOAT32_INT = 2 ** 24
 # The source id of the blank images the dataloader appends to fill the last eval batch (so that
-# eval covers every image although batches keep a static size). Outside the range real ids may
-# take (|id| <= 2**24), exact in float32; `EvaluationMetric` skips these images.
-PADDING_IMAGE_ID = -(2 ** 25)
+# eval covers every image although batches keep a static size); `EvaluationMetric` skips them.
+PADDING_IMAGE_ID = tfrecord_util.PADDING_SOURCE_ID
 # COCO's value for "not defined" (no ground truth for this class, or test-dev).
 UNDEFINED = -1.0
 
@@ -190,9 +187,9 @@ def evaluate_detections_json(gt_json_path: str, detections_json_path: str,
 
 def _unknown_ids_message(missing: Sequence[int], json_path: str) -> str:
     hint = ""
-    if any(abs(i) > MAX_EXACT_FLOAT32_INT for i in missing):
-        hint = (f" Ids above {MAX_EXACT_FLOAT32_INT} do not survive the float32 source_id of the "
-                "input pipeline; use smaller integer image ids.")
+    if any(abs(i) > tfrecord_util.MAX_SOURCE_ID for i in missing):
+        hint = (f" Ids above {tfrecord_util.MAX_SOURCE_ID} do not survive the float32 source_id "
+                "of the input pipeline; use smaller integer image ids.")
     shown = ", ".join(str(i) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
     return (f"{len(missing)} evaluated image id(s) are not image ids of the ground-truth json "
             f"{json_path} (e.g. {shown}); pycocotools would fail with 'Results do not correspond "

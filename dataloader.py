@@ -28,24 +28,27 @@ jittered image (up to 4x the output's pixels at scale 2).
 * both: ImageNet normalization on [0, 1] pixels (config.mean_rgb / config.stddev_rgb); padding is
   0 after normalization, i.e. the mean colour.
 
-Data problems stop the pipeline with one readable line naming the record's image/source_id, the
-key and the fix: more instances than config.max_instances_per_image, class
-ids outside 1..num_classes, per-object lists of different lengths, non-numeric source ids or ids
-that float32 cannot hold exactly, inverted or non-finite boxes. File patterns are checked in
-Python before any graph is built.
+Data problems stop the pipeline with one readable line naming the record (its file, its index
+in the file and its image/source_id), the key and the fix. The rules are dataset/validation.py's,
+which validate_tfrecord.py applies (trainer.py also runs them in Python on a sample before
+training): more instances than config.max_instances_per_image, class ids outside
+1..num_classes, per-object lists of different lengths, source ids that break
+`tfrecord_util.source_id_problem` (a missing one only in eval), boxes with ymin >= ymax or
+xmin >= xmax or a non-finite coordinate, and boxes outside [0, 1] by more than
+validation.BOX_TOLERANCE_PX pixels. File patterns are checked in Python before any graph is
+built.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 from absl import logging
 
 import anchors
-import coco_metric
 import hparams_config
-from dataset import tfrecord_util
+from dataset import tfrecord_util, validation
 from record_files import InputError, list_record_files
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -60,7 +63,8 @@ READ_BUFFER_BYTES = 8 * 1024 * 1024  # per open file; large sequential reads hel
 # object, and their log-size box targets would be huge (a cause of NaN losses).
 MIN_TRAIN_BOX_SIDE = 0.5
 
-_MAX_EXACT_ID = coco_metric.MAX_EXACT_FLOAT32_INT  # the integers float32 holds exactly
+# Starts every record-check message, so that a caller can find it inside TensorFlow's error text.
+RECORD_CHECK_MARKER = "[record check] "
 
 # The map functions are graph code already (tf.cond, no Python control flow on tensors), so
 # AutoGraph's source conversion is skipped: it only cost seconds of start-up per pipeline.
@@ -79,10 +83,11 @@ def _feature_spec(key: str):
     return tf.io.FixedLenFeature((), dtype, default_value="" if key != "image/encoded" else None)
 
 
+# The per-object lists whose lengths are checked: all but the masks, whose PNG bytes would cost
+# a copy per record.
+_COUNTED = tuple(key for key in tfrecord_util.OBJECT_KEYS if key != "image/object/mask")
 # The keys the pipeline reads, typed by the one record schema (dataset/tfrecord_util.py).
-_FEATURES = {key: _feature_spec(key) for key in (
-    "image/encoded", "image/source_id", *tfrecord_util.BBOX_KEYS, "image/object/class/label",
-    "image/object/is_crowd", "image/object/area")}
+_FEATURES = {key: _feature_spec(key) for key in ("image/encoded", "image/source_id", *_COUNTED)}
 
 
 def _dense(sparse: tf.SparseTensor) -> tf.Tensor:
@@ -90,7 +95,11 @@ def _dense(sparse: tf.SparseTensor) -> tf.Tensor:
 
 
 def _str(x: tf.Tensor) -> tf.Tensor:
-    return tf.strings.as_string(x) if x.dtype != tf.string else x
+    if x.dtype == tf.string:
+        return x
+    if x.dtype.is_floating:
+        return tf.strings.as_string(x, shortest=True)  # 0.1, not 0.100000
+    return tf.strings.as_string(x)
 
 
 def _message(*parts: Any) -> tf.Tensor:
@@ -98,53 +107,146 @@ def _message(*parts: Any) -> tf.Tensor:
     return tf.strings.join([p if isinstance(p, str) else _str(p) for p in parts])
 
 
-def _record_checks(where: tf.Tensor, raw_id: tf.Tensor, coords: List[tf.Tensor],
-                   labels: tf.Tensor, crowd: tf.Tensor, area: tf.Tensor, num_classes: int,
-                   max_instances: int) -> Tuple[tf.Tensor, List[tf.Operation]]:
-    """(the float64 source id, the assert ops) of one parsed record; `parse_record` runs the
-    asserts before it uses any value they guard. Each message names the record (`where`)."""
-    n = tf.size(labels)
-    checks = []
-    numeric = tf.logical_or(tf.equal(raw_id, ""), tf.strings.regex_full_match(raw_id, r"-?\d+"))
-    numeric_check = tf.debugging.Assert(numeric, [_message(
-        where, ": the source id must be the numeric image id (COCO eval matches on it); rebuild "
-        "the records with dataset/create_coco_tfrecord.py or create_pascal_tfrecord.py")])
+def _joined(values: tf.Tensor) -> tf.Tensor:
+    return tf.strings.reduce_join(_str(values), separator=",")
+
+
+Message = Callable[[], tf.Tensor]
+
+
+def _check(ok: tf.Tensor, message: Message) -> tf.Tensor:
+    """An assertion of `ok` whose `message()` is built only when it fails: tf.debugging.Assert
+    computes its data for every record, and the string work would cost more than the checks."""
+    def fail() -> tf.Tensor:
+        with tf.control_dependencies([tf.debugging.Assert(False, [message()])]):
+            return tf.constant(False)
+
+    return tf.cond(ok, lambda: tf.constant(True), fail)
+
+
+def _where(raw_id: tf.Tensor, file: Optional[tf.Tensor], index: Optional[tf.Tensor]
+           ) -> Message:
+    """What names a record in a check's message: its file and index when known, its id."""
+    def where() -> tf.Tensor:
+        shown_id = tf.where(tf.equal(raw_id, ""), "(none)", raw_id)
+        if file is None:
+            return _message(RECORD_CHECK_MARKER, "TFRecord with image/source_id=", shown_id)
+        return _message(RECORD_CHECK_MARKER, file, " record ", index, " (image/source_id=",
+                        shown_id, ")")
+
+    return where
+
+
+def _source_id_checks(where: Message, raw_id: tf.Tensor, required: bool
+                      ) -> Tuple[tf.Tensor, List[tf.Tensor]]:
+    """(the float64 source id, '' -> -1, the checks): `tfrecord_util.source_id_problem` in
+    graph form; an empty id passes unless `required` (eval)."""
+    empty = tf.equal(raw_id, "")
+    numeric = tf.strings.regex_full_match(raw_id, tfrecord_util.SOURCE_ID_PATTERN)
+    numeric_check = _check(tf.logical_or(numeric, tf.logical_and(empty, not required)),
+                           lambda: _message(
+        where(), ": image/source_id must be the image id in the COCO json, in digits (eval "
+        "matches detections and ground truth on it); rebuild the records with "
+        "dataset/create_coco_tfrecord.py or create_pascal_tfrecord.py"))
     with tf.control_dependencies([numeric_check]):
-        id64 = tf.strings.to_number(tf.where(tf.equal(raw_id, ""), "-1", raw_id), tf.float64)
-    # source_ids is float32 (reference), exact only up to 2**24: a larger id would silently
-    # match the wrong ground truth in COCO eval.
-    checks.append(tf.debugging.Assert(tf.abs(id64) <= _MAX_EXACT_ID, [_message(
-        where, ": ids above ", str(_MAX_EXACT_ID), " do not fit the float32 source_ids label "
-        "exactly; renumber the images (the converters' ids start at 1)")]))
-    sizes = tf.stack([tf.size(c) for c in coords])
-    same_len = tf.logical_and(
-        tf.reduce_all(tf.equal(sizes, n)),
-        tf.logical_and(tf.logical_or(tf.equal(tf.size(crowd), 0), tf.equal(tf.size(crowd), n)),
-                       tf.logical_or(tf.equal(tf.size(area), 0), tf.equal(tf.size(area), n))))
-    checks.append(tf.debugging.Assert(same_len, [_message(
-        where, " has per-object lists of different lengths: ", n, " class labels, bbox ymin/xmin/"
-        "ymax/xmax ", tf.strings.reduce_join(_str(sizes), separator="/"), ", is_crowd ",
-        tf.size(crowd), ", area ", tf.size(area), "; check it with dataset/validate_tfrecord.py")]))
-    checks.append(tf.debugging.Assert(n <= max_instances, [_message(
-        where, " has ", n, " ground-truth instances, more than max_instances_per_image=",
-        str(max_instances), "; raise the hparam (--hparams=max_instances_per_image=N) or drop "
-        "boxes when converting (--max_instances_per_image)")]))
+        id64 = tf.strings.to_number(tf.where(empty, "-1", raw_id), tf.float64)
+    # source_ids is float32 (reference), exact only up to MAX_SOURCE_ID: a larger id would
+    # silently match the wrong ground truth in COCO eval.
+    limit = tfrecord_util.MAX_SOURCE_ID
+    range_check = _check(id64 <= limit, lambda: _message(
+        where(), ": ids above ", str(limit), " do not fit the float32 source_ids label exactly; "
+        "renumber the images (the converters number them from 1)"))
+    return id64, [numeric_check, range_check]
+
+
+def _count_checks(where: Message, sizes: Dict[str, tf.Tensor], max_instances: int
+                  ) -> List[tf.Tensor]:
+    """Every per-object list that is not empty has one entry per box (the box and label lists
+    always count), and there are at most `max_instances` boxes (dataset/validation.py's
+    box_label_count_mismatch and too_many_instances)."""
+    n = sizes["image/object/class/label"]
+    always = ("image/object/class/label",) + tfrecord_util.BBOX_KEYS
+    same = tf.reduce_all(tf.stack([
+        tf.equal(size, n) if key in always else tf.logical_or(tf.equal(size, 0),
+                                                               tf.equal(size, n))
+        for key, size in sizes.items()]))
+
+    def listed() -> tf.Tensor:
+        """'class/label 2, bbox/ymin 1, ...': the lists the record has."""
+        names = tf.constant([key[len("image/object/"):] for key in sizes])
+        counts = tf.stack(list(sizes.values()))
+        return tf.strings.reduce_join(tf.boolean_mask(
+            tf.strings.join([names, _str(counts)], " "), counts > 0), separator=", ")
+
+    return [
+        _check(same, lambda: _message(
+            where(), " has per-object lists of different lengths (", listed(), "); check it "
+            "with dataset/validate_tfrecord.py")),
+        _check(n <= max_instances, lambda: _message(
+            where(), " has ", n, " ground-truth instances, more than max_instances_per_image=",
+            str(max_instances), "; raise the hparam (--hparams=max_instances_per_image=N) or "
+            "drop boxes when converting (--max_instances_per_image)")),
+    ]
+
+
+def _label_check(where: Message, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
     label_ok = tf.reduce_all(tf.logical_and(labels >= 1, labels <= num_classes))
-    checks.append(tf.debugging.Assert(label_ok, [_message(
-        where, " has class ids ", tf.strings.reduce_join(_str(labels), separator=","),
-        " outside 1..num_classes=", str(num_classes), "; set the num_classes hparam or fix the "
-        "label map used for conversion")]))
-    return id64, checks
+    return _check(label_ok, lambda: _message(
+        where(), " has class ids ", _joined(labels), " outside 1..num_classes=",
+        str(num_classes), "; set the num_classes hparam or fix the label map used for "
+        "conversion"))
 
 
-def parse_record(serialized: tf.Tensor, num_classes: int,
-                 max_instances: int) -> Dict[str, tf.Tensor]:
+def _first_bad_box(good: tf.Tensor, boxes: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(index, 'ymin,xmin,ymax,xmax') of the first box that is not `good` (some is not)."""
+    i = tf.argmax(tf.cast(tf.logical_not(good), tf.int32), output_type=tf.int32)
+    return i, _joined(boxes[i])
+
+
+def _box_order_check(where: Message, boxes: tf.Tensor) -> tf.Tensor:
+    """Finite boxes with ymin < ymax and xmin < xmax (the validator's malformed_annotation and
+    degenerate_box)."""
+    good = tf.logical_and(tf.reduce_all(tf.math.is_finite(boxes), axis=1),
+                          tf.logical_and(boxes[:, 0] < boxes[:, 2], boxes[:, 1] < boxes[:, 3]))
+
+    def message() -> tf.Tensor:
+        i, box = _first_bad_box(good, boxes)
+        return _message(where(), " has box ", i, " (ymin,xmin,ymax,xmax = ", box, ") with "
+                        "ymin >= ymax, xmin >= xmax or a non-finite coordinate; check it with "
+                        "dataset/validate_tfrecord.py")
+
+    return _check(tf.reduce_all(good), message)
+
+
+def _box_range_check(where: Message, boxes: tf.Tensor, hw: tf.Tensor) -> tf.Tensor:
+    """Normalized boxes inside [0, 1], give or take validation.BOX_TOLERANCE_PX pixels of the
+    `hw` image (the validator's box_out_of_image)."""
+    tol = validation.BOX_TOLERANCE_PX / tf.tile(hw, [2])  # (y, x, y, x)
+    lo = tf.reduce_all(boxes[:, :2] >= -tol[:2], axis=1)
+    hi = tf.reduce_all(boxes[:, 2:] <= 1.0 + tol[2:], axis=1)
+    good = tf.logical_and(lo, hi)
+
+    def message() -> tf.Tensor:
+        i, box = _first_bad_box(good, boxes)
+        return _message(where(), " has box ", i, " (ymin,xmin,ymax,xmax = ", box, ") outside "
+                        "[0, 1]: boxes are normalized by the image height and width; check it "
+                        "with dataset/validate_tfrecord.py")
+
+    return _check(tf.reduce_all(good), message)
+
+
+def parse_record(serialized: tf.Tensor, num_classes: int, max_instances: int,
+                 file: Optional[tf.Tensor] = None, index: Optional[tf.Tensor] = None,
+                 require_source_id: bool = False) -> Dict[str, tf.Tensor]:
     """Parse and check one serialized tf.train.Example; decode its image.
 
-    Missing keys fall back as the reference decoder: image/source_id '' (-> -1),
-    image/object/is_crowd all 0. A missing image/object/area becomes the box area in original
-    pixels (the reference uses normalized units there, which puts every object into COCO's
-    'small' area range when no json is given).
+    The checks are dataset/validation.py's record rules, the ones validate_tfrecord.py applies
+    (see the module docstring); each failure stops the pipeline with one line naming the
+    record: its `file` and `index` in it (when given) and its image/source_id. Missing keys
+    fall back as the reference decoder: image/source_id '' (-> -1; refused when
+    `require_source_id`, as eval needs it), image/object/is_crowd all 0. A missing
+    image/object/area becomes the box area in original pixels (the reference uses normalized
+    units there, which puts every object into COCO's 'small' area range when no json is given).
 
     Returns:
       image: uint8 [h, w, 3] (grayscale/RGBA are converted to 3 channels).
@@ -153,33 +255,30 @@ def parse_record(serialized: tf.Tensor, num_classes: int,
       classes: int32 [N], class ids 1..num_classes.
       is_crowd: bool [N].
       area: float32 [N], original pixels.
-    The checks (see module docstring) run before anything that uses the values.
     """
     ex = tf.io.parse_single_example(serialized, _FEATURES)
-    raw_id = tf.strings.strip(ex["image/source_id"])
-    coords = [_dense(ex[f"image/object/bbox/{k}"]) for k in ("ymin", "xmin", "ymax", "xmax")]
+    raw_id = ex["image/source_id"]
+    coords = [_dense(ex[key]) for key in tfrecord_util.BBOX_KEYS]
     labels = _dense(ex["image/object/class/label"])
     crowd = _dense(ex["image/object/is_crowd"])
     area = _dense(ex["image/object/area"])
     # No quotes in messages: the assertion text escapes them.
-    where = _message("TFRecord with image/source_id=",
-                     tf.where(tf.equal(raw_id, ""), "(empty)", raw_id))
-    id64, checks = _record_checks(where, raw_id, coords, labels, crowd, area, num_classes,
-                                  max_instances)
+    where = _where(raw_id, file, index)
+    id64, checks = _source_id_checks(where, raw_id, require_source_id)
+    checks += _count_checks(where, {key: tf.size(ex[key]) for key in _COUNTED},
+                            max_instances)
+    checks.append(_label_check(where, labels, num_classes))
     # The stack waits for the checks, so lists of different lengths fail with the message
     # above rather than inside the Pack op.
     with tf.control_dependencies(checks):
         boxes = tf.stack(coords, axis=1)
-    box_ok = tf.reduce_all(tf.logical_and(
-        tf.reduce_all(tf.math.is_finite(boxes)),
-        tf.logical_and(boxes[:, 2] >= boxes[:, 0], boxes[:, 3] >= boxes[:, 1])))
-    box_check = tf.debugging.Assert(box_ok, [_message(
-        where, " has a box with ymin > ymax, xmin > xmax or a non-finite coordinate; check it "
-        "with dataset/validate_tfrecord.py")])
-    with tf.control_dependencies(checks + [box_check]):
+    checks.append(_box_order_check(where, boxes))
+    with tf.control_dependencies(checks):
         image = tf.io.decode_image(ex["image/encoded"], channels=3, expand_animations=False)
         image.set_shape([None, None, 3])
         hw = tf.cast(tf.shape(image)[:2], tf.float32)
+        checks.append(_box_range_check(where, boxes, hw))
+    with tf.control_dependencies(checks):
         boxes = tf.identity(boxes)
         source_id = tf.cast(id64, tf.float32)
         pixel_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) * hw[0] * hw[1]
@@ -188,6 +287,32 @@ def parse_record(serialized: tf.Tensor, num_classes: int,
         return {"image": image, "source_id": source_id, "boxes": boxes,
                 "classes": tf.cast(labels, tf.int32), "is_crowd": crowd > 0,
                 "area": tf.cast(area, tf.float32)}
+
+
+def _read_files(files: tf.data.Dataset, num_files: int, deterministic: bool
+                ) -> tf.data.Dataset:
+    """(file, index in the file, serialized record) of every record of `files`, interleaved
+    one record per file in turn over at most INTERLEAVE_CYCLE open files: the order eval reads
+    (and, with shuffled files, training)."""
+    def read(path: tf.Tensor) -> tf.data.Dataset:
+        records = tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES)
+        return tf.data.Dataset.zip((tf.data.Dataset.from_tensors(path).repeat(),
+                                    tf.data.Dataset.range(2 ** 62), records))
+
+    return files.interleave(_plain(read), cycle_length=min(INTERLEAVE_CYCLE, num_files),
+                            block_length=1, num_parallel_calls=AUTOTUNE,
+                            deterministic=deterministic)
+
+
+def records_in_eval_order(files: Sequence[str], limit: int
+                          ) -> Iterator[tfrecord_util.RawRecord]:
+    """The first `limit` records an eval `InputReader` of `files` reads, in its order, read
+    eagerly (images stay encoded): what a caller checks before evaluating them. A truncated or
+    corrupt file raises tf.errors.DataLossError (record_files.find_broken_record_file names
+    it)."""
+    dataset = _read_files(tf.data.Dataset.from_tensor_slices(list(files)), len(files), True)
+    for path, index, serialized in dataset.take(limit).as_numpy_iterator():
+        yield tfrecord_util.RawRecord(path.decode("utf-8"), int(index), serialized)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -344,7 +469,7 @@ class InputReader:
 
     Batches: static size in both modes (TPUs; every replica gets a full batch). Training drops
     nothing (it repeats). Eval reads the split once, or its first `max_images` records, and fills
-    the last batch with blank images whose source id is coco_metric.PADDING_IMAGE_ID (no objects,
+    the last batch with blank images whose source id is tfrecord_util.PADDING_SOURCE_ID (no objects,
     skipped by the COCO metric), so every image is evaluated whatever the batch size: 18 images
     at batch 8 are 3 batches, the last with 6 blanks. (The reference drops the remainder.) The
     blanks are all background, so they add a little to that batch's eval loss, never to AP.
@@ -403,10 +528,13 @@ class InputReader:
         return list(self._files)
 
     # -- per element ------------------------------------------------------------------------------
-    def _example_fn(self, serialized: tf.Tensor, seed: Optional[tf.Tensor] = None
-                    ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    def _example_fn(self, record: Tuple[tf.Tensor, tf.Tensor, tf.Tensor],
+                    seed: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+        """One (image, labels) pair of a (file, index, serialized) record."""
         c = self._config
-        d = parse_record(serialized, c.num_classes, c.max_instances_per_image)
+        file, index, serialized = record
+        d = parse_record(serialized, c.num_classes, c.max_instances_per_image, file, index,
+                         require_source_id=not self._is_training)
         hw = tf.cast(tf.shape(d["image"])[:2], tf.float32)
         boxes_px = d["boxes"] * tf.tile(hw, [2])
         classes, crowd, area = d["classes"], d["is_crowd"], d["area"]
@@ -453,7 +581,7 @@ class InputReader:
         which the COCO metric skips; it fills the last eval batch."""
         image = tf.zeros([*self._out_hw, 3], tf.float32)
         labels = self._labels(tf.zeros([0, 4]), tf.zeros([0], tf.int32),
-                              tf.constant(coco_metric.PADDING_IMAGE_ID, tf.float32),
+                              tf.constant(tfrecord_util.PADDING_SOURCE_ID, tf.float32),
                               tf.constant(1.0), tf.zeros([0, 7]))
         return image, labels
 
@@ -509,10 +637,7 @@ class InputReader:
         if training:
             # reshuffled per epoch (each repetition re-iterates this dataset).
             files = files.shuffle(num_files, seed=self._seed, reshuffle_each_iteration=True)
-        records = files.interleave(
-            _plain(lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES)),
-            cycle_length=min(INTERLEAVE_CYCLE, num_files), block_length=1,
-            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        records = _read_files(files, num_files, deterministic)  # (file, index, serialized)
         if shard_records:
             records = records.shard(input_context.num_input_pipelines,
                                     input_context.input_pipeline_id)
@@ -530,8 +655,8 @@ class InputReader:
                 _plain(self._example_fn), num_parallel_calls=AUTOTUNE,
                 deterministic=deterministic)
         else:
-            ds = records.map(_plain(self._example_fn), num_parallel_calls=AUTOTUNE,
-                             deterministic=deterministic)
+            ds = records.map(_plain(lambda *record: self._example_fn(record)),
+                             num_parallel_calls=AUTOTUNE, deterministic=deterministic)
             if batch > 1:
                 # batch - 1 blanks after the split: the last partial batch is filled and no
                 # batch of blanks only is formed (drop_remainder drops the unused ones).

@@ -13,7 +13,10 @@
   `import_openvino` imports OpenVINO with its usage telemetry off.
 * `eval_ckpt`: restore a checkpoint (EMA-aware) and optionally save its weights as a new one.
 * `write_export_settings` / `read_export_settings`: `export_settings.yaml` beside an export
-  records its score threshold, detections per image and NMS, so detectors can report them.
+  records its score threshold, detections per image and NMS, so detectors can report them, and
+  the model's classes (`num_classes`, `label_map` {id: name}, empty when the model has no
+  names), so that any copy of an export names its detections as the checkpoint does
+  (`with_recorded_classes`).
 
 Outputs follow outputs.py's policy: each export first checks every file it will write
 (`*_outputs` name them) with `outputs.check_plan` (an existing file is replaced only with
@@ -43,6 +46,7 @@ import postprocess
 import run_dir
 import serving
 import utils
+from dataset import label_maps
 
 tf1 = tf.compat.v1
 
@@ -144,7 +148,45 @@ def export_settings(graph: serving.ServingGraph, ckpt_path: Optional[str]) -> Di
         "nms": postprocess.nms_description(config, None, graph.max_output_size),
         "nms_method": config.nms_configs.method,
         "class_agnostic": bool(config.nms_configs.class_agnostic),
+        "num_classes": int(config.num_classes),
+        "label_map": label_maps.for_config(config),
     }
+
+
+def recorded_classes(model_path: str) -> Optional[Tuple[int, Dict[int, str]]]:
+    """(num_classes, {id: name}) that the export at `model_path` recorded, or None for an
+    export made before its settings carried them. The map is empty for a model without
+    names. A settings file whose classes cannot be read is a ModelFileError naming it."""
+    settings = read_export_settings(model_path)
+    if "num_classes" not in settings:
+        return None
+    where = f"{settings_path(model_path)} (the export's settings)"
+    num_classes, names = settings.get("num_classes"), settings.get("label_map") or {}
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise errors.ModelFileError(f"{where}: num_classes is {num_classes!r}, not a positive "
+                                    f"integer; export the model again.")
+    try:
+        names = label_maps.normalize_label_map(names, where) if names else {}
+    except label_maps.LabelMapError as e:
+        raise errors.ModelFileError(f"{e}; export the model again.") from None
+    if names and max(names) > num_classes:
+        raise errors.ModelFileError(f"{where}: label_map has class id {max(names)} but "
+                                    f"num_classes is {num_classes}; export the model again.")
+    return num_classes, names
+
+
+def with_recorded_classes(config: hparams_config.Config, model_path: str
+                          ) -> hparams_config.Config:
+    """`config` with the classes the export at `model_path` recorded (`recorded_classes`), for
+    an export without its model's config.yaml beside it. A label_map the user set in `config`
+    still names the classes; an old export leaves `config` as it is."""
+    recorded = recorded_classes(model_path)
+    if recorded is None:
+        return config
+    config.num_classes = recorded[0]
+    if config.label_map is None:
+        config.label_map = recorded[1] or None
+    return hparams_config.validate(config)
 
 
 # -------------------------------------------------------------------------------------------------

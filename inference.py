@@ -36,7 +36,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -295,35 +295,61 @@ def detect_images(detector: Detector, paths: Sequence[str], output_dir: Optional
     return ImageRunSummary(written, found, failed)
 
 
-def coco_image_paths(gt_json: str, image_dir: str) -> List[Tuple[int, str]]:
-    """(image id, path) of every image of a COCO json, found in `image_dir` by `file_name`:
-    the ids are the json's own (a converter assigns them), never guessed from file names."""
+class CocoImage(NamedTuple):
+    """An image of a COCO json: its `id`, the `path` of its file, and the json's `height` and
+    `width` in pixels (None when the json gives none)."""
+
+    id: int
+    path: str
+    height: Optional[int] = None
+    width: Optional[int] = None
+
+
+def coco_image_paths(gt_json: str, image_dir: str) -> List[CocoImage]:
+    """The images of a COCO json, found in `image_dir` by `file_name`: the ids are the json's
+    own (a converter assigns them), never guessed from file names."""
     import json
 
     with tf.io.gfile.GFile(gt_json) as f:
         images = json.load(f)["images"]
-    return [(int(im["id"]), os.path.join(image_dir, im["file_name"])) for im in images]
+    return [CocoImage(int(im["id"]), os.path.join(image_dir, im["file_name"]),
+                      im.get("height"), im.get("width")) for im in images]
 
 
-def coco_results(detector: Detector, images: Sequence[Tuple[int, str]], path: str,
+def _check_json_size(item: Sequence[Any], image: np.ndarray) -> None:
+    """A CocoImage's file must have the size its json gives: another image under that name
+    would be scored against the json's boxes of the named one."""
+    height, width = (tuple(item[2:4]) + (None, None))[:2]
+    if height is not None and width is not None and image.shape[:2] != (height, width):
+        raise coco_json.CocoMetricError(
+            f"{item[1]} is {image.shape[1]}x{image.shape[0]} (WxH) but the json's image "
+            f"{item[0]} is {width}x{height}: the image directory does not hold the json's "
+            f"images; pass the directory the json was made from.")
+
+
+def coco_results(detector: Detector, images: Sequence[Sequence[Any]], path: str,
                  score_thresh: Optional[float] = None, overwrite: bool = False
                  ) -> ImageRunSummary:
-    """Run `detector` on each (image id, path) and write its detections as a COCO results
-    json ``[{image_id, category_id, bbox: [x, y, w, h], score}]`` to `path` (see
+    """Run `detector` on each image ((image id, path), or a `CocoImage` whose height and width
+    are then checked against the file) and write its detections as a COCO results json
+    ``[{image_id, category_id, bbox: [x, y, w, h], score}]`` to `path` (see
     coco_metric.evaluate_detections_json). Detections above `score_thresh` (default: the
-    model's); unreadable images are reported in `failed`, the others are processed. An
-    existing `path` is replaced only with `overwrite`, an input image never."""
+    model's); unreadable images are reported in `failed`, the others are processed. An image
+    whose size is not the json's raises `coco_json.CocoMetricError` before anything is
+    written. An existing `path` is replaced only with `overwrite`, an input image never."""
     outputs.check_plan([outputs.Planned("path", path, (path,))],
-                       [("images", p) for _, p in images], overwrite)
+                       [("images", item[1]) for item in images], overwrite)
     failed: List[str] = []
     found: Dict[str, Detections] = {}
     results: List[Dict[str, Any]] = []
-    for image_id, image_path in images:
+    for item in images:
+        image_id, image_path = item[0], item[1]
         try:
             image = visualize.read_image(image_path)
         except visualize.ImageReadError as e:
             failed.append(str(e))
             continue
+        _check_json_size(item, image)
         det = detector.predict(image[None], score_thresh)[0]
         found[image_path] = det
         for (ymin, xmin, ymax, xmax), score, cls in zip(det.boxes, det.scores, det.classes):

@@ -104,16 +104,21 @@ def config_dir(path: Optional[str]) -> Optional[str]:
 
 def load_config(opts: InspectOptions) -> Config:
     """The model's config: --model_name, then the config.yaml of the exported model (for the
-    runmodes that run one) or of --ckpt_path's directory, then --hparams. Validated."""
+    runmodes that run one) or of --ckpt_path's directory, then --hparams. An exported model
+    without config.yaml beside it takes its classes from its export settings. Validated."""
     import run_dir
     import vfpn
 
-    model_dir = (config_dir(opts.saved_model_dir) if opts.runmode in EXPORTED_MODEL_MODES
-                 else None)
+    exported = opts.runmode in EXPORTED_MODEL_MODES
+    model_dir = config_dir(opts.saved_model_dir) if exported else None
     # An export knows its model, whatever --model_name says.
     name = None if model_dir else opts.model_name
     config = run_dir.load_run_config(name, opts.hparams,
                                      model_dir or config_dir(opts.ckpt_path))
+    if exported and not model_dir:  # a copied export: its settings know its classes
+        import export
+
+        config = export.with_recorded_classes(config, opts.saved_model_dir)
     vfpn.get_fpn_builder(config.fpn_name)  # an unknown name fails here, before any graph
     config.is_training_bn = False
     logging.debug("config:\n%s", config)

@@ -9,12 +9,13 @@ broken files are named before any graph is built.
 from __future__ import annotations
 
 import struct
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 from absl import logging
 
 import errors
+from dataset import tfrecord_util
 
 
 class InputError(errors.UsageError):
@@ -68,14 +69,15 @@ def is_tfrecord_file(path: str) -> bool:
 def list_record_files(file_pattern: str, flag: str) -> List[str]:
     """The TFRecord files of a comma-separated list of globs; errors name `flag`.
 
-    Each glob must match at least one file. Matches that end in `NON_RECORD_SUFFIXES` (e.g. the
+    Each glob must match at least one file, and the shards of one prefix must come from one
+    conversion (`check_shard_generations`). Matches that end in `NON_RECORD_SUFFIXES` (e.g. the
     ground-truth json written next to the shards) and directories are skipped with a warning;
     any other file whose header is not a TFRecord header is an error, because reading it would
     fail deep inside the graph with an opaque message.
 
     Raises:
-      InputError: empty pattern, a glob without matches, no TFRecord file left, or a file that is
-        not a TFRecord.
+      InputError: empty pattern, a glob without matches, no TFRecord file left, a file that is
+        not a TFRecord, or two generations of shards.
     """
     example = f"{flag}='tfrecord/train-*.tfrecord'"
     if not file_pattern or not str(file_pattern).strip():
@@ -103,10 +105,40 @@ def list_record_files(file_pattern: str, flag: str) -> List[str]:
             raise InputError(f"{flag}={file_pattern} matches {path}, which is not a TFRecord file "
                              f"(bad record header; compressed records are not supported); "
                              f"narrow the glob to the shards, e.g. {example}.")
+    check_shard_generations(files, file_pattern, flag)
     if all(tf.io.gfile.stat(f).length == 0 for f in files):
         raise InputError(f"{flag}={file_pattern}: every matching file is empty ({files[0]} ...); "
                          f"re-create the records with the dataset converters.")
     return files
+
+
+def check_shard_generations(files: Sequence[str], file_pattern: str, flag: str) -> None:
+    """Refuse shards of one prefix written by two conversions: `P-00000-of-00004...` and
+    `P-00000-of-00002...` both match a pattern like `P*` after a re-conversion with another
+    --num_shards, and reading both would take every image twice.
+
+    Raises:
+      InputError naming both generations and what to do.
+    """
+    counts: Dict[str, Dict[int, List[str]]] = {}
+    for path in files:
+        parsed = tfrecord_util.parse_shard_name(path)
+        if parsed:
+            prefix, _, count = parsed
+            counts.setdefault(prefix, {}).setdefault(count, []).append(path)
+    for prefix, generations in sorted(counts.items()):
+        if len(generations) > 1:
+            # The newest file tells which conversion came last.
+            newest = {n: max(tf.io.gfile.stat(f).mtime_nsec for f in paths)
+                      for n, paths in generations.items()}
+            by_age = sorted(generations.items(), key=lambda g: newest[g[0]])
+            (old, stale), (new, fresh) = by_age[-2:]
+            raise InputError(
+                f"{flag}={file_pattern} matches two generations of the shards {prefix}-*: "
+                f"{len(stale)} file(s) -of-{old:05d} (e.g. {stale[0]}) and {len(fresh)} newer "
+                f"file(s) -of-{new:05d} (e.g. {fresh[0]}), so every image would be read twice; "
+                f"delete the generation you do not want or narrow the pattern to one, e.g. "
+                f"{flag}='{prefix}-*-of-{new:05d}*'.")
 
 
 def find_broken_record_file(files: Sequence[str]) -> Optional[Tuple[str, str]]:

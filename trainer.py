@@ -19,11 +19,13 @@ from absl import logging
 
 import bn_calibration
 import cluster
+import coco_json
 import coco_metric
 import dataloader
 import det_model_fn
 import errors
 import outputs
+import record_checks
 import record_files
 import run_dir
 import train_hooks
@@ -32,6 +34,7 @@ from hparams_config import Config
 from run_options import RunOptions
 
 tf1 = tf.compat.v1
+
 
 @dataclasses.dataclass
 class Prepared:
@@ -131,13 +134,12 @@ def _records(path: str, limit: int):
 
 
 def _json_categories(val_json_file: Optional[str]) -> Dict[int, str]:
+    """{id: name} of the json's categories; a json that is not a COCO json is a DataError."""
     if not val_json_file:
         return {}
-    import json
-
-    with tf.io.gfile.GFile(val_json_file) as f:
-        data = json.load(f)
-    return {int(c["id"]): str(c["name"]) for c in data.get("categories", []) if "id" in c}
+    categories = coco_json.load_gt_json(val_json_file).dataset["categories"]
+    return {c["id"]: str(c["name"]) for c in categories
+            if isinstance(c, dict) and isinstance(c.get("id"), int) and "name" in c}
 
 
 def check_records_and_label_map(config: Config, opts: RunOptions, files: List[str]) -> None:
@@ -207,6 +209,10 @@ def prepare(opts: RunOptions) -> Prepared:
 
     vfpn.get_fpn_builder(config.fpn_name)  # an unknown name fails here, before any graph
     check_records_and_label_map(config, opts, train_files or eval_files)
+    if train_files:
+        record_checks.check_training_records(config, opts, train_files)
+    if eval_files:
+        record_checks.check_eval_records(config, opts, eval_files)
     if training:
         check_start_checkpoint(config, opts)
         _check_batch_split(opts)
@@ -454,8 +460,11 @@ def attribute_tf_error(error: tf.errors.OpError, p: Prepared) -> Optional[errors
     ours = coco_metric_ops.metric_error_message(error)
     if ours:
         return errors.DataError(ours)
-    if "TFRecord with image/source_id" in message:  # the dataloader's record checks
-        return errors.DataError(relevant_line(message[message.index("TFRecord with"):]))
+    marker = dataloader.RECORD_CHECK_MARKER
+    if marker in message:  # the input pipeline's record checks
+        line = relevant_line(message[message.index(marker) + len(marker):])
+        # tf.debugging.Assert prints its data as a list: drop the closing bracket.
+        return errors.DataError(line[:-1] if line.endswith("]") else line)
     if isinstance(error, tf.errors.DataLossError):
         files = (p.train_files or []) + (p.eval_files or [])
         broken = record_files.find_broken_record_file(files)

@@ -69,15 +69,20 @@ def run(num_images: int, threads: Sequence[int], min_size: int, max_size: int, r
     for n in threads:
         cases = {
             "COCO (boxes)": lambda n=n: create_coco_tfrecord.create_coco_tfrecord(
-                coco.image_dir, os.path.join(out, "coco"), coco.instances_file, num_shards=8,
-                num_threads=n, progress=False),
+                create_coco_tfrecord.ConvertOptions(
+                    image_dir=coco.image_dir, output_file_prefix=os.path.join(out, "coco"),
+                    object_annotations_file=coco.instances_file, num_shards=8,
+                    num_threads=n), progress=False),
             "COCO (boxes + masks)": lambda n=n: create_coco_tfrecord.create_coco_tfrecord(
-                coco.image_dir, os.path.join(out, "coco_masks"), coco.instances_file,
-                num_shards=8, num_threads=n, include_masks=True, progress=False),
+                create_coco_tfrecord.ConvertOptions(
+                    image_dir=coco.image_dir, output_file_prefix=os.path.join(out, "coco_masks"),
+                    object_annotations_file=coco.instances_file, num_shards=8, num_threads=n,
+                    include_masks=True), progress=False),
             "VOC": lambda n=n: create_pascal_tfrecord.create_pascal_tfrecord(
-                voc.data_dir, os.path.join(out, "pascal"), set_name="trainval", year="VOC2012",
-                label_map_json_path=voc.label_map_file, num_shards=8, num_threads=n,
-                progress=False),
+                create_pascal_tfrecord.ConvertOptions(
+                    data_dir=voc.data_dir, output_path=os.path.join(out, "pascal"),
+                    set="trainval", year="VOC2012", label_map_json_path=voc.label_map_file,
+                    num_shards=8, num_threads=n), progress=False),
         }
         for name, fn in cases.items():
             seconds = _best_time(fn, repeats)

@@ -98,8 +98,10 @@ def run(num_images: int, image_size: int, batch_size: int, min_size: int, max_si
     coco = sample_dataset.write_coco(work_dir, num_images, seed=0, min_size=min_size,
                                      max_size=max_size, noise=noise)
     prefix = os.path.join(work_dir, "tfrecord", "train")
-    create_coco_tfrecord.create_coco_tfrecord(coco.image_dir, prefix, coco.instances_file,
-                                              num_shards=8, num_classes=3, progress=False)
+    create_coco_tfrecord.create_coco_tfrecord(create_coco_tfrecord.ConvertOptions(
+        image_dir=coco.image_dir, output_file_prefix=prefix,
+        object_annotations_file=coco.instances_file, num_shards=8, num_classes=3),
+        progress=False)
     pattern = prefix + "-*.tfrecord"
     config = hparams_config.get_detection_config(
         model_name, {"image_size": image_size, "num_classes": 3})

@@ -24,7 +24,14 @@ with --overwrite (and then only those of the same count: shards of another count
 so that old and new records never mix).
 
 Every annotation and image is checked (see dataset/validation.py); --on_error=skip (default)
-skips and counts bad items, --on_error=fail stops at the first one with a one-line message.
+skips and counts bad items, --on_error=fail stops at the first one with a one-line message. A
+json of the wrong shape (e.g. "annotations": null, an image whose width is not an integer, a
+category without an integer id) is refused before any image is read, in one line naming the
+file and the key.
+
+Exit status: 0 when records were written; 1 for a user error (a bad flag, file or json, a bad
+item under --on_error=fail, or no image left to write), printed as one line
+`create_coco_tfrecord.py: error: ...` after the summary.
 """
 
 from __future__ import annotations
@@ -45,10 +52,60 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
 
+import cli  # noqa: E402
 import errors  # noqa: E402
 from dataset import tfrecord_util, validation  # noqa: E402
 from dataset.tfrecord_util import WorkerResult  # noqa: E402
-from dataset.validation import Problem, Summary, UsageError  # noqa: E402
+from dataset.validation import Problem, Summary  # noqa: E402
+
+PROG = "create_coco_tfrecord.py"
+
+
+@dataclasses.dataclass
+class ConvertOptions:
+    """The converter's flags: each default and help text is written here once."""
+
+    image_dir: str = cli.field("", "Directory with the images (required).")
+    image_info_file: str = cli.field("", "Json whose 'images' define the examples (e.g. "
+                                         "image_info_test-dev2017.json).")
+    object_annotations_file: str = cli.field("", "Instances json (boxes, masks).")
+    caption_annotations_file: str = cli.field("", "Captions json (image/caption).")
+    output_file_prefix: str = cli.field("/tmp/train", "Output prefix; files are "
+                                                      "<prefix>-%05d-of-%05d.tfrecord.")
+    num_shards: int = cli.field(32, "Number of output shards (at most one per image).")
+    num_threads: Optional[int] = cli.field(None, "Worker processes (default: one per CPU).")
+    include_masks: bool = cli.field(False, "Also write PNG instance masks (image/object/mask).")
+    on_error: str = cli.field("skip", "skip: skip and count bad annotations/images; fail: stop "
+                                      "at the first.", choices=validation.ON_ERROR_CHOICES)
+    num_classes: int = cli.field(90, "Class ids must lie in 1..num_classes (COCO: 90).")
+    max_instances_per_image: int = cli.field(validation.DEFAULT_MAX_INSTANCES,
+                                             "Images with more (valid) boxes are skipped; match "
+                                             "the hparam.")
+    overwrite: bool = cli.field(False, "Replace existing shards of --output_file_prefix (only "
+                                "those of the same shard count; others are refused).")
+
+
+def check_options(opts: ConvertOptions) -> None:
+    """Flag-only checks (no I/O beyond existence); each error names the flag."""
+    usage = errors.UsageError
+    if not opts.image_dir:
+        raise usage("--image_dir is required: the directory holding the images named in the "
+                    "json's file_name fields.")
+    if not os.path.isdir(opts.image_dir):
+        raise usage(f"--image_dir={opts.image_dir}: not a directory; check the path.")
+    if not opts.output_file_prefix:
+        raise usage("--output_file_prefix is required, e.g. tfrecord/train.")
+    if not (opts.image_info_file or opts.object_annotations_file
+            or opts.caption_annotations_file):
+        raise usage("give at least one of --image_info_file, --object_annotations_file or "
+                    "--caption_annotations_file (they list the images to convert).")
+    for flag in ("num_shards", "num_classes", "max_instances_per_image"):
+        if getattr(opts, flag) < 1:
+            raise usage(f"--{flag} must be >= 1, got {getattr(opts, flag)}.")
+    validation.check_common_options(opts)
+    if opts.include_masks and not opts.object_annotations_file:
+        raise usage("--include_masks needs --object_annotations_file (the masks come from its "
+                    "segmentations).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,9 +116,9 @@ class CocoOptions:
     annotations_file: str
     category_names: Dict[int, str]
     has_objects: bool
-    num_classes: int = 90
-    max_instances_per_image: int = validation.DEFAULT_MAX_INSTANCES
-    include_masks: bool = False
+    num_classes: int
+    max_instances_per_image: int
+    include_masks: bool
 
 
 @dataclasses.dataclass
@@ -74,17 +131,77 @@ class CocoTask:
 
 
 def load_json(path: str, flag: str) -> Dict[str, Any]:
-    """A json file given by `flag`; errors name the flag and the file."""
+    """A COCO json file given by `flag`, its structure checked (`check_json_shape`); errors
+    name the flag and the file."""
     if not os.path.isfile(path):
-        raise UsageError(f"{flag}={path}: file not found; check the path.")
+        raise errors.UsageError(f"{flag}={path}: file not found; check the path.")
     with open(path, encoding="utf-8") as f:
         try:
             data = json.load(f)
         except json.JSONDecodeError as e:
-            raise UsageError(f"{flag}={path}: not valid json ({e}).") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{flag}={path}: expected a COCO json object with an 'images' list.")
+            raise errors.DataError(f"{flag}={path}: not valid json ({e}).") from None
+    check_json_shape(data, f"{flag}={path}")
     return data
+
+
+def _is_int(value: Any) -> bool:
+    """An integer in the json: an int, or a float with no fractional part (some tools write
+    sizes as 640.0)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def _entries(data: Dict[str, Any], key: str, where: str) -> List[Dict[str, Any]]:
+    """data[key] (absent: []) checked to be a list of json objects."""
+    value = data.get(key, [])
+    what = {"images": "image", "annotations": "annotation", "categories": "category"}[key]
+    if not isinstance(value, list):
+        raise errors.DataError(f"{where}: '{key}' is {json.dumps(value)[:40]}, not a list; "
+                               f"give a list of {what} objects, as COCO jsons have.")
+    for index, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise errors.DataError(f"{where}: {key}[{index}] is {json.dumps(entry)[:40]}, not "
+                                   f"an object; each {what} must be a json object.")
+    return value
+
+
+def _bad_field(where: str, key: str, index: int, field: str, value: Any, want: str) -> None:
+    raise errors.DataError(f"{where}: {key}[{index}].{field} is {json.dumps(value)[:40]}; it "
+                           f"must be {want}.")
+
+
+def check_json_shape(data: Any, where: str) -> None:
+    """Refuse, in one line naming the file (`where`) and the key, a json whose structure the
+    converter cannot use: not an object; 'images', 'annotations' or 'categories' that are not
+    lists of objects; an image width/height that is not a positive integer or a file_name
+    that is not a string; a category without an integer id and a string name; an annotation
+    whose image_id is not an integer or a string.
+
+    Values inside a well-formed entry (an image id, a box, a category_id) are checked per item
+    later, under --on_error.
+    """
+    if not isinstance(data, dict):
+        raise errors.DataError(f"{where}: expected a COCO json object with an 'images' list, "
+                               f"got {type(data).__name__}.")
+    for index, image in enumerate(_entries(data, "images", where)):
+        for field in ("width", "height"):
+            value = image.get(field)
+            if value is not None and not (_is_int(value) and value > 0):
+                _bad_field(where, "images", index, field, value, "a positive integer (pixels)")
+        if "file_name" in image and not isinstance(image["file_name"], str):
+            _bad_field(where, "images", index, "file_name", image["file_name"], "a string")
+    for index, category in enumerate(_entries(data, "categories", where)):
+        if not _is_int(category.get("id")):
+            _bad_field(where, "categories", index, "id", category.get("id"),
+                       "an integer (the class id)")
+        if not isinstance(category.get("name"), str):
+            _bad_field(where, "categories", index, "name", category.get("name"), "a string")
+    for index, ann in enumerate(_entries(data, "annotations", where)):
+        image_id = ann.get("image_id")
+        if not (_is_int(image_id) or isinstance(image_id, str)):
+            _bad_field(where, "annotations", index, "image_id", image_id,
+                       "the integer id of an image in 'images'")
 
 
 def _mask_png(segmentation: Any, height: int, width: int) -> bytes:
@@ -126,7 +243,7 @@ def _convert_annotations(options: CocoOptions, annotations: List[Dict[str, Any]]
                                     msg))
             continue
         if options.category_names and category_id not in options.category_names:
-            problems.append(Problem("unknown_class", options.annotations_file, item,
+            problems.append(Problem("unknown_category", options.annotations_file, item,
                                     f"category_id {category_id} is not in the json's "
                                     f"'categories'"))
             continue
@@ -221,42 +338,13 @@ def process_image(options: CocoOptions, task: CocoTask) -> WorkerResult:
     return WorkerResult(values, problems, notes, num_boxes=num_boxes)
 
 
-def build_tasks(image_info_file: str, object_annotations_file: str,
-                caption_annotations_file: str, handler: validation.ProblemHandler,
-                summary: Summary) -> Tuple[List[CocoTask], Dict[int, str], str]:
-    """(tasks, category names, annotations file for messages) from the json files.
-
-    Image-list problems (bad or duplicate ids) and annotations whose image is not listed go to
-    `handler` here, before any image is read, so --on_error=fail stops early.
-    """
-    if not (image_info_file or object_annotations_file or caption_annotations_file):
-        raise UsageError("give at least one of --image_info_file, --object_annotations_file or "
-                         "--caption_annotations_file (they list the images to convert).")
-    objects = (load_json(object_annotations_file, "--object_annotations_file")
-               if object_annotations_file else None)
-    captions = (load_json(caption_annotations_file, "--caption_annotations_file")
-                if caption_annotations_file else None)
-    if image_info_file:
-        images_src, images_file = (load_json(image_info_file, "--image_info_file"),
-                                   image_info_file)
-    elif objects is not None:
-        images_src, images_file = objects, object_annotations_file
-    else:
-        images_src, images_file = captions, caption_annotations_file
-    images = images_src.get("images")
-    if not isinstance(images, list):
-        raise UsageError(f"{images_file}: has no 'images' list; pass a COCO json "
-                         f"(instances_*.json, captions_*.json or image_info_*.json).")
-
-    categories = (objects or {}).get("categories") or images_src.get("categories") or []
-    category_names = {int(c["id"]): str(c["name"]) for c in categories
-                      if isinstance(c, dict) and "id" in c and "name" in c}
-
+def _listed_images(images: List[Dict[str, Any]], images_file: str,
+                   handler: validation.ProblemHandler) -> Dict[int, Dict[str, Any]]:
+    """{image id: image entry} in the json's order; bad or repeated ids go to `handler`."""
     ids = validation.IdRegistry()
     listed: Dict[int, Dict[str, Any]] = {}
-    order: List[int] = []
     for index, image in enumerate(images):
-        raw_id = image.get("id") if isinstance(image, dict) else None
+        raw_id = image.get("id")
         item = f"image id {raw_id!r} (entry {index} of 'images')"
         msg = validation.check_image_id(raw_id)
         if msg:
@@ -269,7 +357,44 @@ def build_tasks(image_info_file: str, object_annotations_file: str,
                             f"image id {image_id} (entry {index} of 'images')", msg))
             continue
         listed[image_id] = image
-        order.append(image_id)
+    return listed
+
+
+def build_tasks(image_info_file: str, object_annotations_file: str,
+                caption_annotations_file: str, handler: validation.ProblemHandler,
+                summary: Summary) -> Tuple[List[CocoTask], Dict[int, str], str]:
+    """(tasks, category names, annotations file for messages) from the json files.
+
+    Image-list problems (bad or duplicate ids) and annotations whose image is not listed go to
+    `handler` here, before any image is read, so --on_error=fail stops early.
+    """
+    objects = (load_json(object_annotations_file, "--object_annotations_file")
+               if object_annotations_file else None)
+    captions = (load_json(caption_annotations_file, "--caption_annotations_file")
+                if caption_annotations_file else None)
+    if image_info_file:
+        images_src, images_file, flag = (load_json(image_info_file, "--image_info_file"),
+                                         image_info_file, "--image_info_file")
+    elif objects is not None:
+        images_src, images_file, flag = (objects, object_annotations_file,
+                                         "--object_annotations_file")
+    else:
+        images_src, images_file, flag = (captions, caption_annotations_file,
+                                         "--caption_annotations_file")
+    images = images_src.get("images")
+    if not isinstance(images, list):
+        raise errors.DataError(f"{flag}={images_file}: has no 'images' list; pass a COCO json "
+                               f"(instances_*.json, captions_*.json or image_info_*.json).")
+    if not images:
+        raise errors.DataError(f"{flag}={images_file}: its 'images' list is empty, so there is "
+                               f"nothing to convert; pass the json that lists the split's "
+                               f"images.")
+
+    categories = (objects or {}).get("categories") or images_src.get("categories") or []
+    category_names = {int(c["id"]): str(c["name"]) for c in categories
+                      if isinstance(c, dict) and "id" in c and "name" in c}
+
+    listed = _listed_images(images, images_file, handler)
 
     by_image: Dict[int, List[Dict[str, Any]]] = collections.defaultdict(list)
     if objects is not None:
@@ -290,113 +415,61 @@ def build_tasks(image_info_file: str, object_annotations_file: str,
             if ann.get("image_id") in listed and isinstance(ann.get("caption"), str):
                 caps[ann["image_id"]].append(ann["caption"])
     summary.images_seen = len(images)
-    tasks = [CocoTask(listed[i], by_image.get(i, []), caps.get(i, [])) for i in order]
+    tasks = [CocoTask(image, by_image.get(i, []), caps.get(i, [])) for i, image in listed.items()]
     return tasks, category_names, object_annotations_file or images_file
 
 
-def create_coco_tfrecord(image_dir: str, output_file_prefix: str,
-                         object_annotations_file: str = "", caption_annotations_file: str = "",
-                         image_info_file: str = "", num_shards: int = 32,
-                         num_threads: Optional[int] = None, include_masks: bool = False,
-                         on_error: str = "skip", num_classes: int = 90,
-                         max_instances_per_image: int = validation.DEFAULT_MAX_INSTANCES,
-                         progress: bool = True, overwrite: bool = False) -> Summary:
+def create_coco_tfrecord(opts: ConvertOptions, progress: bool = True) -> Summary:
     """Convert a COCO-format dataset; returns the `Summary` (also describes what was skipped).
 
-    Raises `UsageError` for bad flags/paths, `OutputError` (before any image is read) when
-    shards of the prefix exist (replaced only with `overwrite`, and only of the same count),
-    and `DataError` for the first bad item under on_error='fail' (then no shard is written).
+    Raises `errors.UsageError` for bad flags/paths, `errors.OutputError` (before any image is
+    read) when shards of the prefix exist (replaced only with --overwrite, and only of the same
+    count), `errors.DataError` for a json of the wrong shape and for the first bad item under
+    --on_error=fail (then no shard is written).
     """
-    if not image_dir:
-        raise UsageError("--image_dir is required: the directory holding the images named in "
-                         "the json's file_name fields.")
-    if not os.path.isdir(image_dir):
-        raise UsageError(f"--image_dir={image_dir}: not a directory; check the path.")
-    if not output_file_prefix:
-        raise UsageError("--output_file_prefix is required, e.g. tfrecord/train.")
-    if num_shards < 1:
-        raise UsageError(f"--num_shards must be >= 1, got {num_shards}.")
-    tfrecord_util.check_output_prefix(output_file_prefix, "--output_file_prefix")
-    if num_classes < 1:
-        raise UsageError(f"--num_classes must be >= 1, got {num_classes}.")
-    if max_instances_per_image < 1:
-        raise UsageError(f"--max_instances_per_image must be >= 1, got {max_instances_per_image}.")
-    if include_masks and not object_annotations_file:
-        raise UsageError("--include_masks needs --object_annotations_file (the masks come from "
-                         "its segmentations).")
-    summary = Summary(title=f"COCO -> {output_file_prefix}")
-    handler = validation.ProblemHandler(on_error, summary)
+    check_options(opts)
+    tfrecord_util.check_output_prefix(opts.output_file_prefix, "--output_file_prefix")
+    summary = Summary(title=f"COCO -> {opts.output_file_prefix}")
+    handler = validation.ProblemHandler(opts.on_error, summary)
     tasks, category_names, ann_file = build_tasks(
-        image_info_file, object_annotations_file, caption_annotations_file, handler, summary)
+        opts.image_info_file, opts.object_annotations_file, opts.caption_annotations_file,
+        handler, summary)
     inputs = [(flag, path) for flag, path in (
-        ("object_annotations_file", object_annotations_file),
-        ("caption_annotations_file", caption_annotations_file),
-        ("image_info_file", image_info_file)) if path]
+        ("object_annotations_file", opts.object_annotations_file),
+        ("caption_annotations_file", opts.caption_annotations_file),
+        ("image_info_file", opts.image_info_file)) if path]
     tfrecord_util.check_shard_outputs(
-        output_file_prefix, tfrecord_util.planned_num_shards(num_shards, len(tasks)),
-        "output_file_prefix", inputs=inputs, overwrite=overwrite)
-    options = CocoOptions(image_dir=image_dir, annotations_file=ann_file,
+        opts.output_file_prefix, tfrecord_util.planned_num_shards(opts.num_shards, len(tasks)),
+        "output_file_prefix", inputs=inputs, overwrite=opts.overwrite)
+    options = CocoOptions(image_dir=opts.image_dir, annotations_file=ann_file,
                           category_names=category_names,
-                          has_objects=bool(object_annotations_file), num_classes=num_classes,
-                          max_instances_per_image=max_instances_per_image,
-                          include_masks=include_masks)
+                          has_objects=bool(opts.object_annotations_file),
+                          num_classes=opts.num_classes,
+                          max_instances_per_image=opts.max_instances_per_image,
+                          include_masks=opts.include_masks)
     tfrecord_util.run_conversion(tasks, functools.partial(process_image, options),
-                                 output_file_prefix, num_shards, num_threads, handler, summary,
-                                 progress)
+                                 opts.output_file_prefix, opts.num_shards, opts.num_threads,
+                                 handler, summary, progress)
     return summary
 
 
-def _define_flags() -> None:
-    # Defined only when run as a script, so importing this module (tests, the VOC converter)
-    # never clashes with other tools' flags of the same name.
-    from absl import flags
-
-    flags.DEFINE_string("image_dir", "", "Directory with the images (required).")
-    flags.DEFINE_string("image_info_file", "", "Json whose 'images' define the examples "
-                        "(e.g. image_info_test-dev2017.json).")
-    flags.DEFINE_string("object_annotations_file", "", "Instances json (boxes, masks).")
-    flags.DEFINE_string("caption_annotations_file", "", "Captions json (image/caption).")
-    flags.DEFINE_string("output_file_prefix", "/tmp/train", "Output prefix; files are "
-                        "<prefix>-%05d-of-%05d.tfrecord.")
-    flags.DEFINE_integer("num_shards", 32, "Number of output shards (at most one per image).")
-    flags.DEFINE_integer("num_threads", None, "Worker processes (default: one per CPU).")
-    flags.DEFINE_boolean("include_masks", False, "Also write PNG instance masks "
-                         "(image/object/mask).")
-    flags.DEFINE_enum("on_error", "skip", list(validation.ON_ERROR_CHOICES),
-                      "skip: skip and count bad annotations/images; fail: stop at the first.")
-    flags.DEFINE_integer("num_classes", 90, "Class ids must lie in 1..num_classes (COCO: 90).")
-    flags.DEFINE_integer("max_instances_per_image", validation.DEFAULT_MAX_INSTANCES,
-                         "Images with more (valid) boxes are skipped; match the hparam.")
-    flags.DEFINE_boolean("overwrite", False, "Replace existing shards of --output_file_prefix "
-                         "(only those of the same shard count; others are refused).")
+def run(opts: ConvertOptions) -> int:
+    """Convert, print the summary; exit status 0, or `errors.DataError` when no record was
+    written (every listed image was skipped; the summary above says why)."""
+    summary = create_coco_tfrecord(opts)
+    print(summary.format(), flush=True)
+    validation.require_written(summary)
+    return 0
 
 
-def main(argv: List[str]) -> None:
-    from absl import flags
-
-    import cli
-
+def main(argv: List[str]) -> int:
     del argv
     cli.import_tensorflow()  # keeps TF's start-up noise (CUDA probes) out of the log
-    f = flags.FLAGS
-    try:
-        summary = create_coco_tfrecord(
-            image_dir=f.image_dir, output_file_prefix=f.output_file_prefix,
-            object_annotations_file=f.object_annotations_file,
-            caption_annotations_file=f.caption_annotations_file,
-            image_info_file=f.image_info_file, num_shards=f.num_shards,
-            num_threads=f.num_threads, include_masks=f.include_masks, on_error=f.on_error,
-            num_classes=f.num_classes, max_instances_per_image=f.max_instances_per_image,
-            overwrite=f.overwrite)
-    except errors.UserError as e:  # bad flags, paths or data; a bug keeps its traceback
-        raise SystemExit(f"error: {e}") from None
-    print(summary.format())
-    if summary.images_written == 0:
-        raise SystemExit("error: no records were written; see the summary above.")
+    return cli.run_and_report(PROG, run, cli.options_from_flags(ConvertOptions))
 
 
 if __name__ == "__main__":
     from absl import app
 
-    _define_flags()
+    cli.define_flags(ConvertOptions)
     app.run(main)

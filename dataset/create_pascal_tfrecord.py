@@ -24,9 +24,14 @@ boxes are used as written (xmin/width etc.), as the reference does.
 
 Bad objects and images are checked as in dataset/validation.py; --on_error=skip|fail. A photo
 with an EXIF orientation is stored upright, as viewers show it (its <size> and boxes describe
-the upright picture). Shards of the prefix or its json that already exist are replaced only with
---overwrite (shards of another count are refused even then, so old and new records never mix);
-the json is written atomically.
+the upright picture). An image list that names no image is refused, naming the list file.
+Shards of the prefix or its json that already exist are replaced only with --overwrite (shards
+of another count are refused even then, so old and new records never mix); the json is written
+atomically.
+
+Exit status: 0 when records were written; 1 for a user error (a bad flag or path, an empty
+image list, a bad item under --on_error=fail, or no image left to write), printed as one line
+`create_pascal_tfrecord.py: error: ...` after the summary.
 """
 
 from __future__ import annotations
@@ -45,24 +50,73 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
 
+import cli  # noqa: E402
 import errors  # noqa: E402
 import outputs  # noqa: E402
 from dataset import label_maps, tfrecord_util, validation  # noqa: E402
 from dataset.tfrecord_util import WorkerResult  # noqa: E402
-from dataset.validation import Problem, Summary, UsageError  # noqa: E402
+from dataset.validation import Problem, Summary  # noqa: E402
 
+PROG = "create_pascal_tfrecord.py"
 SETS = ("train", "val", "trainval", "test")
 YEARS = ("VOC2007", "VOC2012", "merged")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 
 
+@dataclasses.dataclass
+class ConvertOptions:
+    """The converter's flags: each default and help text is written here once."""
+
+    data_dir: str = cli.field("", "Root of the VOCdevkit directory (required).")
+    set: str = cli.field("train", "Which ImageSets/Main list to convert.", choices=SETS)
+    annotations_dir: str = cli.field("Annotations", "Annotation directory inside <year>/.")
+    year: str = cli.field("VOC2007", "VOC2007, VOC2012, or merged (both).", choices=YEARS)
+    output_path: str = cli.field("", "Output prefix (required); shards are "
+                                     "<output_path>-%05d-of-%05d.tfrecord, json "
+                                     "json_<basename>.json.")
+    label_map_json_path: Optional[str] = cli.field(None, "Json {name: id} (or {id: name}); "
+                                                         "default the 20 VOC classes, ids 1..20.")
+    num_shards: int = cli.field(100, "Number of shards (at most one per image).")
+    num_images: Optional[int] = cli.field(None, "At most this many images per year.")
+    ignore_difficult_instances: bool = cli.field(False, "Drop objects marked difficult.")
+    on_error: str = cli.field("skip", "skip: skip and count bad objects/images; fail: stop at "
+                                      "the first.", choices=validation.ON_ERROR_CHOICES)
+    num_threads: Optional[int] = cli.field(None, "Worker processes (default: one per CPU).")
+    max_instances_per_image: int = cli.field(validation.DEFAULT_MAX_INSTANCES,
+                                             "Images with more (valid) objects are skipped; "
+                                             "match the hparam.")
+    overwrite: bool = cli.field(False, "Replace existing shards of --output_path and its json "
+                                "(only those of the same shard count; others are refused).")
+
+
+def check_options(opts: ConvertOptions) -> None:
+    """Flag-only checks; each error names the flag."""
+    usage = errors.UsageError
+    if not opts.data_dir:
+        raise usage("--data_dir is required: the VOCdevkit directory.")
+    if not opts.output_path:
+        raise usage("--output_path is required, e.g. tfrecord/pascal.")
+    if opts.set not in SETS:
+        raise usage(f"--set must be one of {', '.join(SETS)}, got '{opts.set}'.")
+    if opts.year not in YEARS:
+        raise usage(f"--year must be one of {', '.join(YEARS)}, got '{opts.year}'.")
+    for flag in ("num_shards", "max_instances_per_image"):
+        if getattr(opts, flag) < 1:
+            raise usage(f"--{flag} must be >= 1, got {getattr(opts, flag)}.")
+    if opts.num_images is not None and opts.num_images < 1:
+        raise usage(f"--num_images must be >= 1 (or unset for all), got {opts.num_images}.")
+    validation.check_common_options(opts)
+
+
 @dataclasses.dataclass(frozen=True)
 class VocOptions:
+    """What every worker needs besides its image; small, so it is sent with each task."""
+
     data_dir: str
     annotations_dir: str
     name_to_id: Dict[str, int]
-    ignore_difficult_instances: bool = False
-    max_instances_per_image: int = validation.DEFAULT_MAX_INSTANCES
+    ignore_difficult_instances: bool
+    max_instances_per_image: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,11 +300,12 @@ def process_example(options: VocOptions, task: VocTask) -> WorkerResult:
 
 
 def read_image_list(data_dir: str, year: str, set_name: str) -> Tuple[str, List[str]]:
-    """(list file, image stems) of one year and set."""
+    """(list file, image stems) of one year and set; a list that names no image is an error
+    naming the file."""
     year_dir = os.path.join(data_dir, year)
     if not os.path.isdir(year_dir):
-        raise UsageError(f"{year_dir} does not exist; --data_dir must be the VOCdevkit directory "
-                         f"that contains {year}/ (check --data_dir and --year).")
+        raise errors.UsageError(f"{year_dir} does not exist; --data_dir must be the VOCdevkit "
+                                f"directory that contains {year}/ (check --data_dir and --year).")
     main_dir = os.path.join(year_dir, "ImageSets", "Main")
     candidates = [os.path.join(main_dir, f"{set_name}.txt"),
                   os.path.join(main_dir, f"aeroplane_{set_name}.txt")]
@@ -258,80 +313,76 @@ def read_image_list(data_dir: str, year: str, set_name: str) -> Tuple[str, List[
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 names = [line.split()[0] for line in f if line.strip()]
+            if not names:
+                raise errors.DataError(f"{path}: the image list of --set={set_name} "
+                                       f"(--year={year}) names no image; put one image name "
+                                       f"per line, or choose another --set.")
             return path, names
-    raise UsageError(f"no image list for --set={set_name}: neither {candidates[0]} nor "
-                     f"{candidates[1]} exists.")
+    raise errors.UsageError(f"no image list for --set={set_name}: neither {candidates[0]} nor "
+                            f"{candidates[1]} exists.")
 
 
 def json_path_for(output_path: str) -> str:
-    """`json_<basename(output_path)>.json` next to the output, e.g. tfrecord/json_pascal.json."""
-    return os.path.join(os.path.dirname(output_path),
-                        f"json_{os.path.basename(output_path)}.json")
+    """`json_<basename(output_path)>.json` next to the output, e.g. tfrecord/json_pascal.json
+    (`tfrecord_util.voc_json_path`, where eval looks for it too)."""
+    return tfrecord_util.voc_json_path(output_path)
 
 
-def create_pascal_tfrecord(data_dir: str, output_path: str, set_name: str = "train",
-                           annotations_dir: str = "Annotations", year: str = "VOC2007",
-                           label_map_json_path: Optional[str] = None, num_shards: int = 100,
-                           num_images: Optional[int] = None,
-                           ignore_difficult_instances: bool = False, on_error: str = "skip",
-                           num_threads: Optional[int] = None,
-                           max_instances_per_image: int = validation.DEFAULT_MAX_INSTANCES,
-                           progress: bool = True, overwrite: bool = False) -> Summary:
-    """Convert VOC; returns the `Summary`, whose `json_file` is the ground-truth json written.
+def _label_map(opts: ConvertOptions) -> Dict[int, str]:
+    if not opts.label_map_json_path:
+        return dict(label_maps.VOC_LABEL_MAP)
+    try:
+        return label_maps.get_label_map(opts.label_map_json_path)
+    except label_maps.LabelMapError as e:
+        raise errors.UsageError(f"--label_map_json_path: {e}") from None
 
-    Raises `UsageError` for bad flags/paths, `OutputError` (before any image is read) when
-    shards of the prefix or its json exist (replaced only with `overwrite`, shards only of the
-    same count), and `DataError` for the first bad item under on_error='fail' (then neither
-    shards nor json are written).
-    """
-    if not data_dir:
-        raise UsageError("--data_dir is required: the VOCdevkit directory.")
-    if not output_path:
-        raise UsageError("--output_path is required, e.g. tfrecord/pascal.")
-    if set_name not in SETS:
-        raise UsageError(f"--set must be one of {', '.join(SETS)}, got '{set_name}'.")
-    if year not in YEARS:
-        raise UsageError(f"--year must be one of {', '.join(YEARS)}, got '{year}'.")
-    if num_shards < 1:
-        raise UsageError(f"--num_shards must be >= 1, got {num_shards}.")
-    tfrecord_util.check_output_prefix(output_path, "--output_path")
-    if num_images is not None and num_images < 1:
-        raise UsageError(f"--num_images must be >= 1 (or unset for all), got {num_images}.")
-    if label_map_json_path:
-        try:
-            label_map = label_maps.get_label_map(label_map_json_path)
-        except label_maps.LabelMapError as e:
-            raise UsageError(f"--label_map_json_path: {e}") from None
-    else:
-        label_map = dict(label_maps.VOC_LABEL_MAP)
-    years = ["VOC2007", "VOC2012"] if year == "merged" else [year]
 
-    summary = Summary(title=f"PASCAL VOC {year}/{set_name} -> {output_path}")
-    handler = validation.ProblemHandler(on_error, summary)
+def _tasks(opts: ConvertOptions, handler: validation.ProblemHandler,
+           summary: Summary) -> List[VocTask]:
+    """The images of --set for each year of --year (the first --num_images of each list);
+    an image listed twice goes to `handler`."""
     tasks: List[VocTask] = []
     ids = validation.IdRegistry()
-    for y in years:
-        list_file, names = read_image_list(data_dir, y, set_name)
-        if num_images:
-            names = names[:num_images]
+    for year in (["VOC2007", "VOC2012"] if opts.year == "merged" else [opts.year]):
+        list_file, names = read_image_list(opts.data_dir, year, opts.set)
+        if opts.num_images:
+            names = names[:opts.num_images]
         summary.images_seen += len(names)
         for line, name in enumerate(names, 1):
-            msg = ids.check((y, name), f"{list_file} line {line}")
+            msg = ids.check((year, name), f"{list_file} line {line}")
             if msg:
                 handler(Problem("duplicate_image_id", list_file, f"image '{name}' (line {line})",
                                 msg))
                 continue
-            tasks.append(VocTask(y, name))
+            tasks.append(VocTask(year, name))
+    return tasks
 
-    json_file = json_path_for(output_path)
+
+def create_pascal_tfrecord(opts: ConvertOptions, progress: bool = True) -> Summary:
+    """Convert VOC; returns the `Summary`, whose `json_file` is the ground-truth json written.
+
+    Raises `errors.UsageError` for bad flags/paths, `errors.OutputError` (before any image is
+    read) when shards of the prefix or its json exist (replaced only with --overwrite, shards
+    only of the same count), `errors.DataError` for an empty image list and for the first bad
+    item under --on_error=fail (then neither shards nor json are written).
+    """
+
+    check_options(opts)
+    tfrecord_util.check_output_prefix(opts.output_path, "--output_path")
+    label_map = _label_map(opts)
+    summary = Summary(title=f"PASCAL VOC {opts.year}/{opts.set} -> {opts.output_path}")
+    handler = validation.ProblemHandler(opts.on_error, summary)
+    tasks = _tasks(opts, handler, summary)
+    json_file = json_path_for(opts.output_path)
     tfrecord_util.check_shard_outputs(
-        output_path, tfrecord_util.planned_num_shards(num_shards, len(tasks)), "output_path",
-        extra=[json_file], overwrite=overwrite,
-        inputs=[("label_map_json_path", label_map_json_path)] if label_map_json_path else [])
-    options = VocOptions(data_dir=data_dir, annotations_dir=annotations_dir,
+        opts.output_path, tfrecord_util.planned_num_shards(opts.num_shards, len(tasks)),
+        "output_path", extra=[json_file], overwrite=opts.overwrite,
+        inputs=([("label_map_json_path", opts.label_map_json_path)]
+                if opts.label_map_json_path else []))
+    options = VocOptions(data_dir=opts.data_dir, annotations_dir=opts.annotations_dir,
                          name_to_id=label_maps.name_to_id(label_map),
-                         ignore_difficult_instances=ignore_difficult_instances,
-                         max_instances_per_image=max_instances_per_image)
+                         ignore_difficult_instances=opts.ignore_difficult_instances,
+                         max_instances_per_image=opts.max_instances_per_image)
     gt: Dict[str, Any] = {"images": [], "type": "instances", "annotations": [],
                           "categories": [{"supercategory": "none", "id": i, "name": n}
                                          for i, n in label_map.items()]}
@@ -347,62 +398,30 @@ def create_pascal_tfrecord(data_dir: str, output_path: str, set_name: str = "tra
             gt["annotations"].append(dict(ann, image_id=image_id, id=len(gt["annotations"]) + 1))
 
     tfrecord_util.run_conversion(tasks, functools.partial(process_example, options),
-                                 output_path, num_shards, num_threads, handler, summary,
-                                 progress, on_record=assign_ids)
+                                 opts.output_path, opts.num_shards, opts.num_threads, handler,
+                                 summary, progress, on_record=assign_ids)
     outputs.write_file(json_file, json.dumps(gt))
     summary.json_file = json_file
     return summary
 
 
-def _define_flags() -> None:
-    # Only when run as a script, so imports never clash with other tools' flags.
-    from absl import flags
-
-    flags.DEFINE_string("data_dir", "", "Root of the VOCdevkit directory (required).")
-    flags.DEFINE_enum("set", "train", list(SETS), "Which ImageSets/Main list to convert.")
-    flags.DEFINE_string("annotations_dir", "Annotations", "Annotation directory inside <year>/.")
-    flags.DEFINE_enum("year", "VOC2007", list(YEARS), "VOC2007, VOC2012, or merged (both).")
-    flags.DEFINE_string("output_path", "", "Output prefix (required); shards are "
-                        "<output_path>-%05d-of-%05d.tfrecord, json json_<basename>.json.")
-    flags.DEFINE_string("label_map_json_path", None, "Json {name: id} (or {id: name}); default "
-                        "the 20 VOC classes, ids 1..20.")
-    flags.DEFINE_integer("num_shards", 100, "Number of shards (at most one per image).")
-    flags.DEFINE_integer("num_images", None, "At most this many images per year.")
-    flags.DEFINE_boolean("ignore_difficult_instances", False, "Drop objects marked difficult.")
-    flags.DEFINE_enum("on_error", "skip", list(validation.ON_ERROR_CHOICES),
-                      "skip: skip and count bad objects/images; fail: stop at the first.")
-    flags.DEFINE_integer("num_threads", None, "Worker processes (default: one per CPU).")
-    flags.DEFINE_integer("max_instances_per_image", validation.DEFAULT_MAX_INSTANCES,
-                         "Images with more (valid) objects are skipped; match the hparam.")
-    flags.DEFINE_boolean("overwrite", False, "Replace existing shards of --output_path and its "
-                         "json (shards only of the same count; others are refused).")
+def run(opts: ConvertOptions) -> int:
+    """Convert, print the summary; exit status 0, or `errors.DataError` when no record was
+    written (every listed image was skipped; the summary above says why)."""
+    summary = create_pascal_tfrecord(opts)
+    print(summary.format(), flush=True)
+    validation.require_written(summary)
+    return 0
 
 
-def main(argv: List[str]) -> None:
-    from absl import flags
-
-    import cli
-
+def main(argv: List[str]) -> int:
     del argv
     cli.import_tensorflow()  # keeps TF's start-up noise (CUDA probes) out of the log
-    f = flags.FLAGS
-    try:
-        summary = create_pascal_tfrecord(
-            data_dir=f.data_dir, output_path=f.output_path, set_name=f.set,
-            annotations_dir=f.annotations_dir, year=f.year,
-            label_map_json_path=f.label_map_json_path, num_shards=f.num_shards,
-            num_images=f.num_images, ignore_difficult_instances=f.ignore_difficult_instances,
-            on_error=f.on_error, num_threads=f.num_threads,
-            max_instances_per_image=f.max_instances_per_image, overwrite=f.overwrite)
-    except errors.UserError as e:  # bad flags, paths or data; a bug keeps its traceback
-        raise SystemExit(f"error: {e}") from None
-    print(summary.format())
-    if summary.images_written == 0:
-        raise SystemExit("error: no records were written; see the summary above.")
+    return cli.run_and_report(PROG, run, cli.options_from_flags(ConvertOptions))
 
 
 if __name__ == "__main__":
     from absl import app
 
-    _define_flags()
+    cli.define_flags(ConvertOptions)
     app.run(main)

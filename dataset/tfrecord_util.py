@@ -7,6 +7,9 @@ processes, which only decode and re-encode images with Pillow, start in well und
 Record schema (`FEATURE_TYPES`, the keys of the EfficientDet release): boxes are four float
 lists ``image/object/bbox/{ymin,xmin,ymax,xmax}`` normalized to [0, 1] by the
 image height/width; decoders return them in the order [ymin, xmin, ymax, xmax].
+``image/source_id`` is the image's id in the COCO json, in decimal digits, at most
+`MAX_SOURCE_ID`: `source_id_problem` is that rule, which the converters, the validator, the
+input pipeline and eval all apply.
 """
 
 from __future__ import annotations
@@ -19,7 +22,19 @@ import itertools
 import multiprocessing
 import os
 import uuid
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 INT64 = "int64"
 FLOAT = "float"
@@ -57,6 +72,46 @@ BBOX_KEYS = ("image/object/bbox/ymin", "image/object/bbox/xmin",
 
 SHARD_SUFFIX = ".tfrecord"
 JPEG_QUALITY = 95
+
+# -------------------------------------------------------------------------------------------------
+# Source ids: the one rule
+# -------------------------------------------------------------------------------------------------
+# image/source_id is the image's id in the COCO json, written in decimal digits. The input
+# pipeline turns it into float32, which holds every integer up to 2**24 exactly: a larger id
+# would be rounded and match another image's ground truth.
+MAX_SOURCE_ID = 2 ** 24
+# Digits only (no sign, no spaces): the same pattern for Python's re and TensorFlow's RE2.
+SOURCE_ID_PATTERN = "[0-9]+"
+# The id of the blank images the input pipeline adds to fill the last eval batch: outside the
+# ids a record may carry, exact in float32; the COCO metric skips these images.
+PADDING_SOURCE_ID = -2 * MAX_SOURCE_ID
+
+
+def source_id_problem(value: Any) -> Optional[str]:
+    """None if `value` is a usable image/source_id, else what is wrong (a phrase).
+
+    Usable: an integer in 0..MAX_SOURCE_ID, given as an int or as its decimal digits (str or
+    bytes, as records store it). An empty value is a problem here; callers that allow a record
+    without an id (training) test for emptiness first.
+    """
+    import re
+
+    if isinstance(value, bool):
+        return f"{value!r} is not an integer"
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        if not value:
+            return "is empty"
+        if not re.fullmatch(SOURCE_ID_PATTERN, value):
+            return f"'{value}' is not an integer written in digits"
+        value = int(value)
+    elif not isinstance(value, int):
+        return f"{value!r} is not an integer"
+    if not 0 <= value <= MAX_SOURCE_ID:
+        return (f"{value} is outside 0..{MAX_SOURCE_ID} (float32, which carries the id through "
+                f"the input pipeline, holds larger integers inexactly)")
+    return None
 
 
 # -------------------------------------------------------------------------------------------------
@@ -142,6 +197,43 @@ def iter_serialized(path: str) -> Iterator[bytes]:
         yield from tf.compat.v1.io.tf_record_iterator(path)
 
 
+@dataclasses.dataclass
+class RawRecord:
+    """One serialized record and where it was read: `index` counts from 0 in its `file`.
+
+    `serialized` is None when the file is truncated or corrupt at this point; `error` then says
+    what TensorFlow found, and the file has no further records.
+    """
+
+    file: str
+    index: int
+    serialized: Optional[bytes]
+    error: str = ""
+
+
+def read_records(files: Sequence[str], limit: Optional[int] = None) -> Iterator[RawRecord]:
+    """The records of `files` in file order (the first `limit` of them, or all).
+
+    A truncated or corrupt file gives one `RawRecord` without `serialized` at the bad record,
+    and reading goes on with the next file.
+    """
+    import tensorflow as tf
+
+    count = 0
+    for path in files:
+        index = 0
+        try:
+            for serialized in iter_serialized(path):
+                if limit is not None and count >= limit:
+                    return
+                yield RawRecord(path, index, serialized)
+                index += 1
+                count += 1
+        except tf.errors.DataLossError as e:
+            count += 1
+            yield RawRecord(path, index, None, (e.message or str(e)).splitlines()[0])
+
+
 def read_examples(file_pattern: str) -> List[Dict[str, List[Any]]]:
     """Every record of the files matching `file_pattern` (sorted by name) as {key: list}."""
     import tensorflow as tf
@@ -160,6 +252,26 @@ def shard_filename(prefix: str, index: int, num_shards: int) -> str:
 
 def shard_filenames(prefix: str, num_shards: int) -> List[str]:
     return [shard_filename(prefix, i, num_shards) for i in range(num_shards)]
+
+
+_SHARD_NAME = r"(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})(?P<suffix>\.tfrecord)?"
+
+
+def parse_shard_name(path: str) -> Optional[Tuple[str, int, int]]:
+    """(prefix, index, num_shards) of a shard named like `shard_filename` (with or without
+    the .tfrecord suffix), else None."""
+    import re
+
+    match = re.fullmatch(_SHARD_NAME, path)
+    if not match:
+        return None
+    return match["prefix"], int(match["index"]), int(match["count"])
+
+
+def voc_json_path(prefix: str) -> str:
+    """Where the VOC converter writes the ground-truth json of the shards `<prefix>-*`:
+    `json_<basename(prefix)>.json` beside them, e.g. tfrecord/json_pascal.json."""
+    return os.path.join(os.path.dirname(prefix), f"json_{os.path.basename(prefix)}.json")
 
 
 def check_output_prefix(prefix: str, flag: str) -> None:

@@ -3,16 +3,19 @@ r"""Check existing TFRecords against a model config before training or eval.
     python dataset/validate_tfrecord.py --file_pattern='tfrecord/pascal*.tfrecord' \
         --model_name=efficientdet-d0 --hparams=voc_config.yaml
 
-The config is `hparams_config.get_detection_config(model_name, hparams)`; records are checked
-with `dataset.validation.check_record` against its num_classes, max_instances_per_image and (when
-set) label_map: missing keys, non-numeric or duplicate image/source_id, undecodable images, width/
-height that disagree with the image, per-object lists of different lengths, degenerate boxes,
-boxes outside [0, 1] (normalized ymin/xmin/ymax/xmax), class ids outside 1..num_classes, too many
-instances, truncated/corrupt files. Every problem is printed on one line naming the file, the
-record index (0-based, in file order) and the source_id, then a summary by reason.
+The config is `hparams_config.get_detection_config(model_name, hparams)`; the files are those
+training would read for the same pattern (`record_files.list_record_files`), and each record
+goes through `dataset.validation.check_records` against the config's num_classes,
+max_instances_per_image and (when set) label_map: missing keys, non-numeric or duplicate
+image/source_id, undecodable images, width/height that disagree with the image, per-object
+lists of different lengths, degenerate boxes, boxes outside [0, 1] (normalized
+ymin/xmin/ymax/xmax), class ids outside 1..num_classes, too many instances, truncated/corrupt
+files. Every problem is printed on one line naming the file, the record index (0-based, in file
+order) and the source_id, then a summary by reason. Training and eval apply the same rules.
 
-Exit status: 0 when no problem was found, 1 when some were, 2 for a usage error (bad flag,
-pattern that matches nothing).
+Exit status: 0 when no problem was found; 1 for a user error (a bad flag or config, a pattern
+that matches no TFRecord file), printed as one line `validate_tfrecord.py: error: ...`; 2 when
+the records have problems (the report on stdout names each, one line on stderr counts them).
 """
 
 from __future__ import annotations
@@ -29,9 +32,37 @@ import dataclasses  # noqa: E402
 from collections import Counter  # noqa: E402
 from typing import Dict, List, Mapping, Optional  # noqa: E402
 
+import cli  # noqa: E402
 import errors  # noqa: E402
 from dataset import label_maps, tfrecord_util, validation  # noqa: E402
-from dataset.validation import Problem, UsageError  # noqa: E402
+from dataset.validation import Problem  # noqa: E402
+
+PROG = "validate_tfrecord.py"
+# Exit status when the records have problems (0: none, 1: a user error such as a bad flag).
+PROBLEMS_FOUND = 2
+
+
+@dataclasses.dataclass
+class ValidateOptions:
+    """The tool's flags: each default and help text is written here once."""
+
+    file_pattern: Optional[str] = cli.field(None, "TFRecord glob(s), comma-separated "
+                                                  "(required).")
+    model_name: str = cli.field("efficientdet-d1", "Model whose config the records must fit.")
+    hparams: str = cli.field("", "Overrides: 'k=v,...' and/or a .yaml path, as in main.py.")
+    decode_images: bool = cli.field(True, "Also decode every image (slower, thorough).")
+    max_lines: Optional[int] = cli.field(None, "Print at most this many problem lines (default: "
+                                               "all).")
+
+
+def check_options(opts: ValidateOptions) -> None:
+    """Flag-only checks; each error names the flag."""
+    if not opts.file_pattern or not opts.file_pattern.strip():
+        raise errors.UsageError("--file_pattern is required, e.g. "
+                                "--file_pattern='tfrecord/train-*'.")
+    if opts.max_lines is not None and opts.max_lines < 0:
+        raise errors.UsageError(f"--max_lines must be >= 0 (or unset for all), got "
+                                f"{opts.max_lines}.")
 
 
 @dataclasses.dataclass
@@ -44,12 +75,11 @@ class ValidationReport:
     bad_records: int = 0
     problems: List[Problem] = dataclasses.field(default_factory=list)
     notes: Counter = dataclasses.field(default_factory=Counter)
-    errors: List[str] = dataclasses.field(default_factory=list)  # not tied to one record
     checked_against: str = ""
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not self.errors
+        return not self.problems
 
     @property
     def good_records(self) -> int:
@@ -71,7 +101,6 @@ class ValidationReport:
             lines.append(f"  {reason}: {n}; to fix: {validation.REASONS[reason][1]}")
         for note, n in sorted(self.notes.items()):
             lines.append(f"  note: {note}: {n} record(s) (not an error)")
-        lines.extend(f"error: {e}" for e in self.errors)
         lines.append("OK" if self.ok else "PROBLEMS FOUND")
         return "\n".join(lines)
 
@@ -82,117 +111,68 @@ def validate_tfrecords(file_pattern: str, num_classes: int,
                        decode_images: bool = True) -> ValidationReport:
     """Check every record of the files matching `file_pattern` (comma-separated patterns ok).
 
-    Raises `UsageError` when the pattern is empty or matches no file.
+    Raises `record_files.InputError` (a UsageError naming --file_pattern) when the pattern
+    matches no TFRecord file, every match is empty, or it mixes two generations of shards.
     """
-    import tensorflow as tf
-    from google.protobuf.message import DecodeError
+    import record_files
 
-    if not file_pattern or not file_pattern.strip():
-        raise UsageError("--file_pattern is required, e.g. --file_pattern='tfrecord/train-*'.")
-    files: List[str] = []
-    for pattern in (p.strip() for p in file_pattern.split(",") if p.strip()):
-        files.extend(sorted(tf.io.gfile.glob(pattern)))
-    if not files:
-        raise UsageError(f"--file_pattern={file_pattern} matches no files; check the path "
-                         f"(and quote the pattern so the shell does not expand it).")
+    files = record_files.list_record_files(file_pattern, "--file_pattern")
     report = ValidationReport(file_pattern=file_pattern, files=files)
-    seen = validation.IdRegistry()
-    for path in files:
-        index = -1
-        try:
-            for index, serialized in enumerate(tfrecord_util.iter_serialized(path)):
-                report.num_records += 1
-                try:
-                    values = tfrecord_util.example_to_dict(tf.train.Example.FromString(serialized))
-                except DecodeError as e:
-                    report.bad_records += 1
-                    report.problems.append(Problem("corrupt_record", path, f"record {index}",
-                                                   f"not a tf.train.Example ({e})"))
-                    continue
-                sid = values.get("image/source_id", [b""])
-                sid = sid[0].decode("utf-8", "replace") if sid else ""
-                item = f"record {index} (source_id {sid or '<empty>'})"
-                errors, notes = validation.check_record(values, num_classes,
-                                                        max_instances_per_image, label_map,
-                                                        decode_images)
-                if sid:
-                    msg = seen.check(sid, f"{path} record {index}")
-                    if msg:
-                        errors.append(("duplicate_image_id", msg))
-                for reason, detail in errors:
-                    report.problems.append(Problem(reason, path, item, detail))
-                report.bad_records += bool(errors)
-                for note in notes:
-                    report.notes[note] += 1
-        except tf.errors.DataLossError as e:
-            report.num_records += 1  # the unreadable tail counts as one bad record
-            report.bad_records += 1
-            report.problems.append(Problem("corrupt_record", path, f"record {index + 1}",
-                                           f"the file is truncated or corrupt here "
-                                           f"({e.message.splitlines()[0]})"))
-    if report.num_records == 0:
-        report.errors.append(f"the {len(files)} file(s) matching {file_pattern} hold no records.")
+    for verdict in validation.check_records(tfrecord_util.read_records(files), num_classes,
+                                            max_instances_per_image, label_map, decode_images):
+        report.num_records += 1
+        report.bad_records += bool(verdict.problems)
+        report.problems.extend(verdict.problems)
+        report.notes.update(verdict.notes)
     return report
 
 
-def validate_with_config(file_pattern: str, model_name: str, hparams: str = "",
-                         decode_images: bool = True) -> ValidationReport:
-    """`validate_tfrecords` with num_classes, max_instances_per_image and label_map taken from
-    `hparams_config.get_detection_config(model_name, hparams)`."""
+def validate_with_config(opts: ValidateOptions) -> ValidationReport:
+    """`validate_tfrecords` of --file_pattern with num_classes, max_instances_per_image and
+    label_map taken from `hparams_config.get_detection_config(model_name, hparams)`."""
     import hparams_config
 
+    check_options(opts)
     try:
-        config = hparams_config.get_detection_config(model_name, hparams or None)
+        config = hparams_config.get_detection_config(opts.model_name, opts.hparams or None)
     except hparams_config.HparamsError as e:
-        raise UsageError(f"--model_name/--hparams: {e}") from None
+        raise errors.UsageError(f"--model_name/--hparams: {e}") from None
     label_map = None
     if config.label_map is not None:
         try:
             label_map = label_maps.get_label_map(config.label_map)
         except label_maps.LabelMapError as e:
-            raise UsageError(f"hparam label_map: {e}") from None
+            raise errors.UsageError(f"hparam label_map: {e}") from None
     height, width = hparams_config.image_hw(config)
-    report = validate_tfrecords(file_pattern, config.num_classes, config.max_instances_per_image,
-                                label_map, decode_images)
-    report.checked_against = (f"against {model_name} (num_classes={config.num_classes}, "
+    report = validate_tfrecords(opts.file_pattern, config.num_classes,
+                                config.max_instances_per_image, label_map, opts.decode_images)
+    report.checked_against = (f"against {opts.model_name} (num_classes={config.num_classes}, "
                               f"max_instances_per_image={config.max_instances_per_image}, "
                               f"input {width}x{height}) ")
     return report
 
 
-def _define_flags() -> None:
-    from absl import flags
+def run(opts: ValidateOptions) -> int:
+    """Validate and print the report; the exit status: 0 (no problem) or `PROBLEMS_FOUND`,
+    said in one error line on stderr."""
+    report = validate_with_config(opts)
+    print(report.format(opts.max_lines), flush=True)
+    if report.ok:
+        return 0
+    print(f"{PROG}: error: {report.bad_records} of {report.num_records} record(s) have problems "
+          f"({', '.join(sorted(report.counts()))}); the lines above name each one.",
+          file=sys.stderr)
+    return PROBLEMS_FOUND
 
-    flags.DEFINE_string("file_pattern", None, "TFRecord glob(s), comma-separated (required).")
-    flags.DEFINE_string("model_name", "efficientdet-d1", "Model whose config the records must "
-                        "fit.")
-    flags.DEFINE_string("hparams", "", "Overrides: 'k=v,...' and/or a .yaml path, as in "
-                        "main.py.")
-    flags.DEFINE_boolean("decode_images", True, "Also decode every image (slower, thorough).")
-    flags.DEFINE_integer("max_lines", None, "Print at most this many problem lines (default: "
-                         "all).")
 
-
-def main(argv: List[str]) -> None:
-    from absl import flags
-
-    import cli
-
+def main(argv: List[str]) -> int:
     del argv
     cli.import_tensorflow()  # keeps TF's start-up noise (CUDA probes) out of the log
-    f = flags.FLAGS
-    try:
-        report = validate_with_config(f.file_pattern or "", f.model_name, f.hparams,
-                                      f.decode_images)
-    except errors.UserError as e:  # bad flags or paths; a bug keeps its traceback
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(report.format(f.max_lines))
-    sys.exit(0 if report.ok else 1)
+    return cli.run_and_report(PROG, run, cli.options_from_flags(ValidateOptions))
 
 
 if __name__ == "__main__":
     from absl import app
 
-    _define_flags()
+    cli.define_flags(ValidateOptions)
     app.run(main)

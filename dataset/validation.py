@@ -26,7 +26,7 @@ import io
 import math
 import numbers
 from collections import Counter
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -39,10 +39,6 @@ DEFAULT_MAX_INSTANCES = 100
 # Annotation tools often put a box edge a fraction of a pixel past the border (rounding); such
 # boxes are clipped to the image. Anything further out is an error.
 BOX_TOLERANCE_PX = 1.0
-# Records carry source_id as a string that the dataloader turns into float32; larger ids would be
-# rounded and no longer match the ground-truth json.
-MAX_EXACT_FLOAT32_INT = 2 ** 24
-
 ANNOTATION, IMAGE = "annotation", "image"
 # The EXIF tag saying how the camera was held: 1 = pixels as stored, 2..8 = mirrored or turned.
 EXIF_ORIENTATION = 0x0112
@@ -54,7 +50,11 @@ REASONS: Dict[str, Tuple[str, str]] = {
     "class_id_out_of_range": (ANNOTATION, "use class ids 1..num_classes, or raise num_classes "
                                           "(--num_classes / hparam num_classes)"),
     "unknown_class": (ANNOTATION, "add the class to the label map (--label_map_json_path) or fix "
-                                  "the class name"),
+                                  "the class name in the xml"),
+    "unknown_category": (ANNOTATION, "add the category to the json's 'categories' list or fix the "
+                                     "annotation's category_id"),
+    "label_not_in_label_map": (ANNOTATION, "check the records against the label map they were "
+                                           "made with (the label_map hparam)"),
     "malformed_annotation": (ANNOTATION, "give the annotation a box of 4 finite numbers"),
     "bad_segmentation": (ANNOTATION, "fix the segmentation polygon/RLE, or convert without "
                                      "--include_masks"),
@@ -70,8 +70,8 @@ REASONS: Dict[str, Tuple[str, str]] = {
     "image_size_mismatch": (IMAGE, "fix width/height in the annotations so they match the image "
                                    "file (boxes are relative to them)"),
     "duplicate_image_id": (IMAGE, "give every image its own id"),
-    "bad_image_id": (IMAGE, f"use integer image ids in 0..{MAX_EXACT_FLOAT32_INT} (they must "
-                            f"survive the float32 source_id round trip)"),
+    "bad_image_id": (IMAGE, f"use integer image ids in 0..{tfrecord_util.MAX_SOURCE_ID} (they "
+                            f"become the records' image/source_id)"),
     "missing_annotation_file": (IMAGE, "add the annotation xml or remove the image from the "
                                        "ImageSets list"),
     "bad_annotation_file": (IMAGE, "fix the annotation xml"),
@@ -80,17 +80,9 @@ REASONS: Dict[str, Tuple[str, str]] = {
                                         "entry per box"),
     "missing_key": (IMAGE, "re-create the record with dataset/create_*_tfrecord.py"),
     "bad_source_id": (IMAGE, f"write image/source_id as an integer in "
-                             f"0..{MAX_EXACT_FLOAT32_INT}"),
+                             f"0..{tfrecord_util.MAX_SOURCE_ID} (the json image id)"),
     "corrupt_record": (IMAGE, "re-create the TFRecord file; it is truncated or corrupt"),
 }
-
-
-class DataError(errors.DataError):
-    """Bad input under --on_error=fail (or a record problem); the message is one line."""
-
-
-class UsageError(errors.UsageError):
-    """A bad flag or path given to a tool; the message names the flag and what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +206,8 @@ class Summary:
 
 
 class ProblemHandler:
-    """Applies the --on_error policy: 'skip' counts the problem, 'fail' raises `DataError`."""
+    """Applies the --on_error policy: 'skip' counts the problem, 'fail' raises
+    `errors.DataError`."""
 
     def __init__(self, on_error: str, summary: Summary):
         if on_error not in ON_ERROR_CHOICES:
@@ -224,24 +217,41 @@ class ProblemHandler:
 
     def __call__(self, problem: Problem) -> None:
         if self.on_error == "fail":
-            raise DataError(problem.fail_message())
+            raise errors.DataError(problem.fail_message())
         self.summary.add_problem(problem)
+
+
+def check_common_options(opts: Any) -> None:
+    """The flags both converters share: --on_error and --num_threads; errors name the flag."""
+    if opts.on_error not in ON_ERROR_CHOICES:
+        raise errors.UsageError(f"--on_error must be one of {', '.join(ON_ERROR_CHOICES)}, got "
+                                f"'{opts.on_error}'.")
+    if opts.num_threads is not None and opts.num_threads < 0:
+        raise errors.UsageError(f"--num_threads must be >= 0 (0 or unset: one per CPU), got "
+                                f"{opts.num_threads}.")
+
+
+def require_written(summary: Summary) -> None:
+    """Raise `errors.DataError` when a conversion wrote no record, saying why in one line (the
+    summary printed before it lists examples of each reason)."""
+    if summary.images_written:
+        return
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.problems.items()))
+    raise errors.DataError(f"no records were written: all {summary.images_seen} image(s) were "
+                           f"skipped ({reasons or 'no reason recorded'}); the summary above "
+                           f"shows examples and what to do.")
 
 
 # -------------------------------------------------------------------------------------------------
 # Ids
 # -------------------------------------------------------------------------------------------------
 def check_image_id(image_id: Any) -> Optional[str]:
-    """None if `image_id` is an int usable as a numeric source_id, else what is wrong."""
-    if isinstance(image_id, bool) or not isinstance(image_id, numbers.Integral):
-        if isinstance(image_id, str) and image_id.isdigit():
-            image_id = int(image_id)
-        else:
-            return f"image id {image_id!r} is not an integer"
-    if not 0 <= int(image_id) <= MAX_EXACT_FLOAT32_INT:
-        return (f"image id {image_id} is outside 0..{MAX_EXACT_FLOAT32_INT} and would not "
-                f"survive the float32 source_id round trip")
-    return None
+    """None if a json image id (an int, or its digits as a string) can become a record's
+    image/source_id (`tfrecord_util.source_id_problem`), else what is wrong."""
+    if isinstance(image_id, numbers.Integral) and not isinstance(image_id, bool):
+        image_id = int(image_id)  # numpy ints too
+    problem = tfrecord_util.source_id_problem(image_id)
+    return f"image id {problem}" if problem else None
 
 
 class IdRegistry:
@@ -455,61 +465,65 @@ def image_notes(image: LoadedImage, where: str) -> List[Tuple[str, str]]:
 REQUIRED_RECORD_KEYS = ("image/encoded", "image/source_id", "image/height", "image/width")
 
 
-def check_record(values: Mapping[str, List[Any]], num_classes: int,
-                 max_instances: int = DEFAULT_MAX_INSTANCES,
-                 label_map: Optional[Mapping[int, str]] = None,
-                 decode_image: bool = True) -> Tuple[List[Tuple[str, str]], List[str]]:
-    """Check one parsed record ({key: list}, see `tfrecord_util.parse_example`).
+Errors = List[Tuple[str, str]]  # (reason, detail) pairs
 
-    Returns (errors, notes): errors are (reason, detail) pairs; notes are non-error remarks (e.g.
-    a grayscale JPEG, which the dataloader decodes to 3 channels anyway). Boxes are read as
-    normalized ymin/xmin/ymax/xmax and checked in pixels using image/width and image/height.
-    """
-    errors: List[Tuple[str, str]] = []
-    notes: List[str] = []
-    missing = [k for k in REQUIRED_RECORD_KEYS if not values.get(k)]
+
+def _check_keys(values: Mapping[str, List[Any]], require_source_id: bool) -> Errors:
+    """Required keys present and not empty; a source id given follows the one rule."""
+    errors: Errors = []
+    required = [k for k in REQUIRED_RECORD_KEYS if require_source_id or k != "image/source_id"]
+    # An empty string or a zero size is as missing as an absent key.
+    missing = [k for k in required if not values.get(k) or not values[k][0]]
     if missing:
         errors.append(("missing_key", f"missing or empty key(s) {missing}"))
-    sid = values.get("image/source_id", [b""])
-    sid_text = sid[0].decode("utf-8", "replace") if sid else ""
-    if sid_text and not (sid_text.isdigit() and int(sid_text) <= MAX_EXACT_FLOAT32_INT):
-        errors.append(("bad_source_id", f"image/source_id '{sid_text}' is not an integer in "
-                                        f"0..{MAX_EXACT_FLOAT32_INT}"))
-    width = int(values["image/width"][0]) if values.get("image/width") else -1
-    height = int(values["image/height"][0]) if values.get("image/height") else -1
+    sid = values.get("image/source_id") or [b""]
+    if sid[0]:
+        problem = tfrecord_util.source_id_problem(sid[0])
+        if problem:
+            errors.append(("bad_source_id", f"image/source_id {problem}"))
+    return errors
 
-    if decode_image and values.get("image/encoded"):
-        try:
-            image = Image.open(io.BytesIO(values["image/encoded"][0]))
-            image.load()
-        except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt data
-            errors.append(("unreadable_image", f"image/encoded cannot be decoded "
-                                               f"({type(e).__name__}: {e})"))
-        else:
-            if image.format not in ("JPEG", "PNG", "GIF", "BMP"):
-                errors.append(("unreadable_image", f"image/encoded is {image.format}; "
-                                                   f"tf.io.decode_image reads JPEG/PNG/GIF/BMP"))
-            if image.mode != "RGB":
-                notes.append(f"image mode {image.mode}, not RGB")
-            if (width, height) != image.size and width > 0 and height > 0:
-                errors.append(("image_size_mismatch",
-                               f"image/width x image/height = {width}x{height} but the encoded "
-                               f"image is {image.size[0]}x{image.size[1]}"))
-            width, height = image.size
 
+def _check_encoded(encoded: bytes, width: int, height: int
+                   ) -> Tuple[Errors, List[str], Tuple[int, int]]:
+    """(errors, notes, (width, height) of the decoded image, or the given ones if it cannot be
+    decoded) of a record's image/encoded."""
+    errors: Errors = []
+    notes: List[str] = []
+    try:
+        image = Image.open(io.BytesIO(encoded))
+        image.load()
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt data
+        errors.append(("unreadable_image", f"image/encoded cannot be decoded "
+                                           f"({type(e).__name__}: {e})"))
+        return errors, notes, (width, height)
+    if image.format not in ("JPEG", "PNG", "GIF", "BMP"):
+        errors.append(("unreadable_image", f"image/encoded is {image.format}; "
+                                           f"tf.io.decode_image reads JPEG/PNG/GIF/BMP"))
+    if image.mode != "RGB":
+        notes.append(f"image mode {image.mode}, not RGB")
+    if (width, height) != image.size and width > 0 and height > 0:
+        errors.append(("image_size_mismatch",
+                       f"image/width x image/height = {width}x{height} but the encoded "
+                       f"image is {image.size[0]}x{image.size[1]}"))
+    return errors, notes, image.size
+
+
+def _check_objects(values: Mapping[str, List[Any]], num_classes: int, max_instances: int,
+                   label_map: Optional[Mapping[int, str]], width: int, height: int) -> Errors:
+    """Per-object lists of one length (an empty list counts as absent, except the boxes' and
+    labels'), the instance count, and each box and class id."""
     label_key = "image/object/class/label"
-    lengths = {k: len(values[k]) for k in tfrecord_util.OBJECT_KEYS if k in values}
+    lengths = {k: len(values[k]) for k in tfrecord_util.OBJECT_KEYS if values.get(k)}
     if lengths:
-        # Boxes and labels are required as soon as any per-object key is present.
+        # Boxes and labels are required as soon as any per-object list is not empty.
         for k in tfrecord_util.BBOX_KEYS + (label_key,):
             lengths.setdefault(k, 0)
         if len(set(lengths.values())) > 1:
-            errors.append(("box_label_count_mismatch", "per-object lists differ in length: " +
-                           ", ".join(f"{k[len('image/object/'):]}={n}"
-                                     for k, n in lengths.items())))
-            return errors, notes
+            return [("box_label_count_mismatch", "per-object lists differ in length: " +
+                     ", ".join(f"{k[len('image/object/'):]}={n}" for k, n in lengths.items()))]
     num = lengths.get("image/object/bbox/ymin", 0)
-
+    errors: Errors = []
     msg = check_instance_count(num, max_instances)
     if msg:
         errors.append(("too_many_instances", msg))
@@ -529,6 +543,89 @@ def check_record(values: Mapping[str, List[Any]], num_classes: int,
         if msg:
             errors.append(("class_id_out_of_range", f"box {i}: {msg}"))
         elif label_map is not None and labels[i] not in label_map:
-            errors.append(("unknown_class", f"box {i}: class id {labels[i]} is not in the label "
-                                            f"map"))
+            errors.append(("label_not_in_label_map", f"box {i}: class id {labels[i]} is not in "
+                                                     f"the label map"))
+    return errors
+
+
+def check_record(values: Mapping[str, List[Any]], num_classes: int,
+                 max_instances: int = DEFAULT_MAX_INSTANCES,
+                 label_map: Optional[Mapping[int, str]] = None,
+                 decode_image: bool = True,
+                 require_source_id: bool = True) -> Tuple[Errors, List[str]]:
+    """Check one parsed record ({key: list}, see `tfrecord_util.parse_example`).
+
+    Returns (errors, notes): errors are (reason, detail) pairs; notes are non-error remarks (e.g.
+    a grayscale JPEG, which the dataloader decodes to 3 channels anyway). Boxes are read as
+    normalized ymin/xmin/ymax/xmax and checked in pixels using image/width and image/height
+    (those of the decoded image with `decode_image`). Without `require_source_id` (training,
+    which does not use it) a record may lack image/source_id; one it has must still follow
+    `tfrecord_util.source_id_problem`.
+    """
+    errors = _check_keys(values, require_source_id)
+    notes: List[str] = []
+    width = int(values["image/width"][0]) if values.get("image/width") else -1
+    height = int(values["image/height"][0]) if values.get("image/height") else -1
+    if decode_image and values.get("image/encoded"):
+        found, notes, (width, height) = _check_encoded(values["image/encoded"][0], width, height)
+        errors += found
+    errors += _check_objects(values, num_classes, max_instances, label_map, width, height)
     return errors, notes
+
+
+@dataclasses.dataclass
+class RecordVerdict:
+    """What `check_records` found in one record: `problems` are empty for a good record;
+    `values` is the parsed record ({key: list}; None when it could not be parsed)."""
+
+    file: str
+    index: int
+    source_id: str
+    problems: List[Problem]
+    notes: List[str]
+    values: Optional[Dict[str, List[Any]]]
+
+    @property
+    def item(self) -> str:
+        return f"record {self.index} (source_id {self.source_id or '<empty>'})"
+
+
+def check_records(records: Iterable[tfrecord_util.RawRecord], num_classes: int,
+                  max_instances: int = DEFAULT_MAX_INSTANCES,
+                  label_map: Optional[Mapping[int, str]] = None, decode_images: bool = True,
+                  for_training: bool = False) -> Iterator[RecordVerdict]:
+    """The verdict on each record of `records` (see `tfrecord_util.read_records`), in order.
+
+    Every record goes through `check_record`; ids must also be unique across the records seen.
+    `for_training` drops the two rules that only evaluation needs (an image/source_id on every
+    record, no id twice): training reads neither, and a training set merged from several
+    datasets may repeat ids. The same rules run in the input pipeline (dataloader.py) for the
+    records an up-front sample did not cover.
+    """
+    from google.protobuf.message import DecodeError
+
+    seen = IdRegistry()
+    for raw in records:
+        if raw.serialized is None:
+            problem = Problem("corrupt_record", raw.file, f"record {raw.index}",
+                              f"the file is truncated or corrupt here ({raw.error})")
+            yield RecordVerdict(raw.file, raw.index, "", [problem], [], None)
+            continue
+        try:
+            values = tfrecord_util.parse_example(raw.serialized)
+        except DecodeError as e:
+            problem = Problem("corrupt_record", raw.file, f"record {raw.index}",
+                              f"not a tf.train.Example ({e})")
+            yield RecordVerdict(raw.file, raw.index, "", [problem], [], None)
+            continue
+        sid = (values.get("image/source_id") or [b""])[0].decode("utf-8", "replace")
+        found, notes = check_record(values, num_classes, max_instances, label_map,
+                                    decode_images, require_source_id=not for_training)
+        if sid and not for_training:
+            duplicate = seen.check(sid, f"{raw.file} record {raw.index}")
+            if duplicate:
+                found.append(("duplicate_image_id", duplicate))
+        verdict = RecordVerdict(raw.file, raw.index, sid, [], notes, values)
+        verdict.problems = [Problem(reason, raw.file, verdict.item, detail)
+                            for reason, detail in found]
+        yield verdict

@@ -104,6 +104,27 @@ def run_inspect(argv: Sequence[str], cwd: Optional[str] = None) -> Outcome:
                           argv, cwd)
 
 
+def run_coco_converter(argv: Sequence[str], cwd: Optional[str] = None) -> Outcome:
+    """dataset/create_coco_tfrecord.py in-process."""
+    from dataset import create_coco_tfrecord as tool
+
+    return run_in_process(tool.PROG, tool.ConvertOptions, tool.run, argv, cwd)
+
+
+def run_pascal_converter(argv: Sequence[str], cwd: Optional[str] = None) -> Outcome:
+    """dataset/create_pascal_tfrecord.py in-process."""
+    from dataset import create_pascal_tfrecord as tool
+
+    return run_in_process(tool.PROG, tool.ConvertOptions, tool.run, argv, cwd)
+
+
+def run_validator(argv: Sequence[str], cwd: Optional[str] = None) -> Outcome:
+    """dataset/validate_tfrecord.py in-process (status 2: the records have problems)."""
+    from dataset import validate_tfrecord as tool
+
+    return run_in_process(tool.PROG, tool.ValidateOptions, tool.run, argv, cwd)
+
+
 def snapshot(root: str) -> Dict[str, str]:
     """{path relative to root: sha256} of every file under `root`."""
     digests = {}

@@ -143,9 +143,9 @@ def voc_records(tmp_path_factory):
     work = tmp_path_factory.mktemp("voc")
     sample_dataset.write_voc(str(work), 24, voc_class_names=True)
     (work / "tfrecord").mkdir()
-    create_pascal_tfrecord.create_pascal_tfrecord(
-        str(work / "VOCdevkit"), str(work / "tfrecord" / "pascal"), year="VOC2012",
-        num_shards=2, num_threads=1, progress=False)
+    create_pascal_tfrecord.create_pascal_tfrecord(create_pascal_tfrecord.ConvertOptions(
+        data_dir=str(work / "VOCdevkit"), output_path=str(work / "tfrecord" / "pascal"),
+        year="VOC2012", num_shards=2, num_threads=1), progress=False)
     return work
 
 

@@ -13,6 +13,7 @@ VOC sample's TFRecords and json).
 import collections
 import glob
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -335,8 +336,9 @@ def test_main_refuses_outputs(case, world):
 def run_converter(prog, fn, **kwargs) -> Outcome:
     """What a converter's command line shows for `fn(**kwargs)`: a user error is one line
     `<prog>: error: ...` and status 1; otherwise the summary and status 0."""
+    options = sys.modules[fn.__module__].ConvertOptions(num_threads=1, **kwargs)
     try:
-        summary = fn(progress=False, num_threads=1, **kwargs)
+        summary = fn(options, progress=False)
     except errors.UserError as e:
         return Outcome(1, "", f"{prog}: error: {e}\n")
     return Outcome(0, summary.format(), "")

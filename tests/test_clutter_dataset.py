@@ -74,8 +74,8 @@ def test_coco_layout_converts_to_records(tmp_path, fmt):
     data = json.loads(open(sample.instances_file).read())
     assert {c["name"] for c in data["categories"]} == set(
         clutter_dataset.CLUTTER_LABEL_MAP.values())
-    summary = create_coco_tfrecord.create_coco_tfrecord(
-        sample.image_dir, str(tmp_path / "rec" / "train"),
+    summary = create_coco_tfrecord.create_coco_tfrecord(create_coco_tfrecord.ConvertOptions(
+        image_dir=sample.image_dir, output_file_prefix=str(tmp_path / "rec" / "train"),
         object_annotations_file=sample.instances_file, num_shards=1, num_threads=1,
-        num_classes=10, on_error="fail", progress=False)
+        num_classes=10, on_error="fail"), progress=False)
     assert summary.images_written == 8

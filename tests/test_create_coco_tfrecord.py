@@ -16,7 +16,7 @@ from PIL import Image
 import errors
 from conftest import sideways_photo
 from dataset import create_coco_tfrecord as coco
-from dataset import sample_dataset, tfrecord_util, validation
+from dataset import sample_dataset, tfrecord_util
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IMAGES = 8
@@ -42,7 +42,9 @@ def _convert(sample, tmp_path, **kwargs):
     kwargs.setdefault("object_annotations_file", sample.instances_file)
     kwargs.setdefault("num_shards", 3)
     kwargs.setdefault("num_threads", 1)
-    summary = coco.create_coco_tfrecord(sample.image_dir, prefix, progress=False, **kwargs)
+    summary = coco.create_coco_tfrecord(
+        coco.ConvertOptions(image_dir=sample.image_dir, output_file_prefix=prefix, **kwargs),
+        progress=False)
     return summary, tfrecord_util.read_examples(prefix + "-*.tfrecord")
 
 
@@ -202,8 +204,9 @@ def test_exif_oriented_photo_is_stored_upright_with_its_boxes(tmp_path):
 
     image_dir, ann, upright = _sideways_dataset(tmp_path, (48, 64))
     prefix = str(tmp_path / "out" / "p")
-    summary = coco.create_coco_tfrecord(image_dir, prefix, object_annotations_file=ann,
-                                        num_shards=1, num_threads=1, progress=False)
+    summary = coco.create_coco_tfrecord(coco.ConvertOptions(
+        image_dir=image_dir, output_file_prefix=prefix, object_annotations_file=ann,
+        num_shards=1, num_threads=1), progress=False)
     assert summary.num_problems == 0 and summary.images_written == 1
     assert summary.notes["exif_orientation_applied"] == 1
     (record,) = tfrecord_util.read_examples(prefix + "-*.tfrecord")
@@ -220,9 +223,10 @@ def test_exif_oriented_photo_is_stored_upright_with_its_boxes(tmp_path):
 def test_exif_photo_annotated_sideways_is_named_with_its_upright_size(tmp_path):
     image_dir, ann, _ = _sideways_dataset(tmp_path, (64, 48))
     with pytest.raises(errors.DataError) as e:
-        coco.create_coco_tfrecord(image_dir, str(tmp_path / "out" / "p"),
-                                  object_annotations_file=ann, num_shards=1, num_threads=1,
-                                  on_error="fail", progress=False)
+        coco.create_coco_tfrecord(coco.ConvertOptions(
+            image_dir=image_dir, output_file_prefix=str(tmp_path / "out" / "p"),
+            object_annotations_file=ann, num_shards=1, num_threads=1, on_error="fail"),
+            progress=False)
     assert ("the json says 64x48 (WxH) but the image file is 48x64 as shown (EXIF orientation 6 "
             "applied) [image_size_mismatch]") in str(e.value)
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
@@ -343,7 +347,7 @@ def _class_out_of_range(sample, data):
 def _unknown_category(sample, data):
     ann, _ = _first_annotation(data)
     ann["category_id"] = 50  # within 1..90 but not in the json's categories
-    return "unknown_class", sample.instances_file, f"annotation id {ann['id']}", 0, 1
+    return "unknown_category", sample.instances_file, f"annotation id {ann['id']}", 0, 1
 
 
 def _malformed(sample, data):
@@ -437,7 +441,7 @@ def test_fail_policy_raises_one_clear_line_and_writes_nothing(sample, tmp_path, 
     data = _load(sample.instances_file)
     reason, file, item, _, _ = BAD_CASES[case](sample, data)
     _save(sample.instances_file, data)
-    with pytest.raises(validation.DataError) as e:
+    with pytest.raises(errors.DataError) as e:
         _convert(sample, tmp_path, on_error="fail")
     msg = str(e.value)
     assert "\n" not in msg
@@ -459,7 +463,7 @@ def test_too_many_instances_skips_the_image(sample, tmp_path):
     message = summary.first_message["too_many_instances"]
     assert sample.instances_file in message and f"image id {crowded[0]}" in message
     assert "max_instances_per_image=2" in message
-    with pytest.raises(validation.DataError, match="max_instances_per_image"):
+    with pytest.raises(errors.DataError, match="max_instances_per_image"):
         _convert(sample, tmp_path / "fail", max_instances_per_image=2, on_error="fail")
 
 
@@ -510,8 +514,10 @@ def test_usage_errors_name_the_flag(sample, tmp_path, kwargs, words):
         _convert(sample, tmp_path, **kwargs)
     for w in words:
         assert w in str(e.value)
-    with pytest.raises(validation.UsageError, match="--image_dir"):
-        coco.create_coco_tfrecord("", str(tmp_path / "x"), sample.instances_file)
+    with pytest.raises(errors.UsageError, match="--image_dir"):
+        coco.create_coco_tfrecord(coco.ConvertOptions(
+            image_dir="", output_file_prefix=str(tmp_path / "x"),
+            object_annotations_file=sample.instances_file))
 
 
 def _run_cli(args, pythonpath=None):
@@ -545,7 +551,8 @@ def test_cli_fail_policy_prints_one_error_line(sample, tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: {file}: ") and item in last and reason in last
+    assert last.startswith(f"create_coco_tfrecord.py: error: {file}: ") and item in last
+    assert reason in last
     assert glob.glob(str(tmp_path / "val*")) == []
 
 
@@ -554,10 +561,12 @@ def test_unwritable_output_prefix_is_one_line_naming_the_flag(sample, tmp_path):
     blocker.write_text("not a directory")
     prefix = str(blocker / "tfrecord" / "val")
     with pytest.raises(errors.OutputError, match=f"--output_file_prefix={prefix}: cannot write"):
-        coco.create_coco_tfrecord(sample.image_dir, prefix, sample.instances_file,
-                                  progress=False)
+        coco.create_coco_tfrecord(coco.ConvertOptions(
+            image_dir=sample.image_dir, output_file_prefix=prefix,
+            object_annotations_file=sample.instances_file), progress=False)
     proc = _run_cli([f"--image_dir={sample.image_dir}",
                      f"--object_annotations_file={sample.instances_file}",
                      f"--output_file_prefix={prefix}"])
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --output_file_prefix={prefix}")
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"create_coco_tfrecord.py: error: --output_file_prefix={prefix}")

@@ -13,7 +13,7 @@ from PIL import Image
 
 import errors
 from dataset import create_pascal_tfrecord as pascal
-from dataset import sample_dataset, tfrecord_util, validation
+from dataset import sample_dataset, tfrecord_util
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IMAGES = 8  # per year; the 'train' set holds 6 of them (every 4th image is 'val')
@@ -25,12 +25,20 @@ def voc(tmp_path):
     return sample_dataset.write_voc(str(tmp_path / "data"), NUM_IMAGES, seed=3)
 
 
+def _options(voc, output_path, **kwargs):
+    return pascal.ConvertOptions(data_dir=voc.data_dir, output_path=output_path, num_threads=1,
+                                 **kwargs)
+
+
 def _convert(voc, tmp_path, **kwargs):
     output_path = str(tmp_path / "tfrecord" / "pascal")
     kwargs.setdefault("year", "VOC2012")
     kwargs.setdefault("label_map_json_path", voc.label_map_file)
     kwargs.setdefault("num_threads", 1)
-    summary = pascal.create_pascal_tfrecord(voc.data_dir, output_path, progress=False, **kwargs)
+    kwargs["set"] = kwargs.pop("set_name", "train")
+    summary = pascal.create_pascal_tfrecord(
+        pascal.ConvertOptions(data_dir=voc.data_dir, output_path=output_path, **kwargs),
+        progress=False)
     records = tfrecord_util.read_examples(output_path + "-*.tfrecord")
     with open(pascal.json_path_for(output_path)) as f:
         gt = json.load(f)
@@ -304,7 +312,7 @@ def test_bad_input_is_skipped_counted_and_named(voc, tmp_path, case):
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
 def test_fail_policy_raises_one_clear_line(voc, tmp_path, case):
     reason, file, item, stem, _, _ = BAD_CASES[case](voc)
-    with pytest.raises(validation.DataError) as e:
+    with pytest.raises(errors.DataError) as e:
         _convert(voc, tmp_path, on_error="fail")
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(f"{file}: ") and item in msg
@@ -338,18 +346,19 @@ def test_grayscale_and_cmyk_are_converted(voc, tmp_path, mode):
 
 def test_usage_errors_name_the_flag(voc, tmp_path):
     out = str(tmp_path / "out")
-    with pytest.raises(validation.UsageError, match="--data_dir and --year"):
-        pascal.create_pascal_tfrecord(voc.data_dir, out, year="VOC2007", progress=False)
-    with pytest.raises(validation.UsageError, match="--set=test.*aeroplane_test.txt"):
-        pascal.create_pascal_tfrecord(voc.data_dir, out, set_name="test", year="VOC2012",
+    with pytest.raises(errors.UsageError, match="--data_dir and --year"):
+        pascal.create_pascal_tfrecord(_options(voc, out, year="VOC2007"), progress=False)
+    with pytest.raises(errors.UsageError, match="--set=test.*aeroplane_test.txt"):
+        pascal.create_pascal_tfrecord(_options(voc, out, set="test", year="VOC2012"),
                                       progress=False)
-    with pytest.raises(validation.UsageError, match="--set must be one of"):
-        pascal.create_pascal_tfrecord(voc.data_dir, out, set_name="training", progress=False)
-    with pytest.raises(validation.UsageError, match="--label_map_json_path"):
-        pascal.create_pascal_tfrecord(voc.data_dir, out, year="VOC2012", progress=False,
-                                      label_map_json_path=str(tmp_path / "nope.json"))
-    with pytest.raises(validation.UsageError, match="--output_path is required"):
-        pascal.create_pascal_tfrecord(voc.data_dir, "", progress=False)
+    with pytest.raises(errors.UsageError, match="--set must be one of"):
+        pascal.create_pascal_tfrecord(_options(voc, out, set="training"), progress=False)
+    with pytest.raises(errors.UsageError, match="--label_map_json_path"):
+        pascal.create_pascal_tfrecord(_options(
+            voc, out, year="VOC2012", label_map_json_path=str(tmp_path / "nope.json")),
+            progress=False)
+    with pytest.raises(errors.UsageError, match="--output_path is required"):
+        pascal.create_pascal_tfrecord(_options(voc, ""), progress=False)
 
 
 def test_seed_readme_command_works_as_written(tmp_path):

@@ -35,9 +35,10 @@ def coco(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("coco"))
     sample = sample_dataset.write_coco(root, NUM_COCO, seed=5)
     prefix = os.path.join(root, "tfrecord", "val")
-    summary = create_coco_tfrecord.create_coco_tfrecord(
-        sample.image_dir, prefix, sample.instances_file, num_shards=2, num_threads=1,
-        num_classes=3, progress=False)
+    summary = create_coco_tfrecord.create_coco_tfrecord(create_coco_tfrecord.ConvertOptions(
+        image_dir=sample.image_dir, output_file_prefix=prefix,
+        object_annotations_file=sample.instances_file, num_shards=2, num_threads=1,
+        num_classes=3), progress=False)
     assert summary.images_written == NUM_COCO
     with open(sample.instances_file) as f:
         gt = json.load(f)
@@ -197,9 +198,9 @@ def test_eval_covers_every_image_and_fills_the_last_batch(coco):
 def test_eval_round_trip_voc_merged(tmp_path):
     voc = sample_dataset.write_voc(str(tmp_path / "data"), 4, seed=2, years=("VOC2007", "VOC2012"))
     output = str(tmp_path / "tfrecord" / "pascal")
-    summary = create_pascal_tfrecord.create_pascal_tfrecord(
-        voc.data_dir, output, set_name="trainval", year="merged",
-        label_map_json_path=voc.label_map_file, num_shards=3, num_threads=1, progress=False)
+    summary = create_pascal_tfrecord.create_pascal_tfrecord(create_pascal_tfrecord.ConvertOptions(
+        data_dir=voc.data_dir, output_path=output, set="trainval", year="merged",
+        label_map_json_path=voc.label_map_file, num_shards=3, num_threads=1), progress=False)
     assert summary.images_written == 8
     with open(create_pascal_tfrecord.json_path_for(output)) as f:
         gt = json.load(f)
@@ -223,14 +224,21 @@ def test_eval_round_trip_voc_merged(tmp_path):
 
 
 def test_missing_keys_fall_back(tmp_path):
-    """VOC-style records without area/is_crowd, and a record without source_id."""
-    path = _write_records(str(tmp_path / "r.tfrecord"), [_record(source_id="")])
+    """VOC-style records without area/is_crowd; training reads a record without source_id
+    (as -1), eval refuses it (it could not be matched with its ground truth)."""
+    path = _write_records(str(tmp_path / "r.tfrecord"), [_record()])
     _, lab = _per_image(_batches(dataloader.InputReader(path, False, tiny_config()), 1))[0]
     row = lab["groundtruth_data"][0]
     np.testing.assert_allclose(row[:4], [4, 6, 20, 30], atol=1e-4)  # 40x60 image
     assert row[4] == 0  # is_crowd
     assert row[5] == pytest.approx(16 * 24, rel=1e-4)  # area in original pixels
-    assert lab["source_ids"] == -1
+    no_id = _write_records(str(tmp_path / "s.tfrecord"), [_record(source_id="")])
+    _, lab = _batches(dataloader.InputReader(no_id, True, tiny_config()), 1, 1)[0]
+    assert lab["source_ids"][0] == -1
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"s\.tfrecord record 0 \(image/source_id=\(none\)\): "
+                             r"image/source_id must be the image id"):
+        _batches(dataloader.InputReader(no_id, False, tiny_config()), 1, 1)
 
 
 def test_crowd_boxes_kept_for_eval_skipped_for_training(tmp_path):
@@ -391,18 +399,24 @@ def test_too_many_instances_names_record_and_hparam(tmp_path, training):
                           [_record(boxes=boxes, labels=[1, 2, 3, 1])])
     reader = dataloader.InputReader(path, training, tiny_config(max_instances_per_image=3))
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"source_id=77 has 4 ground-truth instances, more than "
+                       match=r"r\.tfrecord record 0 \(image/source_id=77\) has 4 "
+                             r"ground-truth instances, more than "
                              r"max_instances_per_image=3"):
         _batches(reader, 1, 1)
 
 
 @pytest.mark.parametrize("record,message", [
-    (_record(source_id="000123.jpg"), r"source_id=000123.jpg: .*numeric image id"),
-    (_record(source_id="123456789"), r"source_id=123456789: ids above 16777216"),
+    (_record(source_id="000123.jpg"), r"source_id=000123.jpg\): .*in digits"),
+    (_record(source_id="-5"), r"source_id=-5\): .*in digits"),
+    (_record(source_id="123456789"), r"source_id=123456789\): ids above 16777216"),
     (_record(labels=(4,)), r"class ids 4 outside 1..num_classes=3"),
-    (_record(labels=(1, 2)), r"different lengths: 2 class labels, bbox ymin/xmin/ymax/xmax "
-                             r"1/1/1/1"),
-    (_record(boxes=((0.5, 0.1, 0.2, 0.3),)), r"ymin > ymax"),
+    (_record(labels=(1, 2)), r"different lengths \(bbox/xmin 1, bbox/xmax 1, bbox/ymin 1, "
+                             r"bbox/ymax 1, class/label 2\)"),
+    (_record(boxes=((0.5, 0.1, 0.2, 0.3),)), r"box 0 \(ymin,xmin,ymax,xmax = "
+                                             r"0.5,0.1,0.2,0.3\) with ymin >= ymax"),
+    (_record(boxes=((0.2, 0.1, 0.2, 0.3),)), r"box 0 .* with ymin >= ymax"),
+    (_record(boxes=((0.1, 0.1, 0.5, 5.0),)), r"box 0 \(ymin,xmin,ymax,xmax = 0.1,0.1,0.5,5\) "
+                                             r"outside \[0, 1\]"),
 ])
 def test_bad_records_give_one_readable_line(tmp_path, record, message):
     path = _write_records(str(tmp_path / "r.tfrecord"), [record])
@@ -504,3 +518,24 @@ def test_training_graph_mode_static_shapes(coco):
         with tf.compat.v1.Session() as sess:
             out = sess.run(labels)
     assert np.isfinite(out["box_targets_3"]).all()
+
+
+def test_records_in_eval_order_are_the_records_eval_reads(tmp_path):
+    """main.py checks the records eval will read before it evaluates them: the same records,
+    in the same order, as the eval pipeline (files of different lengths interleaved), each
+    with its file and index."""
+    files, sid = [], 0
+    for name, count in (("a", 3), ("b", 1), ("c", 2)):
+        records = []
+        for _ in range(count):
+            sid += 1
+            records.append(_record(source_id=str(sid)))
+        files.append(_write_records(str(tmp_path / f"{name}.tfrecord"), records))
+    reader = dataloader.InputReader(files, False, tiny_config(), max_images=5)
+    read = [int(lab["source_ids"][0]) for _, lab in _batches(reader, 1)]
+    checked = list(dataloader.records_in_eval_order(files, 5))
+    assert [int(tfrecord_util.parse_example(r.serialized)["image/source_id"][0])
+            for r in checked] == read == [1, 4, 5, 2, 6]
+    assert [(os.path.basename(r.file), r.index) for r in checked] == [
+        ("a.tfrecord", 0), ("b.tfrecord", 0), ("c.tfrecord", 0), ("a.tfrecord", 1),
+        ("c.tfrecord", 1)]

@@ -24,6 +24,8 @@ def test_export_writes_everything(exported_models):
         assert os.path.isfile(os.path.join(sm, name)), name
     s = exported_models["settings"]
     assert s["batch_size"] == "dynamic" and s["score_thresh"] == 0.4
+    # The model's classes: 3, without names (so a copy is not drawn with COCO's).
+    assert s["num_classes"] == 3 and s["label_map"] == {}
     assert s["max_output_size"] == 100 and "per-class hard NMS" in s["nms"]
     for key in ("saved_model", "frozen"):
         assert export.read_export_settings(exported_models[key]) == s, key
@@ -42,6 +44,23 @@ def test_settings_of_older_exports_are_still_read(tmp_path):
     model.write_bytes(b"")
     (tmp_path / "old.export_settings.yaml").write_text("score_thresh: 0.3\n")
     assert export.read_export_settings(str(model)) == {"score_thresh": 0.3}
+
+
+def test_recorded_classes_old_new_and_broken(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    settings = tmp_path / "m.onnx.export_settings.yaml"
+    settings.write_text("score_thresh: 0.3\n")
+    assert export.recorded_classes(str(model)) is None  # an export older than the classes
+    settings.write_text("num_classes: 3\nlabel_map: {1: circle, 3: triangle}\n")
+    assert export.recorded_classes(str(model)) == (3, {1: "circle", 3: "triangle"})
+    config = export.with_recorded_classes(tiny_config(num_classes=90), str(model))
+    assert config.num_classes == 3 and config.label_map == {1: "circle", 3: "triangle"}
+    settings.write_text("num_classes: 2\nlabel_map: {1: circle, 3: triangle}\n")
+    with pytest.raises(errors.ModelFileError, match=r"m\.onnx\.export_settings\.yaml \(the "
+                                                    r"export's settings\): label_map has class "
+                                                    r"id 3 but num_classes is 2"):
+        export.recorded_classes(str(model))
 
 
 def test_saved_model_signatures(exported_models):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import coco_json
 import errors
 import inference
 import visualize
@@ -266,8 +267,9 @@ def test_coco_results_of_a_detector_use_the_json_ids_and_find_themselves(
                                       "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     pairs = inference.coco_image_paths(str(tmp_path / "gt.json"), str(tmp_path))
-    assert pairs == [(17, str(tmp_path / "b.jpg")), (4, str(tmp_path / "a.jpg")),
-                     (9, str(tmp_path / "missing.jpg"))]
+    assert pairs == [(17, str(tmp_path / "b.jpg"), 300, 400),
+                     (4, str(tmp_path / "a.jpg"), 160, 256),
+                     (9, str(tmp_path / "missing.jpg"), 10, 10)]
     out = str(tmp_path / "results" / "dets.json")
     summary = inference.coco_results(checkpoint_detector, pairs, out, score_thresh=0.2)
     assert len(summary.failed) == 1 and "missing.jpg" in summary.failed[0]
@@ -279,3 +281,9 @@ def test_coco_results_of_a_detector_use_the_json_ids_and_find_themselves(
     metrics = coco_metric.evaluate_detections_json(str(tmp_path / "gt.json"), out,
                                                    image_ids=[4, 17])
     assert metrics["AP50"] > 0.95  # its own boxes as ground truth (pycocotools' interpolation)
+    # The json's sizes are checked: another image under a listed name is refused, unwritten.
+    swapped = [pairs[1]._replace(path=pairs[0].path)]
+    with pytest.raises(coco_json.CocoMetricError, match=r"b\.jpg is 400x300 \(WxH\) but the "
+                                                         r"json's image 4 is 256x160"):
+        inference.coco_results(checkpoint_detector, swapped, str(tmp_path / "refused.json"))
+    assert not (tmp_path / "refused.json").exists()

@@ -49,3 +49,26 @@ def test_comma_separated_globs_each_must_match(tmp_path):
     assert record_files.list_record_files(f"{a},{tmp_path}/*.tfrecord", "--x") == [a, b]
     with pytest.raises(record_files.InputError, match=r"--x=.*nope-\*.tfrecord matches no file"):
         record_files.list_record_files(f"{a},{tmp_path}/nope-*.tfrecord", "--x")
+
+
+def test_two_generations_of_one_prefix_are_refused(tmp_path):
+    """Re-converting with another --num_shards leaves P-*-of-00004 beside P-*-of-00002: a glob
+    over both would read every image twice."""
+    import os
+
+    old = [_write(tmp_path / f"train-{i:05d}-of-00004.tfrecord", [b"x"]) for i in range(4)]
+    for i, path in enumerate(old):
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))
+    new = [_write(tmp_path / f"train-{i:05d}-of-00002.tfrecord", [b"x"]) for i in range(2)]
+    with pytest.raises(record_files.InputError) as e:
+        record_files.list_record_files(str(tmp_path / "train*"), "--training_file_pattern")
+    message = str(e.value)
+    assert "\n" not in message
+    assert "matches two generations of the shards" in message and "train-*" in message
+    assert "4 file(s) -of-00004" in message and "2 newer file(s) -of-00002" in message
+    assert message.endswith(f"--training_file_pattern='{tmp_path / 'train'}-*-of-00002*'.")
+    # One generation, or other prefixes with their own counts, are fine.
+    assert record_files.list_record_files(str(tmp_path / "train-*-of-00002*"), "--x") == new
+    _write(tmp_path / "val-00000-of-00001.tfrecord", [b"x"])
+    assert len(record_files.list_record_files(
+        f"{tmp_path / 'train-*-of-00004*'},{tmp_path / 'val*'}", "--x")) == 5

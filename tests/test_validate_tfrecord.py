@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from dataset import create_coco_tfrecord, sample_dataset, tfrecord_util, validate_tfrecord
-from dataset.validation import UsageError
+from errors import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,6 +34,11 @@ def _record(sid, boxes=((0.1, 0.2, 0.5, 0.6),), labels=(1,), width=40, height=30
     }
     values.update(overrides)
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _options(path, hparams):
+    return validate_tfrecord.ValidateOptions(file_pattern=path, model_name="efficientdet-d0",
+                                             hparams=hparams)
 
 
 def _write(path, records):
@@ -103,14 +108,14 @@ def test_config_supplies_num_classes_and_max_instances(tmp_path):
     path = _write(tmp_path / "r.tfrecord", [
         _record(1, labels=(3,)),
         _record(2, boxes=[(0.1, 0.1, 0.2, 0.2)] * 3, labels=(1, 1, 1))])
-    ok = validate_tfrecord.validate_with_config(path, "efficientdet-d0", "num_classes=3")
+    ok = validate_tfrecord.validate_with_config(_options(path, "num_classes=3"))
     assert ok.ok and ok.good_records == 2 and "num_classes=3" in ok.format()
     bad = validate_tfrecord.validate_with_config(
-        path, "efficientdet-d0", "num_classes=2,max_instances_per_image=2")
+        _options(path, "num_classes=2,max_instances_per_image=2"))
     assert sorted(p.reason for p in bad.problems) == ["class_id_out_of_range",
                                                       "too_many_instances"]
     with pytest.raises(UsageError, match="--model_name/--hparams"):
-        validate_tfrecord.validate_with_config(path, "efficientdet-d0", "num_clases=2")
+        validate_tfrecord.validate_with_config(_options(path, "num_clases=2"))
 
 
 def test_label_map_from_the_config_is_checked(tmp_path):
@@ -118,17 +123,17 @@ def test_label_map_from_the_config_is_checked(tmp_path):
     report = validate_tfrecord.validate_tfrecords(path, num_classes=3,
                                                   label_map={1: "circle", 2: "square"})
     assert [(p.item, p.reason) for p in report.problems] == [
-        ("record 1 (source_id 2)", "unknown_class")]
-    ok = validate_tfrecord.validate_with_config(path, "efficientdet-d0",
-                                                "num_classes=20,label_map=voc")
+        ("record 1 (source_id 2)", "label_not_in_label_map")]
+    ok = validate_tfrecord.validate_with_config(_options(path, "num_classes=20,label_map=voc"))
     assert ok.ok and ok.good_records == 2
 
 
 def test_converter_output_passes(tmp_path):
     sample = sample_dataset.write_coco(str(tmp_path / "data"), 6, seed=0)
-    create_coco_tfrecord.create_coco_tfrecord(
-        sample.image_dir, str(tmp_path / "rec" / "train"), sample.instances_file, num_shards=2,
-        num_threads=1, progress=False)
+    create_coco_tfrecord.create_coco_tfrecord(create_coco_tfrecord.ConvertOptions(
+        image_dir=sample.image_dir, output_file_prefix=str(tmp_path / "rec" / "train"),
+        object_annotations_file=sample.instances_file, num_shards=2, num_threads=1),
+        progress=False)
     report = validate_tfrecord.validate_tfrecords(str(tmp_path / "rec" / "train-*"), 90)
     assert report.ok and report.num_records == 6 and len(report.files) == 2
     assert report.format().endswith("OK")
@@ -149,12 +154,14 @@ def test_truncated_file_is_reported_at_the_bad_record(tmp_path):
 
 def test_empty_and_missing_patterns_are_clear(tmp_path):
     with pytest.raises(UsageError, match="--file_pattern is required"):
+        validate_tfrecord.validate_with_config(validate_tfrecord.ValidateOptions())
+    with pytest.raises(UsageError, match="--file_pattern is empty"):
         validate_tfrecord.validate_tfrecords("", num_classes=3)
-    with pytest.raises(UsageError, match="matches no files"):
+    with pytest.raises(UsageError, match="matches no file"):
         validate_tfrecord.validate_tfrecords(str(tmp_path / "none-*"), num_classes=3)
     empty = _write(tmp_path / "empty.tfrecord", [])
-    report = validate_tfrecord.validate_tfrecords(empty, num_classes=3)
-    assert not report.ok and "hold no records" in report.errors[0]
+    with pytest.raises(UsageError, match="every matching file is empty"):
+        validate_tfrecord.validate_tfrecords(empty, num_classes=3)
 
 
 def test_cli_reports_problems_and_exit_codes(tmp_path):
@@ -165,7 +172,112 @@ def test_cli_reports_problems_and_exit_codes(tmp_path):
         [sys.executable, "dataset/validate_tfrecord.py", f"--file_pattern={path}",
          "--model_name=efficientdet-d0", "--hparams=num_classes=3,max_instances_per_image=3"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.returncode == validate_tfrecord.PROBLEMS_FOUND == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(f"{path}: record ")]
     assert len(lines) == len(BAD)
     assert "(source_id 15): box 0: class id 5 is outside 1..num_classes=3" in proc.stdout
+
+
+# -------------------------------------------------------------------------------------------------
+# One verdict: the validator, the converters, training and eval apply the same rules
+# -------------------------------------------------------------------------------------------------
+# (image/source_id, usable?): the rule is digits only, 0..2**24 (tfrecord_util.source_id_problem).
+SOURCE_IDS = [("0", True), ("7", True), ("007", True), ("16777216", True), ("16777217", False),
+              ("-5", False), ("abc", False), (" 5", False), ("5 ", False), ("5.0", False),
+              ("1e3", False), ("\u0663", False)]  # an Arabic-Indic 3: str.isdigit() says yes
+
+
+def _graph_verdict(values, training):
+    """True when the input pipeline's checks pass the record (dataloader.parse_record)."""
+    import dataloader
+
+    serialized = tfrecord_util.make_example(values).SerializeToString()
+    try:
+        dataloader.parse_record(tf.constant(serialized), 3, 100, require_source_id=not training)
+    except tf.errors.InvalidArgumentError:
+        return False
+    return True
+
+
+def _trainer_verdict(path, training):
+    """True when main.py's up-front record checks pass the file (training, or eval)."""
+    import errors
+    import record_checks
+    from conftest import tiny_config
+    from run_options import RunOptions
+
+    opts = RunOptions(training_file_pattern=path, validation_file_pattern=path, eval_samples=10)
+    check = (record_checks.check_training_records if training
+             else record_checks.check_eval_records)
+    try:
+        check(tiny_config(), opts, [path])
+    except errors.DataError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("sid, usable", SOURCE_IDS + [("", None)], ids=repr)
+def test_every_consumer_gives_a_source_id_one_verdict(tmp_path, sid, usable):
+    """The same id through the rule, the converters' json-id check, the validator, the input
+    pipeline (training and eval) and main.py's up-front checks. An empty id is refused by
+    everything that evaluates and accepted by training, which does not use it."""
+    from dataset import validation
+
+    values = _record(1, **{"image/source_id": sid})
+    path = _write(tmp_path / "r.tfrecord", [values])
+    for_eval = {
+        "rule": tfrecord_util.source_id_problem(sid) is None,
+        "validator": validate_tfrecord.validate_tfrecords(path, num_classes=3).ok,
+        "pipeline (eval)": _graph_verdict(values, training=False),
+        "main.py (eval)": _trainer_verdict(path, training=False),
+    }
+    for_training = {
+        "pipeline (training)": _graph_verdict(values, training=True),
+        "main.py (training)": _trainer_verdict(path, training=True),
+    }
+    if usable is None:
+        assert set(for_eval.values()) == {False} and set(for_training.values()) == {True}, (
+            for_eval, for_training)
+        return
+    for_eval["converters (json image id)"] = validation.check_image_id(sid) is None
+    verdicts = {**for_eval, **for_training}
+    assert set(verdicts.values()) == {usable}, verdicts
+
+
+# Bad records, (name, record values): the validator, training's up-front sample and the input
+# pipeline must each refuse every one of them, and pass the good one.
+BAD_RECORDS = [
+    ("xmax 5.0", _record(1, boxes=[(0.1, 0.1, 0.5, 5.0)])),
+    ("ymin below 0", _record(1, boxes=[(-0.2, 0.1, 0.5, 0.5)])),
+    ("xmin after xmax", _record(1, boxes=[(0.1, 0.6, 0.5, 0.2)])),
+    ("zero height", _record(1, boxes=[(0.3, 0.1, 0.3, 0.5)])),
+    ("nan", _record(1, boxes=[(float("nan"), 0.1, 0.5, 0.5)])),
+    ("label 0", _record(1, labels=(0,))),
+    ("label above num_classes", _record(1, labels=(4,))),
+    ("two labels, one box", _record(1, labels=(1, 2))),
+    ("two texts, one box", _record(1, **{"image/object/class/text": ["a", "b"]})),
+    ("is_crowd of another length", _record(1, **{"image/object/is_crowd": [0, 0]})),
+    ("too many instances", _record(1, boxes=[(0.1, 0.1, 0.2, 0.2)] * 101, labels=[1] * 101)),
+    ("source id not numeric", _record("a.jpg")),
+    ("source id negative", _record("-3")),
+]
+
+
+GOOD_RECORDS = [
+    ("good", _record(1)),
+    ("good, half a pixel out", _record(1, boxes=[(0.1, 0.1, 0.5, 1.01)])),
+    ("good, an empty is_crowd list", _record(1, **{"image/object/is_crowd": []})),
+    ("good, no objects", _record(1, boxes=(), labels=())),
+]
+
+
+@pytest.mark.parametrize("name, values", BAD_RECORDS + GOOD_RECORDS,
+                         ids=[n for n, _ in BAD_RECORDS + GOOD_RECORDS])
+def test_the_validator_and_training_give_a_record_one_verdict(tmp_path, name, values):
+    path = _write(tmp_path / "r.tfrecord", [values])
+    verdicts = {
+        "validator": validate_tfrecord.validate_tfrecords(path, num_classes=3).ok,
+        "main.py's up-front sample": _trainer_verdict(path, training=True),
+        "input pipeline": _graph_verdict(values, training=True),
+    }
+    assert set(verdicts.values()) == {name.startswith("good")}, verdicts
