@@ -11,8 +11,9 @@ naming the checkpoint.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 import errors
@@ -90,3 +91,46 @@ def has_ema_shadows(prefix: str, variables: List[tf.Variable]) -> bool:
     """Whether checkpoint `prefix` holds an EMA shadow for any of `variables`."""
     reader = tf.train.load_checkpoint(prefix)
     return any(reader.has_tensor(var_name(v) + EMA_SUFFIX) for v in variables)
+
+
+class _CheckpointWriter:
+    """A graph that saves fed arrays under fixed names: built once per set of names, dtypes and
+    shapes, so rewriting a checkpoint of the same model again costs no graph building."""
+
+    def __init__(self, signature: Tuple[Tuple[str, str, Tuple[int, ...]], ...]):
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self._prefix = tf1.placeholder(tf.string, [])
+            self._inputs = {name: tf1.placeholder(tf.as_dtype(dtype), shape)
+                            for name, dtype, shape in signature}
+            names = [name for name, _, _ in signature]
+            self._save = tf.raw_ops.SaveV2(prefix=self._prefix, tensor_names=names,
+                                           shape_and_slices=[""] * len(names),
+                                           tensors=[self._inputs[n] for n in names])
+        self._session = tf1.Session(graph=self.graph)
+
+    def write(self, tensors: Mapping[str, np.ndarray], prefix: str) -> None:
+        feed = {self._inputs[name]: value for name, value in tensors.items()}
+        feed[self._prefix] = prefix
+        self._session.run(self._save, feed)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+_WRITERS: Dict[tuple, _CheckpointWriter] = {}
+
+
+def write_checkpoint(tensors: Mapping[str, np.ndarray], prefix: str) -> List[str]:
+    """Write `tensors` ({variable name: array}) as a V2 checkpoint at `prefix` (no index
+    update); returns the files written."""
+    arrays = {name: np.asarray(value) for name, value in tensors.items()}
+    signature = tuple((name, arrays[name].dtype.name, arrays[name].shape)
+                      for name in sorted(arrays))
+    if signature not in _WRITERS:
+        for writer in _WRITERS.values():  # one model at a time: keep only the newest writer
+            writer.close()
+        _WRITERS.clear()
+        _WRITERS[signature] = _CheckpointWriter(signature)
+    _WRITERS[signature].write(arrays, prefix)
+    return tf.io.gfile.glob(prefix + ".*")

@@ -29,8 +29,9 @@ def metric_ops(metric: EvaluationMetric, detections: tf.Tensor,
     """`{name: (value, update_op)}` of `metric` for Estimator `eval_metric_ops` (graph mode).
 
     Arguments are the tensors of `EvaluationMetric.update_state`. Every value is a float32
-    scalar sliced from one op that runs `result()`; the Estimator evaluates all value tensors
-    in one session.run after the last batch, so COCOeval runs once per evaluation.
+    scalar sliced from one op that runs `result()` and then empties the metric; the Estimator
+    evaluates all value tensors in one session.run after the last batch, so COCOeval runs once
+    per evaluation.
     """
     inputs = [detections]
     if groundtruth_data is not None:
@@ -46,6 +47,9 @@ def metric_ops(metric: EvaluationMetric, detections: tf.Tensor,
 
     def result() -> np.ndarray:
         values = metric.result()
+        # Emptied for the next pass: a graph that is evaluated again (evaluator.Evaluator)
+        # starts each evaluation empty, as the Estimator's fresh graph does.
+        metric.reset_states()
         return np.asarray([values.get(n, coco_metric.UNDEFINED) for n in names], np.float32)
 
     with tf.name_scope("coco_metric"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import tensorflow as tf
 from absl import logging
@@ -100,8 +100,13 @@ class ProgressHook(tf1.train.SessionRunHook):
     def __init__(self, batch_size: int, total_steps: int, every_n_steps: int = 100,
                  every_secs: float = 30.0, summary_writer=None,
                  state: Optional[ProgressState] = None,
-                 log: Callable[[str], None] = logging.info):
+                 log: Callable[[str], None] = logging.info,
+                 eta_extra: Optional[Callable[[int], float]] = None):
+        """`eta_extra(step)`: seconds the run will spend after `step` besides training steps
+        (e.g. the evaluations still to come); added to the ETA."""
         self._batch_size = batch_size
+        self._eta_extra = eta_extra
+        self._excluded = 0.0
         self._total = total_steps
         self._every_n = max(1, every_n_steps)
         self._every_secs = every_secs
@@ -145,12 +150,17 @@ class ProgressHook(tf1.train.SessionRunHook):
             self._last_time, self._last_step = now, done
             return
         steps = done - self._last_step
-        elapsed = now - self._last_time
+        elapsed = now - self._last_time - self._excluded
         if steps >= self._every_n or elapsed >= self._every_secs or done >= self._total:
             rate = steps / elapsed if elapsed > 0 else 0.0
             self._line(done, values, rate, None)
             self._write_speed(done, rate)
-            self._last_time, self._last_step = now, done
+            self._last_time, self._last_step, self._excluded = now, done, 0.0
+
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` spent between two steps on something else (an evaluation) out of
+        the next speed and ETA."""
+        self._excluded += seconds
 
     def _line(self, step: int, values: Dict[str, float], steps_per_sec: Optional[float],
               note: Optional[str]) -> None:
@@ -164,7 +174,8 @@ class ProgressHook(tf1.train.SessionRunHook):
         if steps_per_sec:
             parts.append(f"{steps_per_sec * self._batch_size:.1f} img/s")
             if step < self._total:
-                parts.append(f"ETA {format_seconds((self._total - step) / steps_per_sec)}")
+                extra = self._eta_extra(step) if self._eta_extra else 0.0
+                parts.append(f"ETA {format_seconds((self._total - step) / steps_per_sec + extra)}")
         if note:
             parts.append(note)
         self._log(", ".join(parts))
@@ -187,9 +198,26 @@ class QuietCheckpointSaverHook(tf1.train.CheckpointSaverHook):
     `_listeners`, which is safe with the pinned TensorFlow (2.15).
     """
 
-    def __init__(self, model_dir: str, save_steps: int, summary_writer):
-        super().__init__(model_dir, save_steps=save_steps, save_graph_def=False)
+    def __init__(self, model_dir: str, save_steps: int, summary_writer,
+                 also_at: Sequence[int] = (),
+                 listeners: Optional[Sequence[tf1.train.CheckpointSaverListener]] = None):
+        """Also saves at every step of `also_at` (train_and_eval's epoch ends); `listeners`
+        run after each save (`after_save(session, step)`), e.g. an evaluation."""
+        super().__init__(model_dir, save_steps=save_steps, save_graph_def=False,
+                         listeners=list(listeners or []))
         self._writer = summary_writer
+        self._also_at = frozenset(int(s) for s in also_at)
+
+    def after_run(self, run_context, run_values):
+        # results: the global step before this run's update (the base class's fetch).
+        if run_values.results + 1 in self._also_at:
+            step = run_context.session.run(self._global_step_tensor)
+            if step in self._also_at and step != self._timer.last_triggered_step():
+                self._timer.update_last_triggered_step(step)
+                if self._save(run_context.session, step):
+                    run_context.request_stop()
+                return
+        super().after_run(run_context, run_values)
 
     def begin(self):
         self._summary_writer = self._writer

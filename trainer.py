@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -24,6 +24,7 @@ import coco_metric
 import dataloader
 import det_model_fn
 import errors
+import evaluator
 import outputs
 import record_checks
 import record_files
@@ -50,6 +51,9 @@ class Prepared:
     total_steps: int
     task: Optional[cluster.Task] = None  # this process's place in a multi-worker cluster
     summary_writer: Any = None  # one per run, made by the first training call
+    evaluator: Any = None  # evaluator.Evaluator, built by the run's first evaluation
+    recalibrator: Any = None  # bn_calibration.Recalibrator, built by its first recalibration
+    progress_hook: Any = None  # the training call's train_hooks.ProgressHook
 
     @property
     def writes_model_dir(self) -> bool:
@@ -297,6 +301,17 @@ def steps_per_epoch(opts: RunOptions) -> int:
     return max(1, opts.num_examples_per_epoch // opts.train_batch_size)
 
 
+def session_config(opts: RunOptions, replicas: int = 1) -> tf1.ConfigProto:
+    """The ConfigProto of the run's sessions (training, and evaluation with replicas=1)."""
+    # Replicas block in all-reduce while holding an inter-op thread: leave room for all of them.
+    config = tf1.ConfigProto(allow_soft_placement=True,
+                             inter_op_parallelism_threads=max(2, 2 * replicas)
+                             if replicas > 1 else 0)
+    if opts.use_xla:
+        config.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
+    return config
+
+
 def build_estimator(p: Prepared):
     opts, run = p.opts, p.run
     strategy = _strategy(opts) if not run.use_tpu else None
@@ -321,12 +336,7 @@ def build_estimator(p: Prepared):
         return tf1.estimator.tpu.TPUEstimator(
             model_fn=model_fn, use_tpu=True, train_batch_size=opts.train_batch_size,
             eval_batch_size=opts.eval_batch_size, config=run_config)
-    # Replicas block in all-reduce while holding an inter-op thread: leave room for all of them.
-    session = tf1.ConfigProto(allow_soft_placement=True,
-                              inter_op_parallelism_threads=max(2, 2 * replicas)
-                              if replicas > 1 else 0)
-    if opts.use_xla:
-        session.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
+    session = session_config(opts, replicas)
     # Summaries and checkpoints are written by the hooks of _hooks(): the graph (tens of MB
     # for d0) goes into the events file once per model directory, not into graph.pbtxt, a
     # .meta file per checkpoint and the events file once per epoch.
@@ -387,9 +397,11 @@ class _GraphOnceHook(tf1.train.SessionRunHook):
         self._writer.flush()
 
 
-def _hooks(p: Prepared) -> List[tf1.train.SessionRunHook]:
+def _hooks(p: Prepared, evaluations: Optional[_EpochEvaluations] = None
+           ) -> List[tf1.train.SessionRunHook]:
     """Progress lines, summaries and checkpoints through one graph-less writer (see
-    train_hooks): the events file grows by scalars, not by a graph per epoch."""
+    train_hooks): the events file grows by scalars, not by a graph per epoch. With
+    `evaluations`, a checkpoint is also saved at each of its steps and evaluated there."""
     opts = p.opts
     hooks: List[tf1.train.SessionRunHook] = []
     if p.summary_writer is None and p.writes_model_dir:
@@ -398,20 +410,26 @@ def _hooks(p: Prepared) -> List[tf1.train.SessionRunHook]:
             p.summary_writer = tf1.summary.FileWriter(opts.model_dir)
         if first:
             hooks.append(_GraphOnceHook(p.summary_writer))
-    hooks.append(train_hooks.ProgressHook(opts.train_batch_size, p.total_steps,
-                                          opts.log_every_n_steps, opts.log_every_secs,
-                                          p.summary_writer, p.run.progress))
+    p.progress_hook = train_hooks.ProgressHook(
+        opts.train_batch_size, p.total_steps, opts.log_every_n_steps, opts.log_every_secs,
+        p.summary_writer, p.run.progress,
+        eta_extra=evaluations.seconds_after if evaluations else None)
+    hooks.append(p.progress_hook)
     if p.writes_model_dir:
         save_steps = opts.save_checkpoints_steps or min(steps_per_epoch(opts), 1000)
-        hooks.append(train_hooks.QuietCheckpointSaverHook(opts.model_dir, save_steps,
-                                                          p.summary_writer))
+        hooks.append(train_hooks.QuietCheckpointSaverHook(
+            opts.model_dir, save_steps, p.summary_writer,
+            also_at=evaluations.steps if evaluations else (),
+            listeners=[evaluations] if evaluations else None))
     return hooks
 
 
-def _train(p: Prepared, estimator, max_steps: int) -> float:
-    """Train to `max_steps` with progress lines; returns the seconds it took."""
+def _train(p: Prepared, estimator, max_steps: int,
+           evaluations: Optional[_EpochEvaluations] = None) -> float:
+    """Train to `max_steps` with progress lines (and `evaluations` on the way); returns the
+    seconds it took, evaluations excluded."""
     start = time.time()
-    hooks = _hooks(p)
+    hooks = _hooks(p, evaluations)
     train_fn = _input_fn(p, True, _data_seed(p.opts, _current_step(p.opts.model_dir)))
     with tf_errors(p):
         if p.opts.strategy == "multi_worker":
@@ -426,7 +444,7 @@ def _train(p: Prepared, estimator, max_steps: int) -> float:
             estimator.train(train_fn, max_steps=max_steps, hooks=hooks)
     if p.summary_writer is not None:
         p.summary_writer.flush()
-    return time.time() - start
+    return time.time() - start - (evaluations.seconds if evaluations else 0.0)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -499,7 +517,11 @@ def evaluate_checkpoint(p: Prepared, estimator, ckpt_path: str,
     opts = p.opts
     steps = -(-opts.eval_samples // opts.eval_batch_size)  # the last batch may hold blanks
     with tf_errors(p):
-        metrics = estimator.evaluate(_input_fn(p, False), steps=steps, checkpoint_path=ckpt_path)
+        if p.run.use_tpu:
+            metrics = estimator.evaluate(_input_fn(p, False), steps=steps,
+                                         checkpoint_path=ckpt_path)
+        else:
+            metrics = _evaluator(p).evaluate(ckpt_path)
     step = int(metrics.get("global_step", 0))
     shown = ", ".join(f"{k}={float(v):.4f}" for k, v in sorted(metrics.items())
                       if k in ("AP", "AP50", "AP75", "loss"))
@@ -509,6 +531,53 @@ def evaluate_checkpoint(p: Prepared, estimator, ckpt_path: str,
     run_dir.record_eval(opts.model_dir, p.eval_set, step, metrics, claim_archive)
     run_dir.archive_if_best(opts.model_dir, p.eval_set, ckpt_path, metrics)
     return metrics
+
+
+def _evaluator(p: Prepared) -> evaluator.Evaluator:
+    """The run's evaluation graph and session (built by its first evaluation, then reused)."""
+    if p.evaluator is None:
+        p.evaluator = evaluator.Evaluator(
+            det_model_fn.make_model_fn(p.config, p.run), _input_fn(p, False),
+            steps=-(-p.opts.eval_samples // p.opts.eval_batch_size),  # last batch: blanks
+            session_config=session_config(p.opts),
+            summary_dir=evaluator.summary_dir(p.opts.model_dir))
+    return p.evaluator
+
+
+class _EpochEvaluations(tf1.train.CheckpointSaverListener):
+    """train_and_eval's evaluations inside one training call: after the checkpoint of each of
+    `steps` is saved, recalibrate it (if configured), evaluate, record and archive it, while
+    the training session waits. `seconds` is the time they took; `seconds_after(step)`
+    estimates what the evaluations after `step` will take (for the ETA)."""
+
+    def __init__(self, p: Prepared, steps: Sequence[int]):
+        self._p = p
+        self._ends = _epoch_ends(p)
+        self.steps = sorted(steps)
+        self.seconds = 0.0
+        self.count = 0
+        self.last: Optional[Dict[str, Any]] = None
+
+    def after_save(self, session, global_step_value):
+        step = int(global_step_value)
+        if step not in self.steps:
+            return
+        start = time.time()
+        ckpt = os.path.join(self._p.opts.model_dir, f"model.ckpt-{step}")
+        _recalibrate(self._p, ckpt)
+        logging.info("epoch %d/%d: trained to step %d", self._ends.index(step) + 1,
+                     len(self._ends), step)
+        self.last = evaluate_checkpoint(self._p, None, ckpt, claim_archive=True)
+        took = time.time() - start
+        self.seconds += took
+        self.count += 1
+        if self._p.progress_hook is not None:
+            self._p.progress_hook.exclude(took)
+
+    def seconds_after(self, step: int) -> float:
+        remaining = sum(s > step for s in self.steps)
+        # Before the first evaluation: assume one costs what it will (unknown), i.e. nothing.
+        return remaining * self.seconds / self.count if self.count else 0.0
 
 
 def _start(p: Prepared) -> Any:
@@ -540,20 +609,22 @@ def _wait_for_checkpoint(p: Prepared, step: int, timeout: float = 3600.0) -> Non
         time.sleep(1.0)
 
 
-def _recalibrate(p: Prepared) -> None:
-    """With `bn_recalibration_images` > 0, recompute the latest checkpoint's moving batch-norm
-    statistics from that many training images (bn_calibration.py) before it is evaluated."""
+def _recalibrate(p: Prepared, ckpt: str) -> None:
+    """With `bn_recalibration_images` > 0, recompute the moving batch-norm statistics of
+    checkpoint `ckpt` from that many training images (bn_calibration.py) before it is
+    evaluated. Recalibrating twice gives the same statistics (training-mode batch norm does not
+    read them), so a resumed run may recalibrate a checkpoint again."""
     num_images = p.config.bn_recalibration_images
-    if not num_images or p.run.progress.last_step is None or p.opts.strategy == "multi_worker":
-        return  # off, nothing new was trained, or another worker may still read it
-    ckpt = tf.train.latest_checkpoint(p.opts.model_dir)
+    if not num_images or p.opts.strategy == "multi_worker":
+        return  # off, or another worker may still read the checkpoint
     start = time.time()
     with tf_errors(p):
-        layers = bn_calibration.recalibrate_checkpoint(ckpt, p.config, p.train_files,
-                                                       num_images)
+        if p.recalibrator is None:
+            p.recalibrator = bn_calibration.Recalibrator(p.config, p.train_files, num_images)
+        layers = p.recalibrator.recalibrate(ckpt)
     logging.info("recalibrated the batch-norm statistics of %s (%d layers, %d training "
-                 "images) in %.0f s", os.path.basename(ckpt), layers, num_images,
-                 time.time() - start)
+                 "images) in %.1f s", os.path.basename(ckpt), layers,
+                 p.recalibrator.num_images, time.time() - start)
 
 
 def _closing_train_line(p: Prepared, seconds: float) -> None:
@@ -566,7 +637,8 @@ def _closing_train_line(p: Prepared, seconds: float) -> None:
 def run_train(p: Prepared) -> Optional[Dict[str, Any]]:
     estimator = _start(p)
     seconds = _train(p, estimator, p.total_steps)
-    _recalibrate(p)
+    if p.run.progress.last_step is not None and p.writes_model_dir:
+        _recalibrate(p, tf.train.latest_checkpoint(p.opts.model_dir))
     if p.run.progress.last_step is None:
         print(f"nothing to train: {p.opts.model_dir} is already at step {p.total_steps}",
               flush=True)
@@ -601,26 +673,66 @@ def run_eval(p: Prepared) -> Optional[Dict[str, Any]]:
     return last
 
 
+def _epoch_ends(p: Prepared) -> List[int]:
+    """The steps at which train_and_eval evaluates: every epoch's last, the run's last."""
+    per_epoch = steps_per_epoch(p.opts)
+    num_epochs = max(1, p.total_steps // per_epoch)
+    return [epoch * per_epoch for epoch in range(1, num_epochs)] + [p.total_steps]
+
+
 def run_train_and_eval(p: Prepared) -> Optional[Dict[str, Any]]:
+    """Train to the last step in one training call, evaluating each epoch's checkpoint as it
+    is saved, with one evaluation graph and session (`_EpochEvaluations`).
+
+    The order of one run: [evaluate the checkpoint a killed run left unevaluated] -> train;
+    at each epoch end: save -> recalibrate BN -> evaluate -> record -> archive if best -> go
+    on; after the last: the closing line and the best AP. Multi-worker and TPU runs keep one
+    training call per epoch (`_train_and_eval_per_epoch`).
+    """
+    if p.task is not None or p.run.use_tpu:
+        return _train_and_eval_per_epoch(p)
     opts = p.opts
     estimator = _start(p)
     done = set(run_dir.evaluated_steps(opts.model_dir, p.eval_set))
-    per_epoch = steps_per_epoch(opts)
-    num_epochs = max(1, p.total_steps // per_epoch)
+    pending = [end for end in _epoch_ends(p) if end not in done]  # never replayed
+    latest = _current_step(opts.model_dir)
+    evaluations = _EpochEvaluations(p, [end for end in pending if end > latest])
+    last = None
+    if latest in pending:  # saved at an epoch end, then killed before it was evaluated
+        ckpt = tf.train.latest_checkpoint(opts.model_dir)
+        _recalibrate(p, ckpt)
+        last = evaluate_checkpoint(p, estimator, ckpt, claim_archive=True)
+    trained = _train(p, estimator, p.total_steps, evaluations) if evaluations.steps else 0.0
+    return _close_train_and_eval(p, evaluations.last or last, trained)
+
+
+def _train_and_eval_per_epoch(p: Prepared) -> Optional[Dict[str, Any]]:
+    """train_and_eval as one training call per epoch, each followed by an evaluation (on the
+    chief of a multi-worker cluster)."""
+    opts = p.opts
+    estimator = _start(p)
+    done = set(run_dir.evaluated_steps(opts.model_dir, p.eval_set))
+    ends = _epoch_ends(p)
     last, trained = None, 0.0
-    for epoch in range(1, num_epochs + 1):
-        end = p.total_steps if epoch == num_epochs else epoch * per_epoch
+    for epoch, end in enumerate(ends, 1):
         if end in done:
             continue  # evaluated before a restart: never replayed
         if not p.writes_model_dir and epoch > 1:
-            _wait_for_checkpoint(p, (epoch - 1) * per_epoch)
+            _wait_for_checkpoint(p, ends[epoch - 2])
         trained += _train(p, estimator, end)
-        logging.info("epoch %d/%d: trained to step %d", epoch, num_epochs, end)
+        logging.info("epoch %d/%d: trained to step %d", epoch, len(ends), end)
         if not p.writes_model_dir:
             continue  # the chief evaluates and records
-        _recalibrate(p)
-        last = evaluate_checkpoint(p, estimator, tf.train.latest_checkpoint(opts.model_dir),
-                                   claim_archive=True)
+        ckpt = tf.train.latest_checkpoint(opts.model_dir)
+        _recalibrate(p, ckpt)
+        last = evaluate_checkpoint(p, estimator, ckpt, claim_archive=True)
+    return _close_train_and_eval(p, last, trained)
+
+
+def _close_train_and_eval(p: Prepared, last: Optional[Dict[str, Any]],
+                          trained: float) -> Optional[Dict[str, Any]]:
+    """The closing lines of train_and_eval: steps trained, then the best AP and its archive."""
+    opts = p.opts
     if p.run.progress.last_step is not None:
         _closing_train_line(p, trained)
     best = run_dir.best_on(opts.model_dir, p.eval_set) if p.writes_model_dir else None
@@ -663,5 +775,6 @@ def run(opts: RunOptions) -> Optional[Dict[str, Any]]:
             cluster.barrier(task)
         return result
     finally:
-        if prepared.summary_writer is not None:
-            prepared.summary_writer.close()
+        for owned in (prepared.summary_writer, prepared.evaluator, prepared.recalibrator):
+            if owned is not None:
+                owned.close()

@@ -486,3 +486,58 @@ def test_global_batch_must_split_over_the_replicas(monkeypatch, tmp_path):
         trainer._check_batch_split(opts)
     trainer._check_batch_split(dataclasses.replace(opts, train_batch_size=8))
     trainer._check_batch_split(dataclasses.replace(opts, strategy="default", train_batch_size=7))
+
+
+def test_train_and_eval_builds_each_graph_once(voc_records, tmp_path, monkeypatch):
+    """Three epochs in one training call: one eval line and history entry per epoch, the best
+    archived, and the training, evaluation and recalibration graphs each built once."""
+    import collections
+
+    import bn_calibration
+    import det_model_fn
+
+    built = collections.Counter()
+    make_model_fn = det_model_fn.make_model_fn
+
+    def counting_make_model_fn(config, run):
+        model_fn = make_model_fn(config, run)
+
+        def counted(features, labels, mode, params=None):
+            built[mode] += 1
+            return model_fn(features, labels, mode, params)
+
+        return counted
+
+    recalibrator_init = bn_calibration.Recalibrator.__init__
+
+    def counted_init(self, *args, **kwargs):
+        built["recalibration"] += 1
+        recalibrator_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(det_model_fn, "make_model_fn", counting_make_model_fn)
+    monkeypatch.setattr(bn_calibration.Recalibrator, "__init__", counted_init)
+    model_dir = tmp_path / "m"
+    opts = _opts(voc_records, model_dir, num_epochs=3, log_every_n_steps=1,
+                 hparams=tiny_hparams(num_classes=20, moving_average_decay=0,
+                                      bn_recalibration_images=4))
+    with _capture() as out:
+        trainer.run(opts)
+    assert built == {"train": 1, "eval": 1, "recalibration": 1}
+    evals = [ln for ln in out.stdout.splitlines() if ln.startswith("eval at step")]
+    assert [ln.split(":")[0] for ln in evals] == ["eval at step 2", "eval at step 4",
+                                                  "eval at step 6"]
+    assert sum(m.startswith("recalibrated the batch-norm statistics") for m in out.log) == 3
+    assert [m for m in out.log if m.startswith("epoch ")] == [
+        "epoch 1/3: trained to step 2", "epoch 2/3: trained to step 4",
+        "epoch 3/3: trained to step 6"]
+    history = run_dir.read_history(str(model_dir))
+    (entry,) = history["sets"].values()
+    assert sorted(entry["steps"], key=int) == ["2", "4", "6"]
+    best = json.loads((model_dir / "archive" / "best_eval.json").read_text())
+    best_ap = max(m["AP"] for m in entry["steps"].values())
+    assert best["AP"] == best_ap
+    assert entry["steps"][best["checkpoint"].rsplit("-", 1)[1]]["AP"] == best_ap
+    assert "trained to step 6 in " in out.stdout
+    assert out.stdout.strip().splitlines()[-1].startswith("best AP ")
+    # The progress line's ETA counts the evaluations still to come.
+    assert any("ETA" in m for m in out.log if m.startswith("step 3/6"))
