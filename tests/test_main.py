@@ -186,8 +186,9 @@ def test_multi_worker_refuses_a_cluster_where_no_task_saves(voc_records, tmp_pat
 
 def test_multi_worker_refuses_tasks_given_different_clusters(voc_records, tmp_path):
     a, b, c = (f"127.0.0.1:{p}" for p in _free_ports(3))
+    # A global batch of 12 splits over 2 and over 3 tasks: only the clusters disagree.
     args = ["--mode=train", "--strategy=multi_worker", PATTERN, f"--model_dir={tmp_path / 'm'}",
-            f"--hparams={tiny_hparams(num_classes=20)}"]
+            "--train_batch_size=12", f"--hparams={tiny_hparams(num_classes=20)}"]
     procs = []
     for cluster, index in (([a, b], 0), ([a, b, c], 1)):
         env = dict(ENV, TF_CONFIG=json.dumps({"cluster": {"worker": cluster},
