@@ -361,10 +361,12 @@ class InspectOptions:
                             "holds another run's config.yaml or checkpoint. Never deleted.")
     hparams: str = cli.field("", "Overrides: 'k=v,k2=v2', a .yaml file, or both.")
     batch_size: int = cli.field(1, "Batch size. 0 exports a dynamic-batch model (saved_model, "
-                                "onnx, openvino); dry, freeze and bm need >= 1.")
+                                "onnx, openvino); dry, freeze and bm need >= 1.",
+                                bounds="[0, 65536]")
     bm_runs: int = cli.field(10, "Timed runs in bm and saved_model_benchmark (after 5 warm-up "
-                             "runs).")
-    threads: int = cli.field(0, "Intra-op threads (0: TensorFlow's default).")
+                             "runs).", bounds="[1, inf)")
+    threads: int = cli.field(0, "Intra-op threads (0: TensorFlow's default).",
+                             bounds="[0, 1024]")
     xla: bool = cli.field(False, "bm: run with XLA JIT (global_jit_level ON_2).")
     ckpt_path: Optional[str] = cli.field(
         None, "Checkpoint prefix or directory to restore; '_' or unset: random weights. A "
@@ -382,13 +384,14 @@ class InspectOptions:
     output_video: Optional[str] = cli.field(None, "saved_model_video: write the annotated "
                                             "video here (mp4v codec).")
     line_thickness: Optional[int] = cli.field(None, "Box line thickness in pixels (default: "
-                                              "scaled to the image).")
+                                              "scaled to the image).", bounds="[1, 100]")
+    # The ranges of the hparams they replace (pinned by a test).
     max_boxes_to_draw: Optional[int] = cli.field(
         None, "Most detections per image (default nms_configs.max_output_size); at export, the "
-        "number of output rows.")
+        "number of output rows.", bounds="[1, 10000]")
     min_score_thresh: Optional[float] = cli.field(
         None, "Score threshold (default nms_configs.score_thresh); at export, the model's "
-        "default threshold.")
+        "default threshold.", bounds="[0, 1]")
     saved_model_dir: str = cli.field("/tmp/saved_model", "SavedModel directory (exported or "
                                      "read), or a .pb, .tflite, .onnx or .xml file to read.")
     tflite_path: Optional[str] = cli.field(None, "saved_model: also convert to TFLite here.")
@@ -416,9 +419,8 @@ class InspectOptions:
 _REQUIRED = {"infer": ("input_image",), "saved_model_infer": ("input_image",),
              "saved_model_benchmark": ("input_image",), "saved_model_video": ("input_video",),
              "ckpt": ("ckpt_path",)}
-# Runmodes that build the raw network with a static batch, and those that time runs.
+# Runmodes that build the raw network with a static batch.
 _STATIC_BATCH = ("dry", "freeze", "bm")
-_TIMED = ("bm", "saved_model_benchmark")
 # Runmodes that restore --ckpt_path when it is given.
 _RESTORING = ("dry", "freeze", "bm", "ckpt", "infer", "saved_model", "onnx", "openvino")
 # What each runmode writes: (flag, is a directory).
@@ -441,15 +443,12 @@ def _is_set(value: Optional[str]) -> bool:
 
 
 def _check_numbers(opts: InspectOptions) -> None:
-    mode = opts.runmode
-    if opts.batch_size < 0 or (opts.batch_size == 0 and mode in _STATIC_BATCH):
+    """Every number in its flag's range (InspectOptions), then the runmode's own rule."""
+    cli.check_bounds(opts)
+    if opts.batch_size == 0 and opts.runmode in _STATIC_BATCH:
         raise errors.UsageError(
-            f"--batch_size must be >= 1 for --runmode={mode}"
-            + (" (0, a dynamic batch, is for the export runmodes saved_model, onnx and openvino)"
-               if mode in _STATIC_BATCH else ""))
-    if mode in _TIMED and opts.bm_runs < 1:
-        raise errors.UsageError(f"--bm_runs must be >= 1 for --runmode={mode}, got "
-                                f"{opts.bm_runs}")
+            f"--batch_size must be >= 1 for --runmode={opts.runmode} (0, a dynamic batch, is "
+            f"for the export runmodes saved_model, onnx and openvino)")
 
 
 def tflite_input_size(opts: InspectOptions) -> Optional[Tuple[int, int]]:

@@ -117,7 +117,7 @@ def test_config_comes_from_the_model_directory(test_checkpoint, exported_models,
     (["--runmode=bm", "--hparams=num_clases=3"], "unknown hparam key 'num_clases'"),
     (["--runmode=bm", "--hparams=fpn_num_filters=abc"], "'fpn_num_filters' expects int"),
     (["--runmode=bm", "--hparams=image_size=500"], "not divisible by 2**max_level = 128"),
-    (["--runmode=bm", "--hparams=fpn_name=fpn"], "unknown fpn_name 'fpn'; valid names"),
+    (["--runmode=bm", "--hparams=fpn_name=fpn"], "hparam 'fpn_name' got 'fpn'; valid values"),
 ])
 def test_bad_hparams_are_one_clear_line(args, message, no_graphs):
     with pytest.raises(errors.UserError) as e:
@@ -135,8 +135,9 @@ def test_bad_hparams_are_one_clear_line(args, message, no_graphs):
     (["--runmode=ckpt", "--ckpt_path=_"], "--runmode=ckpt needs --ckpt_path"),
     (["--runmode=dry", "--batch_size=0"], "--batch_size must be >= 1 for --runmode=dry (0, a "
                                           "dynamic batch, is for the export runmodes"),
-    (["--runmode=saved_model", "--batch_size=-1"], "--batch_size must be >= 1"),
-    (["--runmode=bm", "--bm_runs=0"], "--bm_runs must be >= 1 for --runmode=bm, got 0"),
+    (["--runmode=saved_model", "--batch_size=-1"], "--batch_size must be >= 0, got -1 "
+                                                   "(allowed: [0, 65536])"),
+    (["--runmode=bm", "--bm_runs=0"], "--bm_runs must be >= 1, got 0"),
     (["--runmode=saved_model_video", "--saved_model_dir=.", "--input_video=/nonexistent.mov"],
      "--input_video '/nonexistent.mov': no such file"),
     (["--runmode=saved_model", "--openvino_path=/tmp/x/model.bin"],
