@@ -100,9 +100,11 @@ def config_dir(path: Optional[str]) -> Optional[str]:
 
 def load_config(opts: InspectOptions) -> Config:
     """The model's config: --model_name, then the config.yaml of the exported model (for the
-    runmodes that run one) or of --ckpt_path's directory, then --hparams. Validated."""
+    runmodes that run one) or of --ckpt_path's directory, then --hparams. Validated, and, for a
+    runmode that restores --ckpt_path, compared with what the checkpoint holds (one line naming
+    the model it looks like), all before any graph is built."""
+    import checkpoint_io
     import run_dir
-    import vfpn
 
     model_dir = (config_dir(opts.saved_model_dir) if opts.runmode in EXPORTED_MODEL_MODES
                  else None)
@@ -110,7 +112,9 @@ def load_config(opts: InspectOptions) -> Config:
     name = None if model_dir else opts.model_name
     config = run_dir.load_run_config(name, opts.hparams,
                                      model_dir or config_dir(opts.ckpt_path))
-    vfpn.get_fpn_builder(config.fpn_name)  # an unknown name fails here, before any graph
+    if opts.runmode in _RESTORING and _is_set(opts.ckpt_path):
+        checkpoint_io.check_detector_fits(checkpoint_io.resolve_checkpoint(opts.ckpt_path),
+                                          config, f"--ckpt_path={opts.ckpt_path}")
     config.is_training_bn = False
     logging.debug("config:\n%s", config)
     return config

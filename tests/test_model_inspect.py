@@ -225,15 +225,24 @@ def test_a_text_file_given_as_video_is_one_line(exported_models, tmp_path):
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_checkpoint_from_another_model_is_clear(test_checkpoint, tmp_path):
-    # The checkpoint without its config.yaml, as downloaded checkpoints come.
+def test_checkpoint_from_another_model_is_clear(test_checkpoint, tmp_path, no_graphs):
+    # The checkpoint without its config.yaml, as downloaded checkpoints come: found from its
+    # variable shapes before any graph is built.
     bare = tmp_path / "bare"
     shutil.copytree(test_checkpoint[0], bare, ignore=shutil.ignore_patterns("config.yaml"))
     with pytest.raises(errors.CheckpointError) as e:
         inspect("--runmode=freeze", f"--logdir={tmp_path / 'f'}",
                 f"--hparams={TINY.replace('num_classes=3', 'num_classes=5')}",
                 f"--ckpt_path={bare}")
-    assert "does not fit this model" in str(e.value) and "class-predict" in str(e.value)
+    assert "holds a custom efficientnet-b0 detector" in str(e.value)
+    assert "has 5 classes; pass --hparams=num_classes=3" in str(e.value)
+
+
+def test_score_and_box_flags_have_the_ranges_of_the_hparams_they_replace():
+    fields = {f.name: f for f in dataclasses.fields(model_inspect.InspectOptions)}
+    for flag, key in (("min_score_thresh", "nms_configs.score_thresh"),
+                      ("max_boxes_to_draw", "nms_configs.max_output_size")):
+        assert str(fields[flag].metadata["bounds"]) == hparams_config._RANGES[key][0]
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
