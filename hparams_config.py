@@ -9,8 +9,10 @@ Overrides come in three forms and are applied left to right on top of the model 
   ``'voc_config.yaml,image_size=256'``;
 * a dict.
 
-Unknown keys, values of the wrong type and inconsistent fields are errors (`HparamsError`) whose
-message names the key and what to do. See `validate` for the cross-field rules.
+Unknown keys, values of the wrong type (`_OPTIONAL_TYPES` for keys whose default is None), values
+outside their range or choices (`_RANGES`, `_CHOICES`) and fields that disagree
+(`_CROSS_FIELD_RULES`) are errors (`HparamsError`) in one line naming the key, the value and
+what is allowed; `validate` applies the tables.
 """
 
 from __future__ import annotations

@@ -49,11 +49,12 @@ saved_model_video without --output_video shows the frames when a display is avai
 there is none (e.g. opencv-python-headless or no DISPLAY), it says so and still runs detection
 on every frame, then reports the speed (exit status 0).
 
-Options are checked before any graph is built (`check_options`): batch sizes, the flags each
-runmode needs, and every output location (one line naming the flag). dry and freeze never write
-into a --logdir that holds another run's config.yaml or checkpoint, and saved_model never into a
-non-empty --saved_model_dir. Inputs that fail (a missing or corrupt image among several) are
-reported by name, the others are processed, and the exit status is 1.
+Options are checked before any graph is built (`check_options`): every number against its
+flag's range, the flags each runmode needs, and every output location (one line naming the
+flag); then the config, and a --ckpt_path checkpoint against it (`load_config`). dry and
+freeze never write into a --logdir that holds another run's config.yaml or checkpoint, and
+saved_model never into a non-empty --saved_model_dir. Inputs that fail (a missing or corrupt
+image among several) are reported by name, the others are processed, and the exit status is 1.
 
 `run(InspectOptions(...))` runs one runmode in-process and returns the exit status; the work
 is done by inference.py and the modules below it. --verbose also logs the resolved config.
@@ -457,6 +458,7 @@ def _check_numbers(opts: InspectOptions) -> None:
 
 def tflite_input_size(opts: InspectOptions) -> Optional[Tuple[int, int]]:
     """--tflite_input_size as (height, width), or None; UsageError naming the flag."""
+    import hparams_config
     import utils
 
     if not _is_set(opts.tflite_input_size):
@@ -468,10 +470,14 @@ def tflite_input_size(opts: InspectOptions) -> Optional[Tuple[int, int]]:
         raise errors.UsageError("--tflite_input_size needs --batch_size >= 1: a dynamic batch "
                                 "keeps the TFLite model's tensors dynamic")
     try:
-        return utils.parse_image_size(opts.tflite_input_size)
+        height, width = utils.parse_image_size(opts.tflite_input_size)
     except errors.UserError:
         raise errors.UsageError(f"--tflite_input_size '{opts.tflite_input_size}' must look "
                                 f"like WxH, e.g. 1280x720") from None
+    if max(height, width) > hparams_config.MAX_IMAGE_SIZE:
+        raise errors.UsageError(f"--tflite_input_size '{opts.tflite_input_size}': each side "
+                                f"must be <= {hparams_config.MAX_IMAGE_SIZE}, as image_size's")
+    return height, width
 
 
 def _check_openvino(opts: InspectOptions) -> None:

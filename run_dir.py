@@ -177,21 +177,22 @@ def is_writable(path: str) -> bool:
     return "://" in path or os.access(path, os.W_OK | os.X_OK)
 
 
-def model_dir_problem(model_dir: str, training: bool) -> Optional[str]:
-    """Why --model_dir cannot be used (None if it can); creates nothing.
+def directory_problem(path: str, writes: bool) -> Optional[str]:
+    """Why `path` cannot be used as a run's directory (None if it can); creates nothing.
 
-    Any run needs a directory, not a file. Training must also be able to write into it, or to
-    create it (its nearest existing ancestor a writable directory). Eval only reads: a
-    read-only directory is evaluated without recording anything.
+    Any run needs a directory, not a file. A run that `writes` (training into --model_dir,
+    --testdev_dir) must also be able to write into it, or to create it (its nearest existing
+    ancestor a writable directory). Eval only reads --model_dir: a read-only one is evaluated
+    without recording anything.
     """
-    if "://" in model_dir:
+    if "://" in path:
         return None
-    full = os.path.abspath(model_dir)
+    full = os.path.abspath(path)
     if os.path.exists(full):
         if not os.path.isdir(full):
             return "is a file, not a directory"
-        return "is not writable" if training and not is_writable(full) else None
-    if not training:
+        return "is not writable" if writes and not is_writable(full) else None
+    if not writes:
         return None  # the caller says that only training creates a model directory
     ancestor = os.path.dirname(full)
     while not os.path.exists(ancestor):

@@ -193,19 +193,19 @@ def test_a_saved_config_with_a_bad_value_names_the_file(tmp_path):
         run_dir.load_run_config(None, None, str(tmp_path))
 
 
-def test_model_dir_problems(tmp_path, monkeypatch):
+def test_directory_problems(tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("x")
-    assert run_dir.model_dir_problem(str(tmp_path / "afile"), False) == (
+    assert run_dir.directory_problem(str(tmp_path / "afile"), False) == (
         "is a file, not a directory")
-    assert run_dir.model_dir_problem(str(tmp_path / "afile" / "m"), True) == (
+    assert run_dir.directory_problem(str(tmp_path / "afile" / "m"), True) == (
         f"cannot be created: '{tmp_path / 'afile'}' is a file, not a directory")
-    assert run_dir.model_dir_problem(str(tmp_path / "new" / "m"), True) is None
-    assert run_dir.model_dir_problem(str(tmp_path), True) is None
-    assert run_dir.model_dir_problem("gs://bucket/m", True) is None
+    assert run_dir.directory_problem(str(tmp_path / "new" / "m"), True) is None
+    assert run_dir.directory_problem(str(tmp_path), True) is None
+    assert run_dir.directory_problem("gs://bucket/m", True) is None
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a user without rights
-    assert run_dir.model_dir_problem(str(tmp_path), True) == "is not writable"
-    assert run_dir.model_dir_problem(str(tmp_path), False) is None  # eval only reads
-    assert run_dir.model_dir_problem(str(tmp_path / "new"), True) == (
+    assert run_dir.directory_problem(str(tmp_path), True) == "is not writable"
+    assert run_dir.directory_problem(str(tmp_path), False) is None  # eval only reads
+    assert run_dir.directory_problem(str(tmp_path / "new"), True) == (
         f"cannot be created: '{tmp_path}' is not writable")
 
 
