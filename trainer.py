@@ -173,12 +173,12 @@ def check_model_dir_checkpoint(config: Config, opts: RunOptions) -> None:
         prefix = checkpoint_io.resolve_checkpoint(opts.model_dir)
     except errors.CheckpointError as e:
         raise errors.CheckpointError(f"{flag}: {e}") from None
+    checkpoint_io.check_detector_fits(prefix, config, flag)  # the model first: it says more
     if "global_step" not in checkpoint_io.read_shapes(prefix):
         raise errors.CheckpointError(
             f"{flag}: checkpoint '{prefix}' has no global_step: it was not written by training "
             f"(e.g. model_inspect.py --export_ckpt); run it with model_inspect.py "
             f"--ckpt_path, or train from it into a new --model_dir with --ckpt")
-    checkpoint_io.check_detector_fits(prefix, config, flag)
 
 
 def prepare(opts: RunOptions) -> Prepared:
