@@ -1,22 +1,29 @@
-"""Checkpoints: find one from a prefix or a directory, and restore variables from it.
+"""Checkpoints: find one from a prefix or a directory, check it, and restore variables from it.
 
 A detector checkpoint written by training holds every model variable `v` and, when the run used
 an exponential moving average (`moving_average_decay` > 0), its shadow
 `v/ExponentialMovingAverage`. Evaluation, export and inference restore the shadows: they are the
 weights the paper's numbers are measured with.
 
-Paths go through `tf.io.gfile`, so gs:// checkpoints work. Errors are `errors.CheckpointError`
-naming the checkpoint.
+Before any graph is built, `resolve_checkpoint` checks that a checkpoint can be read whole (a
+truncated index or data file is named), and `check_detector_fits` compares what a detector
+checkpoint holds (backbone, feature-network width and depth, head, anchors, classes; read from
+its variable shapes) with the model about to be built, and says in one line which model it looks
+like. Paths go through `tf.io.gfile`, so gs:// checkpoints work. Errors are
+`errors.CheckpointError` naming the checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 import errors
+import hparams_config
 
 if TYPE_CHECKING:
     from hparams_config import Config
@@ -39,19 +46,50 @@ def use_ema(config: Config) -> bool:
 
 def resolve_checkpoint(path: str) -> str:
     """The checkpoint prefix named by `path`: a prefix, or a directory holding a checkpoint
-    (its latest, from the directory's 'checkpoint' index file)."""
+    (its latest, from the directory's 'checkpoint' index file). The checkpoint must be
+    readable whole (see `read_shapes`)."""
     if tf.io.gfile.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if not latest:
             raise errors.CheckpointError(
                 f"no checkpoint found in directory '{path}': it has no 'checkpoint' index file "
                 f"(training writes one); give a checkpoint directory or a prefix")
-        return latest
-    if not tf.io.gfile.exists(path + ".index"):
+        prefix = latest
+    elif not tf.io.gfile.exists(path + ".index"):
         raise errors.CheckpointError(
             f"checkpoint '{path}' not found: give a checkpoint prefix (e.g. "
             f"model_dir/model.ckpt-1000) or a directory holding one")
-    return path
+    else:
+        prefix = path
+    read_shapes(prefix)
+    return prefix
+
+
+def read_shapes(prefix: str) -> Dict[str, List[int]]:
+    """{variable name: shape} of checkpoint `prefix`, after checking that its index can be read
+    and that its data files hold every byte the index lists (a copy cut short, e.g. by a full
+    disk, is otherwise found only when a variable deep in the model is read)."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except tf.errors.OpError as e:
+        raise errors.CheckpointError(
+            f"checkpoint '{prefix}': its index file {prefix}.index cannot be read "
+            f"({str(e).splitlines()[0]}); it is truncated or not a checkpoint index: copy the "
+            f"checkpoint again") from None
+    shapes = reader.get_variable_to_shape_map()
+    dtypes = reader.get_variable_to_dtype_map()
+    data_files = tf.io.gfile.glob(prefix + ".data-*")
+    if not data_files:
+        raise errors.CheckpointError(f"checkpoint '{prefix}' has no data file "
+                                     f"({prefix}.data-*) beside its index; copy it too")
+    if all(d != tf.string for d in dtypes.values()):  # strings have no fixed size
+        expected = sum(int(np.prod(shapes[n])) * dtypes[n].size for n in shapes)
+        found = sum(tf.io.gfile.stat(f).length for f in data_files)
+        if found < expected:
+            raise errors.CheckpointError(
+                f"checkpoint '{prefix}' is truncated: its data files hold {found} bytes of the "
+                f"{expected} its index lists; copy it again or use an earlier checkpoint")
+    return {name: list(shape) for name, shape in shapes.items()}
 
 
 def restore_variables(sess: tf1.Session, ckpt: str, use_ema: bool = True,
@@ -134,3 +172,118 @@ def write_checkpoint(tensors: Mapping[str, np.ndarray], prefix: str) -> List[str
         _WRITERS[signature] = _CheckpointWriter(signature)
     _WRITERS[signature].write(arrays, prefix)
     return tf.io.gfile.glob(prefix + ".*")
+
+
+# -------------------------------------------------------------------------------------------------
+# What a detector checkpoint holds, compared with the model about to be built
+# -------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class DetectorShape:
+    """What a detector's variable shapes fix: the config keys they follow, plus anchors per
+    location (num_scales x len(aspect_ratios)) and classes (the class head's outputs / anchors).
+    None where a checkpoint lacks the variables that would tell."""
+
+    backbone_name: Optional[str]
+    fpn_num_filters: Optional[int]
+    fpn_cell_repeats: int
+    box_class_repeats: int
+    fpn_name: str  # 'vfpn' when it has VFPN's vertical stage, else 'bifpn'
+    anchors: Optional[int]
+    num_classes: Optional[int]
+
+    KEYS = ("backbone_name", "fpn_num_filters", "fpn_cell_repeats", "box_class_repeats",
+            "fpn_name")
+
+    @classmethod
+    def of_checkpoint(cls, shapes: Dict[str, List[int]]) -> DetectorShape:
+        def count(pattern: str) -> int:
+            return len({m.group(1) for n in shapes for m in [re.match(pattern, n)] if m})
+
+        backbones = sorted({n.split("/")[0] for n in shapes if n.startswith("efficientnet-b")})
+        width = shapes.get("class_net/class-0/bias", [None])[0]
+        box = shapes.get("box_net/box-predict/bias", [None])[0]
+        anchors = box // 4 if box else None
+        cls_out = shapes.get("class_net/class-predict/bias", [None])[0]
+        classes = cls_out // anchors if cls_out and anchors else None
+        vertical = any(n.startswith("vfpn_vertical/") for n in shapes)
+        return cls(backbones[0] if backbones else None, width,
+                   count(r"fpn_cells/cell_(\d+)/"), count(r"class_net/class-(\d+)/"),
+                   "vfpn" if vertical else "bifpn", anchors, classes)
+
+    @classmethod
+    def of_config(cls, config: Config) -> DetectorShape:
+        return cls(config.backbone_name, config.fpn_num_filters, config.fpn_cell_repeats,
+                   config.box_class_repeats, "vfpn" if config.fpn_name == "vfpn" else "bifpn",
+                   config.num_scales * len(config.aspect_ratios), config.num_classes)
+
+    @property
+    def is_detector(self) -> bool:
+        return self.fpn_num_filters is not None and self.num_classes is not None
+
+    def preset(self) -> Optional[str]:
+        """The efficientdet-dN this shape is, or the first with its backbone, or None."""
+        table = hparams_config.efficientdet_model_param_dict
+        same = [name for name, p in table.items() if p["backbone_name"] == self.backbone_name]
+        exact = [name for name in same if all(
+            table[name][k] == getattr(self, k) for k in self.KEYS[1:4])]
+        return (exact or same or [None])[0]
+
+    def describe(self) -> str:
+        preset = self.preset()
+        exact = preset and all(hparams_config.efficientdet_model_param_dict[preset][k]
+                               == getattr(self, k) for k in self.KEYS[1:4])
+        name = preset if exact else f"a custom {self.backbone_name} detector"
+        return (f"{name} ({self.fpn_num_filters} filters, {self.fpn_cell_repeats} cells, "
+                f"{self.box_class_repeats} head layers, {self.fpn_name}, {self.anchors} anchors "
+                f"per location) with {self.num_classes} classes")
+
+
+def check_detector_fits(prefix: str, config: Config, flag: str,
+                        new_head: bool = False) -> None:
+    """Raise one CheckpointError when detector checkpoint `prefix` (given by `flag`) cannot
+    fill the model `config` builds: another backbone, feature network or head, or, unless
+    `new_head` (finetuning with skip_mismatch: the class and box outputs start afresh), other
+    anchors or classes. The line says which model the checkpoint looks like and which
+    --model_name / --hparams would fit it. Cheap: reads variable shapes, builds nothing."""
+    held = DetectorShape.of_checkpoint(read_shapes(prefix))
+    if not held.is_detector:
+        raise errors.CheckpointError(
+            f"{flag}: checkpoint '{prefix}' holds no detector (no class_net/box_net variables"
+            + (f"; it looks like an {held.backbone_name} classifier" if held.backbone_name
+               else "") + "); give an EfficientDet checkpoint")
+    want = DetectorShape.of_config(config)
+    keys = DetectorShape.KEYS + (() if new_head else ("anchors", "num_classes"))
+    differ = [k for k in keys if getattr(held, k) != getattr(want, k)]
+    if not differ:
+        return
+    has = ", ".join(f"{getattr(want, k)} {_LABELS[k]}" for k in differ)
+    raise errors.CheckpointError(
+        f"{flag}: checkpoint '{prefix}' holds {held.describe()}, but this model "
+        f"({config.name}) has {has}; {_fitting_flags(held, config, differ, new_head)}, or point "
+        f"at the model directory whose config.yaml describes the checkpoint")
+
+
+_LABELS = {"backbone_name": "backbone", "fpn_num_filters": "filters",
+           "fpn_cell_repeats": "cells", "box_class_repeats": "head layers",
+           "fpn_name": "feature network", "anchors": "anchors per location",
+           "num_classes": "classes"}
+
+
+def _fitting_flags(held: DetectorShape, config: Config, differ: List[str],
+                   new_head: bool) -> str:
+    """'pass --model_name=X --hparams=k=v,...': the flags that build the model `held` is (with
+    this run's num_classes when the head starts afresh)."""
+    preset = held.preset() or config.name
+    base = DetectorShape.of_config(config if preset == config.name
+                                   else hparams_config.get_efficientdet_config(preset))
+    keys = [k for k in DetectorShape.KEYS[1:] if getattr(held, k) != getattr(base, k)]
+    hparams = [f"{k}={getattr(held, k)}" for k in keys]
+    if "num_classes" in differ or preset != config.name:  # a preset has 90 classes
+        hparams.append(f"num_classes={config.num_classes if new_head else held.num_classes}")
+    flags = ([f"--model_name={preset}"] if preset != config.name else []) + (
+        [f"--hparams={','.join(hparams)}"] if hparams else [])
+    fix = "pass " + " ".join(flags) if flags else ""
+    if "anchors" in differ:
+        fix += (" and " if fix else "") + (f"set num_scales and aspect_ratios for "
+                                           f"{held.anchors} anchors per location")
+    return fix

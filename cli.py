@@ -1,7 +1,8 @@
 """What every command-line entry point shares.
 
 * `define_flags`: absl flags made from an options dataclass, so a flag and the option it fills
-  have one definition (name, default, help, choices). `options_from_flags` reads them back.
+  have one definition (name, default, help, choices, allowed range). `options_from_flags` reads
+  them back; `check_bounds` checks every number against its field's range before any work.
 * `import_tensorflow`: TensorFlow imported with its start-up noise on CPU machines (the cuDNN,
   cuFFT and cuBLAS factory lines) filtered out; anything else it prints is kept.
 * `setup_logging`: compact INFO lines (`I 10:41:07 step 40/384 ...`) that the default log level
@@ -26,6 +27,7 @@ from typing import Any, Callable, Dict, Optional, Type, TypeVar
 from absl import flags, logging
 
 import errors
+from bounds import Range, out_of_range
 
 T = TypeVar("T")
 
@@ -37,11 +39,16 @@ _STARTUP_NOISE = re.compile(
     r"oneDNN custom operations are on|rebuild TensorFlow with the appropriate compiler flags")
 
 
-def field(default: Any, help: str, choices: Optional[tuple] = None) -> Any:  # noqa: A002
-    """A dataclass field that is also a command-line flag: its default, help and choices."""
+def field(default: Any, help: str, choices: Optional[tuple] = None,  # noqa: A002
+          bounds: Optional[str] = None) -> Any:
+    """A dataclass field that is also a command-line flag: its default, help, choices and, for
+    a number (or a list of numbers), its allowed range as an interval such as '[0, 1]' (see
+    bounds.py; None, an unset optional flag, is always allowed)."""
     meta: Dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = tuple(choices)
+    if bounds is not None:
+        meta["bounds"] = Range.parse(bounds)
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -64,6 +71,8 @@ def define_flags(options_cls: Type[Any], flag_values: flags.FlagValues = flags.F
         if f.name in skip:
             continue
         help_text = f.metadata.get("help", f.name)
+        if "bounds" in f.metadata:
+            help_text += f" Allowed: {f.metadata['bounds']}."
         default = (f.default_factory() if f.default is dataclasses.MISSING  # type: ignore[misc]
                    else f.default)
         kind = _base_type(hints[f.name])
@@ -91,6 +100,20 @@ def options_from_flags(options_cls: Type[T], flag_values: flags.FlagValues = fla
     values = {f.name: getattr(flag_values, f.name) for f in dataclasses.fields(options_cls)
               if f.name not in fixed}
     return options_cls(**values, **fixed)
+
+
+def check_bounds(options: Any) -> None:
+    """Raise errors.UsageError, naming the flag, its value and the allowed range, for the first
+    field of the dataclass `options` whose number lies outside its `field(bounds=...)`."""
+    for f in dataclasses.fields(options):
+        allowed = f.metadata.get("bounds")
+        value = getattr(options, f.name)
+        if allowed is None or value is None:
+            continue
+        for number in (value if isinstance(value, (list, tuple)) else [value]):
+            line = out_of_range(f"--{f.name}", number, allowed)
+            if line:
+                raise errors.UsageError(line + ".")
 
 
 def import_tensorflow():

@@ -19,7 +19,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
-from typing import Dict, List, Optional, Type
+import struct
+from typing import Any, Dict, List, Optional, Type
 
 import numpy as np
 import tensorflow as tf
@@ -277,6 +278,7 @@ class TFLiteDetector(Detector):
         # 261 ms at batch 1, 240 vs 236 ms/img at batch 8): TFLite's gap to TF is elsewhere.
         threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                               else os.cpu_count() or 1)
+        check_tflite_file(path)
         try:
             self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=threads)
             # The interpreter applies its default (XNNPACK) delegate in its own
@@ -315,6 +317,74 @@ class TFLiteDetector(Detector):
             self.note = ("XNNPACK delegate" if self.delegated_nodes()
                          else "TFLite kernels (dynamic shapes: no XNNPACK)")
         return outputs
+
+
+def check_tflite_file(path: str) -> None:
+    """ModelFileError naming `path` unless it is a whole TFLite flatbuffer: its 'TFL3'
+    identifier, every vector the runtime reads inside the file, every index inside its vector.
+
+    TFLite's interpreter maps a model without such checks, and a truncated file crashes the
+    process, which no error handling can catch; so the file is checked here first, in Python.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise errors.ModelFileError(f"'{path}' is not a TFLite model (no 'TFL3' flatbuffer "
+                                    f"identifier); give a .tflite file written by --tflite_path")
+    try:
+        problem = _tflite_problem(schema.Model.GetRootAs(data, 0), len(data))
+    except struct.error:  # how the flatbuffer reader reports a read past the end
+        problem = f"it refers past its end ({len(data)} bytes)"
+    if problem:
+        raise errors.ModelFileError(f"'{path}' is truncated or corrupted: {problem}; export "
+                                    f"it again")
+
+
+def _tflite_problem(model: Any, size: int) -> Optional[str]:
+    """Read the last element of every vector of `model` (a schema Model over `size` bytes) that
+    TFLite reads, so that one past the end raises struct.error; return an index that points
+    outside its vector, else None."""
+    num_buffers, num_codes = model.BuffersLength(), model.OperatorCodesLength()
+    for i in range(num_codes):
+        code = model.OperatorCodes(i)
+        code.BuiltinCode(), code.DeprecatedBuiltinCode(), code.Version(), code.CustomCode()
+    for i in range(model.MetadataLength()):
+        if model.Metadata(i).Buffer() >= num_buffers:
+            return f"metadata {i} refers to buffer {model.Metadata(i).Buffer()} of {num_buffers}"
+    for i in range(num_buffers):
+        buffer = model.Buffers(i)
+        if buffer.DataLength():
+            buffer.Data(buffer.DataLength() - 1)
+        if buffer.Offset() and buffer.Offset() + buffer.Size() > size:  # data after the table
+            return f"buffer {i} ends at byte {buffer.Offset() + buffer.Size()}, past its end"
+    if not model.SubgraphsLength():
+        return "it has no subgraph"
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        num_tensors = graph.TensorsLength()
+        for t in range(num_tensors):
+            tensor = graph.Tensors(t)
+            if tensor.ShapeLength():
+                tensor.Shape(tensor.ShapeLength() - 1)
+            if tensor.Buffer() >= num_buffers:
+                return f"tensor {t} refers to buffer {tensor.Buffer()} of {num_buffers}"
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            tensors = ([op.Inputs(k) for k in range(op.InputsLength())]
+                       + [op.Outputs(k) for k in range(op.OutputsLength())])
+            if op.OpcodeIndex() >= num_codes or any(t >= num_tensors for t in tensors):
+                return f"operator {o} of subgraph {s} refers outside the model's tables"
+    for i in range(model.SignatureDefsLength()):
+        signature = model.SignatureDefs(i)
+        maps = ([signature.Inputs(k) for k in range(signature.InputsLength())]
+                + [signature.Outputs(k) for k in range(signature.OutputsLength())])
+        if signature.SubgraphIndex() >= model.SubgraphsLength() or any(
+                m.TensorIndex() >= model.Subgraphs(signature.SubgraphIndex()).TensorsLength()
+                for m in maps):
+            return f"signature {i} refers outside the model's tables"
+    return None
 
 
 class OnnxDetector(Detector):

@@ -9,8 +9,10 @@ Overrides come in three forms and are applied left to right on top of the model 
   ``'voc_config.yaml,image_size=256'``;
 * a dict.
 
-Unknown keys, values of the wrong type and inconsistent fields are errors (`HparamsError`) whose
-message names the key and what to do. See `validate` for the cross-field rules.
+Unknown keys, values of the wrong type (`_OPTIONAL_TYPES` for keys whose default is None), values
+outside their range or choices (`_RANGES`, `_CHOICES`) and fields that disagree
+(`_CROSS_FIELD_RULES`) are errors (`HparamsError`) in one line naming the key, the value and
+what is allowed; `validate` applies the tables.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+import operator
+import re
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
+import bounds
 import utils
 from errors import ConfigError
 
@@ -40,7 +45,7 @@ class HparamsError(ConfigError):
     """A bad hyper-parameter: unknown key, wrong type or inconsistent values."""
 
 
-# Keys whose value may take several shapes; checked by `_check_special` instead of by type.
+# Keys whose value may take several shapes; checked by `_check_image_size` instead of by type.
 _FLEXIBLE_KEYS = {"image_size"}
 
 # Accepted spellings of the precision policies. The seed README writes 'mixed-float16'.
@@ -53,7 +58,29 @@ _PRECISION_ALIASES = {
     "mixed-bfloat16": "mixed_bfloat16",
 }
 
+# -------------------------------------------------------------------------------------------------
+# What each hparam admits. A key with a non-None default takes its default's type (an int where
+# a float is expected is fine); the keys below default to None and take None or these types.
+# Nested keys are dotted. Every value is checked by `validate` before anything is built.
+# -------------------------------------------------------------------------------------------------
+_OPTIONAL_TYPES: Dict[str, Tuple[type, ...]] = {
+    "label_map": (str, dict),
+    "precision": (str,),
+    "iou_loss_type": (str,),
+    "pooling_type": (str,),
+    "fpn_weight_method": (str,),
+    "fpn_config": (dict,),
+    "survival_prob": (float,),
+    "ckpt_var_scope": (str,),
+    "var_exclude_expr": (str,),
+    "var_freeze_expr": (str,),
+}
+
 _CHOICES = {
+    # backbone/efficientnet.py's table (pinned by a test; this module sits below it).
+    "backbone_name": tuple(f"efficientnet-b{i}" for i in range(8)),
+    # vfpn.FPN_BUILDERS (pinned by a test).
+    "fpn_name": ("vfpn", "bifpn", "bifpn_sum"),
     "act_type": ("swish", "swish_native", "relu", "relu6", "silu", "hswish"),
     "optimizer": ("sgd", "adam"),
     "lr_decay_method": ("cosine", "stepwise", "polynomial", "constant"),
@@ -62,7 +89,82 @@ _CHOICES = {
     "pooling_type": (None, "max", "avg"),
     "fpn_weight_method": (None, "fastattn", "attn", "sum"),
     "vfpn_aggregation": ("concat", "fastattn", "sum"),
+    "nms_configs.method": ("hard", "gaussian"),
 }
+
+# The largest image side: 2.7x d7's 1536. Anchors, targets and feature maps grow with its
+# square; a d0 at 12800x12800 takes more than 18 GB before its first step and then crashes.
+MAX_IMAGE_SIZE = 4096
+
+# {key: (allowed range, what the number is)}. The ends are the quantity's meaning (a
+# probability, a fraction, a decay below 1, a count of at least 1) or, for sizes and counts
+# without a natural end, a bound far past every preset beyond which a run cannot fit in memory;
+# a list's range applies to each of its numbers. The presets' values all lie inside.
+_RANGES: Dict[str, Tuple[str, str]] = {
+    "train_scale_min": ("(0, 10]", "the smallest random scale of a training image"),
+    "train_scale_max": ("(0, 10]", "the largest random scale of a training image"),
+    "mean_rgb": ("[0, 1]", "the per-channel mean of [0, 1] pixels"),
+    "stddev_rgb": ("(0, 1]", "the per-channel stddev of [0, 1] pixels"),
+    "num_classes": ("[1, 10000]", ""),
+    "max_instances_per_image": ("[1, 10000]", ""),
+    "min_level": ("[3, 10]", "a pyramid level (the backbone's finest input is P3)"),
+    "max_level": ("[3, 10]", "a pyramid level"),
+    "num_scales": ("[1, 16]", ""),
+    "aspect_ratios": ("(0, 100]", "a list of anchor (x, y) multipliers"),
+    "anchor_scale": ("(0, 100]", ""),
+    "batch_norm_momentum": ("[0, 1)", "a decay"),
+    "bn_recalibration_images": ("[0, 1024]", "one batch of images (0: off)"),
+    "momentum": ("[0, 1)", ""),
+    "learning_rate": ("(0, inf)", ""),
+    "lr_warmup_init": ("[0, inf)", ""),
+    "lr_warmup_epoch": ("[0, inf)", ""),
+    "first_lr_drop_epoch": ("[0, inf)", ""),
+    "second_lr_drop_epoch": ("[0, inf)", ""),
+    "poly_lr_power": ("(0, inf)", ""),
+    "clip_gradients_norm": ("[0, inf)", "a norm (0: off)"),
+    "num_epochs": ("[1, inf)", ""),
+    "alpha": ("[0, 1]", "the focal loss's class weight"),
+    "gamma": ("[0, inf)", ""),
+    "delta": ("(0, inf)", ""),
+    "box_loss_weight": ("[0, inf)", ""),
+    "iou_loss_weight": ("[0, inf)", ""),
+    "weight_decay": ("[0, inf)", ""),
+    "box_class_repeats": ("[1, 32]", ""),
+    "fpn_cell_repeats": ("[1, 32]", ""),
+    "fpn_num_filters": ("[1, 4096]", ""),
+    "vfpn_refine_convs": ("[0, 32]", ""),
+    "vfpn_branch_start": ("[0, 1]", "a fraction of the run's steps"),
+    "vfpn_branch_warmup": ("[0, 1]", "a fraction of the run's steps"),
+    "vfpn_branch_weight_decay_scale": ("[0, inf)", ""),
+    "survival_prob": ("(0, 1]", "a probability"),
+    "moving_average_decay": ("[0, 1)", "a decay (0: no moving average)"),
+    "nms_configs.iou_thresh": ("[0, 1]", "an IoU"),
+    "nms_configs.score_thresh": ("[0, 1]", "a score"),
+    "nms_configs.sigma": ("(0, inf)", ""),
+    "nms_configs.max_output_size": ("[1, 10000]", "the number of detections per image"),
+    "nms_configs.max_nms_inputs": ("[0, inf)", "the number of NMS candidates per image (0: all)"),
+}
+_PARSED_RANGES = {key: (bounds.Range.parse(text), meaning)
+                  for key, (text, meaning) in _RANGES.items()}
+
+# Rules between fields: (fields, holds(*values), the rule as the error states it).
+_CROSS_FIELD_RULES: Tuple[Tuple[Tuple[str, ...], Callable[..., bool], str], ...] = (
+    (("min_level", "max_level"), operator.le, "hparams need min_level <= max_level"),
+    (("train_scale_min", "train_scale_max"), operator.le,
+     "hparams need train_scale_min <= train_scale_max (the random scale's range)"),
+    (("first_lr_drop_epoch", "second_lr_drop_epoch"), operator.le,
+     "hparams need first_lr_drop_epoch <= second_lr_drop_epoch"),
+    (("vfpn_branch_start", "vfpn_branch_warmup"), lambda start, warm: start + warm <= 1,
+     "hparams need vfpn_branch_start + vfpn_branch_warmup <= 1 (the branch's ramp ends by "
+     "the last step)"),
+    (("vfpn_zero_init", "vfpn_residual"), lambda zero, residual: residual or not zero,
+     "hparam 'vfpn_zero_init=True' needs 'vfpn_residual=True': without the residual a "
+     "zero-initialised branch outputs zeros; set vfpn_zero_init=False"),
+    (("vfpn_zero_init", "vfpn_refine_convs", "vfpn_aggregation"),
+     lambda zero, convs, agg: not zero or convs > 0 or agg == "concat",
+     "hparam 'vfpn_zero_init=True' needs a BN in the vertical branch (vfpn_refine_convs >= 1 "
+     "or vfpn_aggregation='concat'); set vfpn_zero_init=False"),
+)
 
 
 class Config:
@@ -280,8 +382,6 @@ def _override_layers(values: Union[str, Mapping[str, Any], None]) -> List[Dict[s
 
 
 def _type_ok(old: Any, new: Any) -> bool:
-    if old is None or new is None:
-        return True
     if isinstance(old, bool):
         return isinstance(new, bool)
     if isinstance(old, int):
@@ -293,8 +393,29 @@ def _type_ok(old: Any, new: Any) -> bool:
     if isinstance(old, (list, tuple)):
         return isinstance(new, (list, tuple))
     if isinstance(old, (dict, Config)):
-        return isinstance(new, (dict, Config))
+        return isinstance(new, (Mapping, Config))
     return isinstance(new, type(old))
+
+
+def _type_problem(key: str, old: Any, new: Any) -> Optional[str]:
+    """Why `new` cannot replace `old` as hparam `key` (dotted), or None.
+
+    A key of `_OPTIONAL_TYPES` takes None or one of its types; any other key takes its current
+    value's type and never None (a None there would fail deep inside the graph).
+    """
+    kinds = _OPTIONAL_TYPES.get(key)
+    if kinds is not None:
+        if new is None or any(_type_ok(kind(), new) for kind in kinds):
+            return None
+        expected = " or ".join(k.__name__ for k in kinds) + " or None"
+    elif old is None:
+        return None  # a key of a nested mapping the user made (e.g. fpn_config's nodes)
+    elif new is not None and _type_ok(old, new):
+        return None
+    else:
+        expected = ("a mapping" if isinstance(old, Config)
+                    else f"{type(old).__name__} (default {old!r})")
+    return f"hparam '{key}' expects {expected}, got {type(new).__name__} {new!r}."
 
 
 def _merge(cfg: Config, values: Dict[str, Any], allow_new_keys: bool, check_types: bool,
@@ -314,11 +435,12 @@ def _merge(cfg: Config, values: Dict[str, Any], allow_new_keys: bool, check_type
             continue
         if check_types and key == "precision":
             new = _normalize_precision(new)
-        elif check_types and key not in _FLEXIBLE_KEYS and not _type_ok(old, new):
-            raise HparamsError(
-                f"hparam '{full}' expects {type(old).__name__} (default {old!r}), "
-                f"got {type(new).__name__} {new!r}.")
-        if isinstance(old, float) and isinstance(new, int) and not isinstance(new, bool):
+        elif check_types and full not in _FLEXIBLE_KEYS:
+            problem = _type_problem(full, old, new)
+            if problem:
+                raise HparamsError(problem)
+        if isinstance(new, int) and not isinstance(new, bool) and (
+                isinstance(old, float) or float in _OPTIONAL_TYPES.get(full, ())):
             new = float(new)
         setattr(cfg, key, new)
 
@@ -331,63 +453,81 @@ def _normalize_precision(value: Any) -> Optional[str]:
     return _PRECISION_ALIASES[value]
 
 
-def validate(config: Config) -> Config:
-    """Check cross-field rules; raise `HparamsError` naming the fields. Returns `config`."""
+def _lookup(config: Config, key: str) -> Tuple[bool, Any]:
+    """(found, value) of a dotted key such as 'nms_configs.iou_thresh'."""
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, Config) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _numbers(value: Any) -> List[Any]:
+    """The numbers of a value: itself, or those of a (nested) list."""
+    if isinstance(value, (list, tuple)):
+        return [n for item in value for n in _numbers(item)]
+    return [value]
+
+
+def _check_ranges_and_choices(config: Config) -> None:
+    """Every key of `_RANGES` within its range, every key of `_CHOICES` one of its values."""
+    for key, (allowed, meaning) in _PARSED_RANGES.items():
+        found, value = _lookup(config, key)
+        if not found or value is None:
+            continue
+        for number in _numbers(value):
+            line = bounds.out_of_range(f"hparam '{key}'", number, allowed, meaning)
+            if line:
+                if number is not value:
+                    line += f" in {key}={value!r}"
+                raise HparamsError(line + ".")
+    for key, choices in _CHOICES.items():
+        found, value = _lookup(config, key)
+        if found and value not in choices:
+            raise HparamsError(f"hparam '{key}' got {value!r}; valid values: "
+                               f"{', '.join(repr(c) for c in choices)}.")
+
+
+def _check_image_size(config: Config) -> None:
     try:
         height, width = utils.parse_image_size(config.image_size)
     except ConfigError as e:
         raise HparamsError(f"hparam 'image_size': {e}") from None
-    if not isinstance(config.min_level, int) or not isinstance(config.max_level, int):
-        raise HparamsError("hparams 'min_level' and 'max_level' must be integers.")
-    if not 1 <= config.min_level <= config.max_level:
-        raise HparamsError(f"hparams need 1 <= min_level <= max_level, got min_level="
-                           f"{config.min_level}, max_level={config.max_level}.")
+    if max(height, width) > MAX_IMAGE_SIZE:
+        raise HparamsError(
+            f"hparam 'image_size' is {width}x{height} (WxH); each side must be <= "
+            f"{MAX_IMAGE_SIZE} (memory grows with its square), e.g. tile larger images.")
     stride = 2 ** config.max_level
     if height % stride or width % stride:
         raise HparamsError(
             f"image_size {height}x{width} (HxW) is not divisible by 2**max_level = {stride}; "
             f"use multiples of {stride}, e.g. {max(stride, round(height / stride) * stride)}x"
             f"{max(stride, round(width / stride) * stride)}.")
-    if config.num_classes < 1:
-        raise HparamsError(f"hparam 'num_classes' must be >= 1 (the number of real classes, "
-                           f"label ids 1..num_classes), got {config.num_classes}.")
-    if config.max_instances_per_image < 1:
-        raise HparamsError("hparam 'max_instances_per_image' must be >= 1.")
-    for key, choices in _CHOICES.items():
-        if key in config and config[key] not in choices:
-            raise HparamsError(f"hparam '{key}' got {config[key]!r}; valid values: "
-                               f"{', '.join(repr(c) for c in choices)}.")
-    if config.nms_configs.method not in ("hard", "gaussian"):
-        raise HparamsError(f"hparam 'nms_configs.method' got {config.nms_configs.method!r}; "
-                           f"valid values: 'hard', 'gaussian'.")
-    if not 0.0 <= config.batch_norm_momentum < 1.0:
-        raise HparamsError("hparam 'batch_norm_momentum' must be in [0, 1).")
-    if config.vfpn_refine_convs < 0:
-        raise HparamsError("hparam 'vfpn_refine_convs' must be >= 0.")
-    if config.vfpn_zero_init and not config.vfpn_residual:
-        raise HparamsError("hparam 'vfpn_zero_init=True' needs 'vfpn_residual=True': without the "
-                           "residual a zero-initialised branch outputs zeros; set "
-                           "vfpn_zero_init=False.")
-    if (config.vfpn_zero_init and config.vfpn_refine_convs == 0
-            and config.vfpn_aggregation != "concat"):
-        raise HparamsError(f"hparam 'vfpn_zero_init=True' needs a BN in the vertical branch, but "
-                           f"vfpn_aggregation={config.vfpn_aggregation!r} with "
-                           f"vfpn_refine_convs=0 has none; set vfpn_zero_init=False.")
-    if config.bn_recalibration_images < 0:
-        raise HparamsError("hparam 'bn_recalibration_images' must be >= 0 (0: off), got "
-                           f"{config.bn_recalibration_images}.")
-    if config.vfpn_branch_weight_decay_scale < 0:
-        raise HparamsError("hparam 'vfpn_branch_weight_decay_scale' must be >= 0, got "
-                           f"{config.vfpn_branch_weight_decay_scale}.")
-    for key in ("vfpn_branch_start", "vfpn_branch_warmup"):
-        if not 0.0 <= config[key] <= 1.0:
-            raise HparamsError(f"hparam '{key}' is a fraction of the run's steps and must be in "
-                               f"[0, 1], got {config[key]}.")
-    for key in ("fpn_num_filters", "fpn_cell_repeats", "box_class_repeats", "num_scales"):
-        if config[key] < 1:
-            raise HparamsError(f"hparam '{key}' must be >= 1, got {config[key]}.")
-    if not config.aspect_ratios or any(len(a) != 2 for a in config.aspect_ratios):
+
+
+def _check_structure(config: Config) -> None:
+    """Lists of a fixed shape, regular expressions that compile, and the cross-field rules."""
+    for key in ("mean_rgb", "stddev_rgb"):
+        if len(config[key]) != 3:
+            raise HparamsError(f"hparam '{key}' needs 3 values (R, G, B), got {config[key]!r}.")
+    if not config.aspect_ratios or any(
+            not isinstance(a, (list, tuple)) or len(a) != 2 for a in config.aspect_ratios):
         raise HparamsError("hparam 'aspect_ratios' must be a non-empty list of (x, y) pairs.")
+    for key in ("var_exclude_expr", "var_freeze_expr"):
+        try:
+            re.compile(config[key] or "")
+        except re.error as e:
+            raise HparamsError(f"hparam '{key}' is not a regular expression: {e}.") from None
+    for keys, holds, rule in _CROSS_FIELD_RULES:
+        values = [config[k] for k in keys]
+        if not holds(*values):
+            got = ", ".join(f"{k}={v!r}" for k, v in zip(keys, values))
+            raise HparamsError(f"{rule}; got {got}.")
+
+
+def _check_label_map(config: Config) -> None:
+    """A mapping label_map has integer ids 1..num_classes; it is stored as {id: name}."""
     label_map = config.label_map
     if isinstance(label_map, Config):  # a YAML mapping whose ids were written as strings
         label_map = label_map.as_dict()
@@ -405,6 +545,17 @@ def validate(config: Config) -> Config:
     elif label_map is not None and not isinstance(label_map, str):
         raise HparamsError("hparam 'label_map' must be 'coco', 'voc', a yaml/json path, a "
                            "mapping id: name, or None.")
+
+
+def validate(config: Config) -> Config:
+    """Check every value against its range or choices (`_RANGES`, `_CHOICES`), the image
+    size, list shapes and the cross-field rules; raise `HparamsError` in one line naming the
+    key, its value and what is allowed. Returns `config` (a mapping label_map as {id: name}).
+    """
+    _check_ranges_and_choices(config)
+    _check_image_size(config)
+    _check_structure(config)
+    _check_label_map(config)
     return config
 
 
@@ -551,6 +702,10 @@ efficientdet_model_param_dict: Dict[str, Dict[str, Any]] = {
                             image_size=1536, fpn_num_filters=384, fpn_cell_repeats=8,
                             box_class_repeats=5, anchor_scale=5.0, fpn_weight_method="sum"),
 }
+
+
+# The model names are the presets' (set here, once the table exists).
+_CHOICES["name"] = tuple(efficientdet_model_param_dict)
 
 
 def get_efficientdet_config(model_name: str = "efficientdet-d1") -> Config:

@@ -49,13 +49,14 @@ saved_model_video without --output_video shows the frames when a display is avai
 there is none (e.g. opencv-python-headless or no DISPLAY), it says so and still runs detection
 on every frame, then reports the speed (exit status 0).
 
-Options are checked before any graph is built (`check_options`): batch sizes, the flags each
-runmode needs, and every file the runmode will write (outputs.py's policy, one line naming the
-flag): an existing file is replaced only with --overwrite, an input (image, video, checkpoint,
-model, hparams file) never. Annotated pictures are named after their inputs (<stem>.jpg). dry
-and freeze never write into a --logdir that holds another run's config.yaml or checkpoint, and
-saved_model never into a non-empty --saved_model_dir, whatever --overwrite says. Inputs that
-fail (a missing or corrupt image among several) are reported by name, the others are
+Options are checked before any graph is built (`check_options`): every number against its
+flag's range, the flags each runmode needs, and every file the runmode will write (outputs.py's
+policy, one line naming the flag): an existing file is replaced only with --overwrite, an input
+(image, video, checkpoint, model, hparams file) never. Then the config, and a --ckpt_path
+checkpoint against it (`load_config`). Annotated pictures are named after their inputs
+(<stem>.jpg). dry and freeze never write into a --logdir that holds another run's config.yaml or
+checkpoint, and saved_model never into a non-empty --saved_model_dir, whatever --overwrite says.
+Inputs that fail (a missing or corrupt image among several) are reported by name, the others are
 processed, and the exit status is 1.
 
 `run(InspectOptions(...))` runs one runmode in-process and returns the exit status; the work
@@ -105,9 +106,11 @@ def config_dir(path: Optional[str]) -> Optional[str]:
 def load_config(opts: InspectOptions) -> Config:
     """The model's config: --model_name, then the config.yaml of the exported model (for the
     runmodes that run one) or of --ckpt_path's directory, then --hparams. An exported model
-    without config.yaml beside it takes its classes from its export settings. Validated."""
+    without config.yaml beside it takes its classes from its export settings. Validated, and,
+    for a runmode that restores --ckpt_path, compared with what the checkpoint holds (one line
+    naming the model it looks like), all before any graph is built."""
+    import checkpoint_io
     import run_dir
-    import vfpn
 
     exported = opts.runmode in EXPORTED_MODEL_MODES
     model_dir = config_dir(opts.saved_model_dir) if exported else None
@@ -119,7 +122,9 @@ def load_config(opts: InspectOptions) -> Config:
         import export
 
         config = export.with_recorded_classes(config, opts.saved_model_dir)
-    vfpn.get_fpn_builder(config.fpn_name)  # an unknown name fails here, before any graph
+    if opts.runmode in _RESTORING and _is_set(opts.ckpt_path):
+        checkpoint_io.check_detector_fits(checkpoint_io.resolve_checkpoint(opts.ckpt_path),
+                                          config, f"--ckpt_path={opts.ckpt_path}")
     config.is_training_bn = False
     logging.debug("config:\n%s", config)
     return config
@@ -389,10 +394,12 @@ class InspectOptions:
                             "holds another run's config.yaml or checkpoint. Never deleted.")
     hparams: str = cli.field("", "Overrides: 'k=v,k2=v2', a .yaml file, or both.")
     batch_size: int = cli.field(1, "Batch size. 0 exports a dynamic-batch model (saved_model, "
-                                "onnx, openvino); dry, freeze and bm need >= 1.")
+                                "onnx, openvino); dry, freeze and bm need >= 1.",
+                                bounds="[0, 65536]")
     bm_runs: int = cli.field(10, "Timed runs in bm and saved_model_benchmark (after 5 warm-up "
-                             "runs).")
-    threads: int = cli.field(0, "Intra-op threads (0: TensorFlow's default).")
+                             "runs).", bounds="[1, inf)")
+    threads: int = cli.field(0, "Intra-op threads (0: TensorFlow's default).",
+                             bounds="[0, 1024]")
     xla: bool = cli.field(False, "bm: run with XLA JIT (global_jit_level ON_2).")
     ckpt_path: Optional[str] = cli.field(
         None, "Checkpoint prefix or directory to restore; '_' or unset: random weights. A "
@@ -411,13 +418,14 @@ class InspectOptions:
     output_video: Optional[str] = cli.field(None, "saved_model_video: write the annotated "
                                             "video here (mp4v codec); never the input video.")
     line_thickness: Optional[int] = cli.field(None, "Box line thickness in pixels (default: "
-                                              "scaled to the image).")
+                                              "scaled to the image).", bounds="[1, 100]")
+    # The ranges of the hparams they replace (pinned by a test).
     max_boxes_to_draw: Optional[int] = cli.field(
         None, "Most detections per image (default nms_configs.max_output_size); at export, the "
-        "number of output rows.")
+        "number of output rows.", bounds="[1, 10000]")
     min_score_thresh: Optional[float] = cli.field(
         None, "Score threshold (default nms_configs.score_thresh); at export, the model's "
-        "default threshold.")
+        "default threshold.", bounds="[0, 1]")
     saved_model_dir: str = cli.field("/tmp/saved_model", "SavedModel directory (exported or "
                                      "read), or a .pb, .tflite, .onnx or .xml file to read.")
     tflite_path: Optional[str] = cli.field(None, "saved_model: also convert to TFLite here.")
@@ -449,9 +457,8 @@ class InspectOptions:
 _REQUIRED = {"infer": ("input_image",), "saved_model_infer": ("input_image",),
              "saved_model_benchmark": ("input_image",), "saved_model_video": ("input_video",),
              "ckpt": ("ckpt_path",)}
-# Runmodes that build the raw network with a static batch, and those that time runs.
+# Runmodes that build the raw network with a static batch.
 _STATIC_BATCH = ("dry", "freeze", "bm")
-_TIMED = ("bm", "saved_model_benchmark")
 # Runmodes that restore --ckpt_path when it is given.
 _RESTORING = ("dry", "freeze", "bm", "ckpt", "infer", "saved_model", "onnx", "openvino")
 # What each runmode writes: (flag, is a directory).
@@ -474,19 +481,17 @@ def _is_set(value: Optional[str]) -> bool:
 
 
 def _check_numbers(opts: InspectOptions) -> None:
-    mode = opts.runmode
-    if opts.batch_size < 0 or (opts.batch_size == 0 and mode in _STATIC_BATCH):
+    """Every number in its flag's range (InspectOptions), then the runmode's own rule."""
+    cli.check_bounds(opts)
+    if opts.batch_size == 0 and opts.runmode in _STATIC_BATCH:
         raise errors.UsageError(
-            f"--batch_size must be >= 1 for --runmode={mode}"
-            + (" (0, a dynamic batch, is for the export runmodes saved_model, onnx and openvino)"
-               if mode in _STATIC_BATCH else ""))
-    if mode in _TIMED and opts.bm_runs < 1:
-        raise errors.UsageError(f"--bm_runs must be >= 1 for --runmode={mode}, got "
-                                f"{opts.bm_runs}")
+            f"--batch_size must be >= 1 for --runmode={opts.runmode} (0, a dynamic batch, is "
+            f"for the export runmodes saved_model, onnx and openvino)")
 
 
 def tflite_input_size(opts: InspectOptions) -> Optional[Tuple[int, int]]:
     """--tflite_input_size as (height, width), or None; UsageError naming the flag."""
+    import hparams_config
     import utils
 
     if not _is_set(opts.tflite_input_size):
@@ -498,10 +503,14 @@ def tflite_input_size(opts: InspectOptions) -> Optional[Tuple[int, int]]:
         raise errors.UsageError("--tflite_input_size needs --batch_size >= 1: a dynamic batch "
                                 "keeps the TFLite model's tensors dynamic")
     try:
-        return utils.parse_image_size(opts.tflite_input_size)
+        height, width = utils.parse_image_size(opts.tflite_input_size)
     except errors.UserError:
         raise errors.UsageError(f"--tflite_input_size '{opts.tflite_input_size}' must look "
                                 f"like WxH, e.g. 1280x720") from None
+    if max(height, width) > hparams_config.MAX_IMAGE_SIZE:
+        raise errors.UsageError(f"--tflite_input_size '{opts.tflite_input_size}': each side "
+                                f"must be <= {hparams_config.MAX_IMAGE_SIZE}, as image_size's")
+    return height, width
 
 
 def _check_openvino(opts: InspectOptions) -> None:

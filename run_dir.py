@@ -15,7 +15,9 @@
 Files are replaced atomically (outputs.write_file: a temporary name, then a rename). What no
 other run may write over is stated here too: `other_run_problem` refuses a directory that holds
 another run's checkpoint or config.yaml, and `checkpoint_inputs` lists the files a run reading a
-checkpoint reads, so that no output lands on them.
+checkpoint reads, so that no output lands on them. A read-only directory can still be evaluated
+(nothing is recorded; see `is_writable`), and a training run that fails before its first step
+removes what it created (`StartedFiles`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
@@ -34,6 +37,7 @@ from absl import logging
 import checkpoint_io
 import hparams_config
 import outputs
+from dataset import label_maps
 from hparams_config import Config, HparamsError
 
 HISTORY_FILE = "eval_history.json"
@@ -91,8 +95,11 @@ def read_saved_config(model_dir: Optional[str], model_name: Optional[str] = None
     if name not in hparams_config.efficientdet_model_param_dict:
         raise HparamsError(f"'{path}': unknown model name {name!r}.")
     config = hparams_config.get_efficientdet_config(name)
-    config.override(saved, allow_new_keys=False)
-    return hparams_config.validate(config)
+    try:
+        config.override(saved, allow_new_keys=False)
+        return hparams_config.validate(config)
+    except HparamsError as e:  # name the file: the user did not type these values
+        raise HparamsError(f"'{path}': {e}") from None
 
 
 def differences(a: Config, b: Config, prefix: str = "") -> List[Tuple[str, Any, Any]]:
@@ -146,13 +153,62 @@ def load_run_config(model_name: Optional[str],
             raise HparamsError("no model name: pass --model_name (e.g. efficientdet-d0).")
         config = hparams_config.get_efficientdet_config(model_name)
         config.override(overrides)
-        return hparams_config.validate(config)
+        return _resolve_label_map(hparams_config.validate(config))
     config = Config(saved.as_dict())
     config.override(overrides)
+    _resolve_label_map(config)
     # Disagreement first: it names every differing key, where validate would name one symptom.
     check_against_saved(saved, config, model_dir,
                         RUNTIME_KEYS if training else INFERENCE_RUNTIME_KEYS)
+    if _yaml_form(saved.label_map) != _yaml_form(config.label_map):
+        logging.info("label_map differs from %s's: this run names the classes %s; "
+                     "config.yaml keeps its own.", config_path(model_dir), config.label_map)
     return hparams_config.validate(config)
+
+
+def _resolve_label_map(config: Config) -> Config:
+    """A `label_map` given as a built-in name or a file path, read into {id: name} (its ids
+    checked against num_classes, the file named on error), so that it compares with a saved
+    config's mapping and the config no longer depends on the file. Returns `config`."""
+    if isinstance(config.label_map, str):
+        config.label_map = label_maps.resolve(config.label_map, config.num_classes)
+    return config
+
+
+# -------------------------------------------------------------------------------------------------
+# Where a model directory may be
+# -------------------------------------------------------------------------------------------------
+def is_writable(path: str) -> bool:
+    """Whether this process may create files in existing directory `path` (remote paths such
+    as gs:// are taken as writable: their writes fail with their own error)."""
+    return "://" in path or os.access(path, os.W_OK | os.X_OK)
+
+
+def directory_problem(path: str, writes: bool) -> Optional[str]:
+    """Why `path` cannot be used as a run's directory (None if it can); creates nothing.
+
+    Any run needs a directory, not a file. A run that `writes` (training into --model_dir,
+    --testdev_dir) must also be able to write into it, or to create it (its nearest existing
+    ancestor a writable directory). Eval only reads --model_dir: a read-only one is evaluated
+    without recording anything.
+    """
+    if "://" in path:
+        return None
+    full = os.path.abspath(path)
+    if os.path.exists(full):
+        if not os.path.isdir(full):
+            return "is a file, not a directory"
+        return "is not writable" if writes and not is_writable(full) else None
+    if not writes:
+        return None  # the caller says that only training creates a model directory
+    ancestor = os.path.dirname(full)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return f"cannot be created: '{ancestor}' is a file, not a directory"
+    if not is_writable(ancestor):
+        return f"cannot be created: '{ancestor}' is not writable"
+    return None
 
 
 # -------------------------------------------------------------------------------------------------
@@ -257,6 +313,60 @@ def create_for_training(model_dir: str, config: Config) -> bool:
         return False
     outputs.write_file(path, str(config))
     return True
+
+
+# What a training run writes into its model directory (relative paths): what `StartedFiles`
+# may remove when the run fails before its first step.
+_TRAINING_OUTPUT = re.compile(
+    r"(config\.yaml|checkpoint|graph\.pbtxt|model\.ckpt-[^/]*|events\.out\.tfevents\.[^/]*|"
+    r"runs/[^/]*\.yaml|(runs/)?\.[^/]*\.tmp-[0-9a-f]+[^/]*)(/.*)?")  # outputs.temporary_name
+
+
+def _files_under(directory: str) -> List[str]:
+    """Every file under `directory`, relative to it."""
+    out = []
+    for root, _, names in tf.io.gfile.walk(directory):
+        rel = os.path.relpath(root, directory)
+        out.extend(os.path.normpath(os.path.join(rel, n)) for n in names)
+    return out
+
+
+class StartedFiles:
+    """What a training run adds to its model directory, so that a run that fails before its
+    first step completes can take exactly that back (`remove`), and the next run is not bound
+    by a config.yaml or a step-0 checkpoint that nothing was trained into.
+
+    Made before the run creates anything. Only files that appeared since and that a training
+    run writes (config.yaml, its runs/ record, checkpoints and their index, events files) are
+    removed; directories only when this run made them and they are empty again.
+    """
+
+    def __init__(self, model_dir: str):
+        self.model_dir = model_dir
+        self.existed = tf.io.gfile.isdir(model_dir)
+        self.runs_existed = tf.io.gfile.isdir(os.path.join(model_dir, RUNS_DIR))
+        self.before = set(_files_under(model_dir)) if self.existed else set()
+
+    def remove(self) -> List[str]:
+        """Remove what this run added (see the class doc); returns the removed relative
+        paths."""
+        if not tf.io.gfile.isdir(self.model_dir):
+            return []
+        added = sorted(set(_files_under(self.model_dir)) - self.before)
+        removed = [rel for rel in added if _TRAINING_OUTPUT.fullmatch(rel.replace(os.sep, "/"))]
+        for rel in removed:
+            tf.io.gfile.remove(os.path.join(self.model_dir, rel))
+        for directory, made in ((os.path.join(self.model_dir, RUNS_DIR), not self.runs_existed),
+                                (self.model_dir, not self.existed)):
+            if made:
+                _remove_empty_tree(directory)
+        return removed
+
+
+def _remove_empty_tree(directory: str) -> None:
+    """Remove `directory` and its subdirectories if no file is left in them."""
+    if tf.io.gfile.isdir(directory) and not _files_under(directory):
+        tf.io.gfile.rmtree(directory)
 
 
 def write_run_record(model_dir: str, mode: str, options: Mapping[str, Any],

@@ -15,6 +15,8 @@ field = cli.field
 
 MODES_HELP = "train, eval (the latest checkpoint once, or --eval_continuous) or train_and_eval."
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# A global batch: far past any accelerator pod's (a larger number is a typo, not a batch).
+BATCH = "[1, 65536]"
 
 
 @dataclasses.dataclass
@@ -43,25 +45,33 @@ class RunOptions:
                                    "backbone.")
     ckpt: Optional[str] = field(None, "EfficientDet checkpoint (dir or prefix) to finetune from.")
     # Schedule and evaluation.
-    train_batch_size: int = field(64, "Global training batch size.")
-    eval_batch_size: int = field(1, "Global evaluation batch size.")
+    train_batch_size: int = field(64, "Global training batch size.", bounds=BATCH)
+    eval_batch_size: int = field(1, "Global evaluation batch size.", bounds=BATCH)
     eval_samples: int = field(5000, "Images per evaluation: the validation split's first N, or "
-                                    "all of it when smaller. Any batch size evaluates all N.")
-    num_examples_per_epoch: int = field(120000, "Images per epoch (steps, LR schedule).")
-    num_epochs: Optional[int] = field(None, "Epochs; overrides the num_epochs hparam.")
+                                    "all of it when smaller. Any batch size evaluates all N.",
+                              bounds="[1, inf)")
+    num_examples_per_epoch: int = field(120000, "Images per epoch (steps, LR schedule).",
+                                        bounds="[1, inf)")
+    num_epochs: Optional[int] = field(None, "Epochs; overrides the num_epochs hparam.",
+                                      bounds="[1, inf)")
     eval_after_training: bool = field(False, "Evaluate once after --mode=train.")
     eval_continuous: bool = field(False, "--mode=eval: keep evaluating new checkpoints until "
                                          "the last step.")
-    min_eval_interval: int = field(180, "Seconds between checkpoint polls (eval).")
+    min_eval_interval: int = field(180, "Seconds between checkpoint polls (eval).",
+                                   bounds="[0, inf)")
     eval_timeout: Optional[int] = field(None, "Stop continuous eval after this many idle "
-                                              "seconds.")
+                                              "seconds.", bounds="(0, inf)")
     tf_random_seed: Optional[int] = field(None, "Graph-level random seed (weights and data "
-                                                "order).")
+                                                "order).", bounds="[0, 2147483647]")
     save_checkpoints_steps: Optional[int] = field(
-        None, "Checkpoint every N steps (default: once per epoch, at least every 1000).")
-    keep_checkpoint_max: int = field(5, "Checkpoints kept in model_dir.")
-    log_every_n_steps: int = field(100, "A progress line every N training steps ...")
-    log_every_secs: float = field(30.0, "... or every this many seconds, whichever is first.")
+        None, "Checkpoint every N steps (default: once per epoch, at least every 1000).",
+        bounds="[1, inf)")
+    keep_checkpoint_max: int = field(5, "Checkpoints kept in model_dir (0: every one).",
+                                     bounds="[0, inf)")
+    log_every_n_steps: int = field(100, "A progress line every N training steps ...",
+                                   bounds="[1, inf)")
+    log_every_secs: float = field(30.0, "... or every this many seconds, whichever is first.",
+                                  bounds="[0, inf)")
     use_fake_data: bool = field(False, "Train every step on the first batch (debugging).")
     # Devices and distribution.
     use_xla: bool = field(False, "XLA JIT compilation (not on TPU).")
@@ -70,7 +80,8 @@ class RunOptions:
                                      "MultiWorkerMirroredStrategy over the hosts in TF_CONFIG.",
                           choices=STRATEGIES)
     cpu_replicas: int = field(0, "Split the CPU into this many logical devices and mirror over "
-                                 "them (CPU-only machines; for trying distribution).")
+                                 "them (CPU-only machines; for trying distribution).",
+                              bounds="[0, 64]")
     # Cloud TPU.
     use_tpu: bool = field(False, "Train on TPU (TPUEstimator). Set by --tpu.")
     tpu: Optional[str] = field(None, "Cloud TPU name or grpc://ip:8470 address; implies "
@@ -78,9 +89,12 @@ class RunOptions:
     gcp_project: Optional[str] = field(None, "GCP project of the TPU (auto-detected if unset).")
     tpu_zone: Optional[str] = field(None, "GCE zone of the TPU (auto-detected if unset).")
     eval_master: str = field("", "GRPC address of the eval master.")
-    num_cores: int = field(8, "TPU cores.")
-    iterations_per_loop: int = field(100, "TPU: steps per loop on the device.")
+    num_cores: int = field(8, "TPU cores.", bounds="[1, 4096]")
+    iterations_per_loop: int = field(100, "TPU: steps per loop on the device.",
+                                     bounds="[1, inf)")
     use_spatial_partition: bool = field(False, "TPU spatial partitioning.")
-    num_cores_per_replica: int = field(8, "Cores per replica with spatial partitioning.")
+    num_cores_per_replica: int = field(8, "Cores per replica with spatial partitioning.",
+                                       bounds="[1, 4096]")
     input_partition_dims: List[int] = field([1, 4, 2, 1], "Partition dims of images and "
-                                                          "per-level targets (TPU).")
+                                                          "per-level targets (TPU).",
+                                            bounds="[1, 4096]")

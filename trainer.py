@@ -1,9 +1,11 @@
 """The train / eval / train_and_eval runs behind main.py, importable and testable in-process.
 
 `run(RunOptions(...))` checks the options, resolves the config (the model directory's own
-`config.yaml` when it has one), checks the records against it, and only then creates or
-writes anything, through the table `MODES = {mode: function}`. What a model directory holds and
-who may write what there is `run_dir.py`'s contract.
+`config.yaml` when it has one), checks the records and checkpoints against it, and only then
+creates or writes anything, through the table `MODES = {mode: function}`. A training run that
+fails before its first step completes removes what it created; a read-only model directory is
+evaluated without recording anything. What a model directory holds and who may write what there
+is `run_dir.py`'s contract.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
+import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -18,6 +22,8 @@ import tensorflow as tf
 from absl import logging
 
 import bn_calibration
+import checkpoint_io
+import cli
 import cluster
 import coco_json
 import coco_metric
@@ -50,6 +56,10 @@ class Prepared:
     eval_set: Optional[run_dir.EvalSet]
     total_steps: int
     task: Optional[cluster.Task] = None  # this process's place in a multi-worker cluster
+    # Eval of a model directory this process cannot write: nothing is recorded there, and the
+    # Estimator's own files go into `scratch_dir`, removed at the end of the run.
+    read_only: bool = False
+    scratch_dir: Optional[str] = None
     summary_writer: Any = None  # one per run, made by the first training call
     evaluator: Any = None  # evaluator.Evaluator, built by the run's first evaluation
     recalibrator: Any = None  # bn_calibration.Recalibrator, built by its first recalibration
@@ -74,15 +84,7 @@ def check_options(opts: RunOptions) -> None:
         raise errors.UsageError("--backbone_ckpt and --ckpt cannot be used together: "
                                 "--backbone_ckpt starts from a classifier, --ckpt from a "
                                 "detector.")
-    for flag in ("train_batch_size", "eval_batch_size", "num_examples_per_epoch",
-                 "log_every_n_steps"):
-        if getattr(opts, flag) < 1:
-            raise errors.UsageError(f"--{flag} must be >= 1, got {getattr(opts, flag)}.")
-    if opts.eval_samples < 1:
-        raise errors.UsageError(f"--eval_samples must be >= 1, got {opts.eval_samples} (it is "
-                                f"the number of validation images per evaluation).")
-    if opts.num_epochs is not None and opts.num_epochs < 1:
-        raise errors.UsageError(f"--num_epochs must be >= 1, got {opts.num_epochs}.")
+    cli.check_bounds(opts)  # every number against its flag's range (run_options.py)
     if opts.strategy == "multi_worker" and opts.mode == "eval":
         raise errors.UsageError("--strategy=multi_worker trains (--mode=train or "
                                 "train_and_eval, which evaluates on the chief); run --mode=eval "
@@ -166,10 +168,10 @@ def check_records_and_label_map(config: Config, opts: RunOptions, files: List[st
 
 
 def check_start_checkpoint(config: Config, opts: RunOptions) -> None:
-    """--ckpt / --backbone_ckpt must exist and hold this model's backbone (a cheap first check;
-    model_fn checks every variable when it builds the graph)."""
-    import checkpoint_io
-
+    """--ckpt / --backbone_ckpt must exist, be whole and hold this model's backbone; --ckpt
+    also its feature network and heads (the class and box outputs may differ when
+    skip_mismatch starts them afresh). Cheap: shapes only; model_fn checks every variable
+    when it builds the graph."""
     flag, path = (("ckpt", opts.ckpt) if opts.ckpt else ("backbone_ckpt", opts.backbone_ckpt))
     if not path:
         return
@@ -186,11 +188,38 @@ def check_start_checkpoint(config: Config, opts: RunOptions) -> None:
             f"--{flag}={path}: the checkpoint holds no '{scope}' variables (it has "
             f"{', '.join(found) or 'none'}), so it does not fit this model ({config.name}, "
             f"backbone {config.backbone_name}). Use the --model_name of the run that wrote it.")
+    if flag == "ckpt":
+        checkpoint_io.check_detector_fits(prefix, config, f"--ckpt={path}",
+                                          new_head=config.skip_mismatch)
+
+
+def check_model_dir_checkpoint(config: Config, opts: RunOptions) -> None:
+    """The model directory's latest checkpoint (resumed or evaluated), if any, must be whole,
+    be a training checkpoint (the Estimator restores its global_step) and be the model
+    `config` builds; else one line says what it holds."""
+    if not tf.io.gfile.isdir(opts.model_dir) or not tf.train.latest_checkpoint(opts.model_dir):
+        return
+    flag = f"--model_dir={opts.model_dir}"
+    try:
+        prefix = checkpoint_io.resolve_checkpoint(opts.model_dir)
+    except errors.CheckpointError as e:
+        raise errors.CheckpointError(f"{flag}: {e}") from None
+    checkpoint_io.check_detector_fits(prefix, config, flag)  # the model first: it says more
+    if "global_step" not in checkpoint_io.read_shapes(prefix):
+        raise errors.CheckpointError(
+            f"{flag}: checkpoint '{prefix}' has no global_step: it was not written by training "
+            f"(e.g. model_inspect.py --export_ckpt); run it with model_inspect.py "
+            f"--ckpt_path, or train from it into a new --model_dir with --ckpt")
 
 
 def prepare(opts: RunOptions) -> Prepared:
     """Everything a mode needs, checked, before anything is created or written."""
     training = opts.mode in ("train", "train_and_eval")
+    for flag, path, writes in (("model_dir", opts.model_dir, training),
+                               ("testdev_dir", opts.testdev_dir, True)):
+        problem = path and run_dir.directory_problem(path, writes)
+        if problem:
+            raise errors.UsageError(f"--{flag}={path} {problem}; choose another directory")
     exists = tf.io.gfile.isdir(opts.model_dir)
     if not training and not exists and not opts.eval_continuous:
         raise errors.UsageError(f"--model_dir={opts.model_dir} does not exist; train into it "
@@ -209,9 +238,6 @@ def prepare(opts: RunOptions) -> Prepared:
                                      training=training)
     if opts.num_epochs is not None:
         config.num_epochs = opts.num_epochs
-    import vfpn
-
-    vfpn.get_fpn_builder(config.fpn_name)  # an unknown name fails here, before any graph
     check_records_and_label_map(config, opts, train_files or eval_files)
     if train_files:
         record_checks.check_training_records(config, opts, train_files)
@@ -220,6 +246,7 @@ def prepare(opts: RunOptions) -> Prepared:
     if training:
         check_start_checkpoint(config, opts)
         _check_batch_split(opts)
+    check_model_dir_checkpoint(config, opts)
     total_steps = opts.num_examples_per_epoch * config.num_epochs // opts.train_batch_size
     if training and total_steps < 1:
         raise errors.UsageError(
@@ -232,7 +259,8 @@ def prepare(opts: RunOptions) -> Prepared:
     eval_set = (run_dir.EvalSet.describe(eval_files, opts.val_json_file, opts.eval_samples)
                 if eval_files else None)
     return Prepared(opts, config, eval_config, _run_context(opts), train_files, eval_files,
-                    eval_set, total_steps)
+                    eval_set, total_steps,
+                    read_only=exists and not training and not run_dir.is_writable(opts.model_dir))
 
 
 def _check_batch_split(opts: RunOptions) -> None:
@@ -313,7 +341,12 @@ def session_config(opts: RunOptions, replicas: int = 1) -> tf1.ConfigProto:
 
 
 def build_estimator(p: Prepared):
+    """The Estimator of the run; it writes into --model_dir, or for a read-only eval into a
+    scratch directory (its eval summaries), since it reads the checkpoint by path."""
     opts, run = p.opts, p.run
+    model_dir = opts.model_dir
+    if p.read_only:
+        p.scratch_dir = model_dir = tempfile.mkdtemp(prefix="vfpn-eval-")
     strategy = _strategy(opts) if not run.use_tpu else None
     replicas = num_replicas(strategy)
     model_fn = det_model_fn.make_model_fn(p.config, run)
@@ -341,7 +374,7 @@ def build_estimator(p: Prepared):
     # for d0) goes into the events file once per model directory, not into graph.pbtxt, a
     # .meta file per checkpoint and the events file once per epoch.
     run_config = tf.estimator.RunConfig(
-        model_dir=opts.model_dir, tf_random_seed=opts.tf_random_seed,
+        model_dir=model_dir, tf_random_seed=opts.tf_random_seed,
         save_checkpoints_steps=save_steps, keep_checkpoint_max=opts.keep_checkpoint_max,
         log_step_count_steps=None, save_summary_steps=None, train_distribute=strategy,
         session_config=session, checkpoint_save_graph_def=False)
@@ -526,8 +559,8 @@ def evaluate_checkpoint(p: Prepared, estimator, ckpt_path: str,
     shown = ", ".join(f"{k}={float(v):.4f}" for k, v in sorted(metrics.items())
                       if k in ("AP", "AP50", "AP75", "loss"))
     print(f"eval at step {step}: {shown}", flush=True)
-    if opts.testdev_dir:
-        return metrics  # test-dev has no ground truth: nothing to record or archive
+    if opts.testdev_dir or p.read_only:
+        return metrics  # test-dev has no ground truth; a read-only directory takes nothing
     run_dir.record_eval(opts.model_dir, p.eval_set, step, metrics, claim_archive)
     run_dir.archive_if_best(opts.model_dir, p.eval_set, ckpt_path, metrics)
     return metrics
@@ -591,9 +624,10 @@ def _start(p: Prepared) -> Any:
     if opts.mode in ("train", "train_and_eval"):
         if run_dir.create_for_training(opts.model_dir, p.config):
             logging.info("wrote %s", run_dir.config_path(opts.model_dir))
-    options = {k: v for k, v in dataclasses.asdict(opts).items() if v not in (None, "")}
-    options.update(cluster.describe(p.task))
-    run_dir.write_run_record(opts.model_dir, opts.mode, options, p.config)
+    if not p.read_only:
+        options = {k: v for k, v in dataclasses.asdict(opts).items() if v not in (None, "")}
+        options.update(cluster.describe(p.task))
+        run_dir.write_run_record(opts.model_dir, opts.mode, options, p.config)
     return build_estimator(p)
 
 
@@ -651,6 +685,14 @@ def run_train(p: Prepared) -> Optional[Dict[str, Any]]:
 
 
 def run_eval(p: Prepared) -> Optional[Dict[str, Any]]:
+    metrics = _run_eval(p)
+    if p.read_only:
+        logging.warning("--model_dir=%s is read-only: nothing was recorded there (no run "
+                        "record, eval_history.json entry or archive).", p.opts.model_dir)
+    return metrics
+
+
+def _run_eval(p: Prepared) -> Optional[Dict[str, Any]]:
     opts = p.opts
     if not opts.eval_continuous:
         ckpt = tf.train.latest_checkpoint(opts.model_dir)
@@ -769,12 +811,34 @@ def run(opts: RunOptions) -> Optional[Dict[str, Any]]:
     if task is not None:
         cluster.agree(task, opts.model_dir)
         prepared.task = task
+    started = (run_dir.StartedFiles(opts.model_dir)
+               if opts.mode != "eval" and task is None else None)
     try:
         result = MODES[opts.mode](prepared)
         if task is not None:
             cluster.barrier(task)
         return result
+    except BaseException:
+        if started is not None and prepared.run.progress.last_step is None:
+            _take_back(prepared, started)
+        raise
     finally:
         for owned in (prepared.summary_writer, prepared.evaluator, prepared.recalibrator):
             if owned is not None:
                 owned.close()
+        if prepared.scratch_dir:
+            shutil.rmtree(prepared.scratch_dir, ignore_errors=True)
+
+
+def _take_back(p: Prepared, started: run_dir.StartedFiles) -> None:
+    """A training run failed before its first step completed: remove what it created, so the
+    next run is not bound by a config.yaml (or a step-0 checkpoint) nothing was trained into.
+    (Not under multi_worker, where workers share the directory.)"""
+    if p.summary_writer is not None:
+        p.summary_writer.close()  # its events file is among what is removed
+        p.summary_writer = None
+    removed = started.remove()
+    if removed:
+        logging.warning("training failed before its first step: removed what this run had "
+                        "written to %s (%s)%s", p.opts.model_dir, ", ".join(removed[:4]),
+                        "" if tf.io.gfile.exists(p.opts.model_dir) else ", and the directory")

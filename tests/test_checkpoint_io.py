@@ -1,6 +1,8 @@
 """checkpoint_io: finding a checkpoint from a prefix or a directory, EMA-aware restore that is
 all-or-error, and errors that name the checkpoint."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -69,3 +71,63 @@ def test_restore_is_all_or_error(tmp_path):
 def test_use_ema_follows_moving_average_decay():
     assert checkpoint_io.use_ema(tiny_config())
     assert not checkpoint_io.use_ema(tiny_config(moving_average_decay=0.0))
+
+
+def test_a_checkpoint_cut_short_is_found_before_it_is_read(tmp_path):
+    prefix = _save(tmp_path, {"a": np.zeros([1000]), "b/c": np.ones([10])})
+    assert checkpoint_io.resolve_checkpoint(prefix) == prefix  # whole: 4040 bytes of data
+    data = f"{prefix}.data-00000-of-00001"
+    whole = open(data, "rb").read()
+    open(data, "wb").write(whole[:4000])
+    with pytest.raises(errors.CheckpointError, match=f"checkpoint '{prefix}' is truncated: its "
+                                                     f"data files hold 4000 bytes of the 4040"):
+        checkpoint_io.resolve_checkpoint(str(tmp_path))
+    os.remove(data)
+    with pytest.raises(errors.CheckpointError, match="has no data file"):
+        checkpoint_io.resolve_checkpoint(prefix)
+    open(data, "wb").write(whole)
+    index = open(prefix + ".index", "rb").read()
+    open(prefix + ".index", "wb").write(index[:len(index) // 2])
+    with pytest.raises(errors.CheckpointError, match=r"its index file .*\.index cannot be read"):
+        checkpoint_io.resolve_checkpoint(prefix)
+
+
+@pytest.mark.parametrize("name", ["efficientdet-d0", "efficientdet-d1"])
+def test_detector_shape_of_the_reference_checkpoints(name, fixtures_dir):
+    """What the shapes of a public (BiFPN, 90 classes) checkpoint say is what its config
+    builds, and the check names the model it looks like."""
+    import json
+
+    import hparams_config
+
+    with open(os.path.join(fixtures_dir, "official_variables", f"{name}.json")) as f:
+        shapes = json.load(f)["variables"]
+    held = checkpoint_io.DetectorShape.of_checkpoint(shapes)
+    config = hparams_config.get_detection_config(name, "fpn_name=bifpn")
+    assert held == checkpoint_io.DetectorShape.of_config(config)
+    assert (held.fpn_name, held.anchors, held.num_classes) == ("bifpn", 9, 90)
+    assert held.describe().startswith(f"{name} (") and held.preset() == name
+    assert not checkpoint_io.DetectorShape.of_checkpoint(
+        {k: v for k, v in shapes.items() if not k.startswith("class_net")}).is_detector
+
+
+def test_check_detector_fits_names_the_model_and_the_flags(tmp_path):
+    config = tiny_config()  # efficientdet-d0, 16 filters, 2 cells, 1 head layer, 3 classes
+    fake = {"efficientnet-b0/stem/conv2d/kernel": [3, 3, 3, 32],
+            "class_net/class-0/bias": [16], "class_net/class-predict/bias": [9 * 3],
+            "box_net/box-predict/bias": [9 * 4], "vfpn_vertical/level_3/conv/kernel": [1],
+            "fpn_cells/cell_0/x": [1], "fpn_cells/cell_1/x": [1]}
+    prefix = _save(tmp_path, {k: np.zeros(v) for k, v in fake.items()})
+    checkpoint_io.check_detector_fits(prefix, config, "--ckpt_path")
+    with pytest.raises(errors.CheckpointError) as e:
+        checkpoint_io.check_detector_fits(prefix, tiny_config(num_classes=5), "--ckpt_path")
+    assert str(e.value).startswith(f"--ckpt_path: checkpoint '{prefix}' holds a custom "
+                                   f"efficientnet-b0 detector (16 filters, 2 cells, 1 head "
+                                   f"layers, vfpn, 9 anchors per location) with 3 classes, but "
+                                   f"this model (efficientdet-d0) has 5 classes; pass "
+                                   f"--hparams=num_classes=3")
+    # finetuning with skip_mismatch: another class head is expected
+    checkpoint_io.check_detector_fits(prefix, tiny_config(num_classes=5), "--ckpt", True)
+    with pytest.raises(errors.CheckpointError, match="has bifpn feature network; pass "
+                                                     "--hparams=fpn_name=vfpn"):
+        checkpoint_io.check_detector_fits(prefix, tiny_config(fpn_name="bifpn"), "--ckpt", True)

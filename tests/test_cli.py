@@ -13,10 +13,10 @@ import errors
 @dataclasses.dataclass
 class _Options:
     mode: str = cli.field("train", "What to run.", choices=("train", "eval"))
-    steps: Optional[int] = cli.field(None, "Steps.")
-    dims: List[int] = cli.field([1, 4, 2, 1], "Dims.")
+    steps: Optional[int] = cli.field(None, "Steps.", bounds="[1, inf)")
+    dims: List[int] = cli.field([1, 4, 2, 1], "Dims.", bounds="[1, 8]")
     fast: bool = cli.field(False, "Go fast.")
-    rate: float = cli.field(0.5, "Rate.")
+    rate: float = cli.field(0.5, "Rate.", bounds="[0, 1]")
 
 
 def test_flags_come_from_the_dataclass_with_its_defaults():
@@ -25,7 +25,7 @@ def test_flags_come_from_the_dataclass_with_its_defaults():
     values(["prog", "--mode=eval", "--steps=3", "--dims=2", "--dims=3", "--fast"])
     opts = cli.options_from_flags(_Options, values)
     assert opts == _Options(mode="eval", steps=3, dims=[2, 3], fast=True, rate=0.5)
-    assert values["rate"].help == "Rate." and "What to run." in values["mode"].help
+    assert values["rate"].help == "Rate. Allowed: [0, 1]." and "What to run." in values["mode"].help
     fresh = flags.FlagValues()
     cli.define_flags(_Options, fresh)
     fresh(["prog"])
@@ -53,3 +53,31 @@ def test_tensorflow_start_up_noise_is_recognised():
              "already been registered")
     assert cli._STARTUP_NOISE.search(noise)
     assert not cli._STARTUP_NOISE.search("main.py: error: --model_dir is required")
+
+
+def test_bounds_are_checked_in_one_place_naming_flag_value_and_range():
+    cli.check_bounds(_Options())  # defaults lie inside; None (unset) is always allowed
+    cli.check_bounds(_Options(steps=1, dims=[8], rate=0.0))
+    for options, line in [
+            (_Options(steps=0), "--steps must be >= 1, got 0."),
+            (_Options(rate=1.5), "--rate must be <= 1, got 1.5 (allowed: [0, 1])."),
+            (_Options(dims=[1, 9]), "--dims must be <= 8, got 9 (allowed: [1, 8])."),
+            (_Options(rate=float("nan")), "--rate must be a number, got nan")]:
+        with pytest.raises(errors.UsageError) as e:
+            cli.check_bounds(options)
+        assert str(e.value).startswith(line), str(e.value)
+
+
+def test_every_number_flag_of_both_clis_has_bounds():
+    import typing
+
+    import model_inspect
+    import run_options
+
+    for options_cls in (run_options.RunOptions, model_inspect.InspectOptions):
+        hints = typing.get_type_hints(options_cls)
+        for f in dataclasses.fields(options_cls):
+            kind = cli._base_type(hints[f.name])
+            if kind in (int, float) or kind == List[int]:
+                assert "bounds" in f.metadata, f"{options_cls.__name__}.{f.name} has no bounds"
+                cli.check_bounds(options_cls())  # and its default lies inside

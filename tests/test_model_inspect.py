@@ -118,7 +118,7 @@ def test_config_comes_from_the_model_directory(test_checkpoint, exported_models,
     (["--runmode=bm", "--hparams=num_clases=3"], "unknown hparam key 'num_clases'"),
     (["--runmode=bm", "--hparams=fpn_num_filters=abc"], "'fpn_num_filters' expects int"),
     (["--runmode=bm", "--hparams=image_size=500"], "not divisible by 2**max_level = 128"),
-    (["--runmode=bm", "--hparams=fpn_name=fpn"], "unknown fpn_name 'fpn'; valid names"),
+    (["--runmode=bm", "--hparams=fpn_name=fpn"], "hparam 'fpn_name' got 'fpn'; valid values"),
 ])
 def test_bad_hparams_are_one_clear_line(args, message, no_graphs):
     with pytest.raises(errors.UserError) as e:
@@ -136,8 +136,9 @@ def test_bad_hparams_are_one_clear_line(args, message, no_graphs):
     (["--runmode=ckpt", "--ckpt_path=_"], "--runmode=ckpt needs --ckpt_path"),
     (["--runmode=dry", "--batch_size=0"], "--batch_size must be >= 1 for --runmode=dry (0, a "
                                           "dynamic batch, is for the export runmodes"),
-    (["--runmode=saved_model", "--batch_size=-1"], "--batch_size must be >= 1"),
-    (["--runmode=bm", "--bm_runs=0"], "--bm_runs must be >= 1 for --runmode=bm, got 0"),
+    (["--runmode=saved_model", "--batch_size=-1"], "--batch_size must be >= 0, got -1 "
+                                                   "(allowed: [0, 65536])"),
+    (["--runmode=bm", "--bm_runs=0"], "--bm_runs must be >= 1, got 0"),
     (["--runmode=saved_model_video", "--saved_model_dir=.", "--input_video=/nonexistent.mov"],
      "--input_video '/nonexistent.mov': no such file"),
     (["--runmode=saved_model", "--openvino_path=/tmp/x/model.bin"],
@@ -226,15 +227,24 @@ def test_a_text_file_given_as_video_is_one_line(exported_models, tmp_path):
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_checkpoint_from_another_model_is_clear(test_checkpoint, tmp_path):
-    # The checkpoint without its config.yaml, as downloaded checkpoints come.
+def test_checkpoint_from_another_model_is_clear(test_checkpoint, tmp_path, no_graphs):
+    # The checkpoint without its config.yaml, as downloaded checkpoints come: found from its
+    # variable shapes before any graph is built.
     bare = tmp_path / "bare"
     shutil.copytree(test_checkpoint[0], bare, ignore=shutil.ignore_patterns("config.yaml"))
     with pytest.raises(errors.CheckpointError) as e:
         inspect("--runmode=freeze", f"--logdir={tmp_path / 'f'}",
                 f"--hparams={TINY.replace('num_classes=3', 'num_classes=5')}",
                 f"--ckpt_path={bare}")
-    assert "does not fit this model" in str(e.value) and "class-predict" in str(e.value)
+    assert "holds a custom efficientnet-b0 detector" in str(e.value)
+    assert "has 5 classes; pass --hparams=num_classes=3" in str(e.value)
+
+
+def test_score_and_box_flags_have_the_ranges_of_the_hparams_they_replace():
+    fields = {f.name: f for f in dataclasses.fields(model_inspect.InspectOptions)}
+    for flag, key in (("min_score_thresh", "nms_configs.score_thresh"),
+                      ("max_boxes_to_draw", "nms_configs.max_output_size")):
+        assert str(fields[flag].metadata["bounds"]) == hparams_config._RANGES[key][0]
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+import errors
 import hparams_config
 import run_dir
 from conftest import tiny_config
@@ -175,3 +176,93 @@ def test_what_no_output_may_land_on(tmp_path):
     assert run_dir.other_run_problem(str(model)).startswith(
         "already holds checkpoint, config.yaml, model.ckpt-5.index of another run")
     assert run_dir.other_run_problem(str(tmp_path / "new")) is None
+
+
+def test_label_map_path_on_an_existing_dir_is_compared_as_a_mapping(tmp_path, caplog):
+    """label_map is a runtime key: a path or built-in name is read into {id: name} first, so
+    the mapping training stored is accepted again; another one names this run's classes and
+    config.yaml keeps its own."""
+    saved = hparams_config.get_detection_config(
+        "efficientdet-d0", "num_classes=3,label_map={1: 'cat', 2: 'dog', 3: 'cow'}")
+    saved.save_to_yaml(str(tmp_path / "config.yaml"))
+    text = (tmp_path / "config.yaml").read_text()
+    same, other = tmp_path / "same.yaml", tmp_path / "other.json"
+    same.write_text("1: cat\n2: dog\n3: cow\n")
+    other.write_text('{"cat": 1, "dog": 2, "horse": 3}')
+    caplog.set_level("INFO", logger="absl")
+    run = run_dir.load_run_config("efficientdet-d0", f"label_map={same}", str(tmp_path),
+                                  training=True)
+    assert run.label_map == {1: "cat", 2: "dog", 3: "cow"}
+    assert not [r for r in caplog.records if "label_map differs" in r.getMessage()]
+    run = run_dir.load_run_config(None, f"label_map={other}", str(tmp_path))
+    assert run.label_map == {1: "cat", 2: "dog", 3: "horse"}
+    assert [r for r in caplog.records if "label_map differs" in r.getMessage()]
+    assert (tmp_path / "config.yaml").read_text() == text
+    with pytest.raises(errors.ConfigError, match="label_map 'voc' has class id 20 but "
+                                                 "num_classes is 3"):
+        run_dir.load_run_config(None, "label_map=voc", str(tmp_path))
+    # Without a saved config, a path or name is read at once too (its errors before any work).
+    fresh = run_dir.load_run_config("efficientdet-d0", "num_classes=20,label_map=voc")
+    assert fresh.label_map[20] == "tvmonitor"
+
+
+def test_a_saved_config_with_a_bad_value_names_the_file(tmp_path):
+    c = hparams_config.get_detection_config("efficientdet-d0")
+    (tmp_path / "config.yaml").write_text(str(c).replace("momentum: 0.9\n", "momentum: -5\n"))
+    with pytest.raises(HparamsError, match=r"config.yaml': hparam 'momentum' must be >= 0"):
+        run_dir.load_run_config(None, None, str(tmp_path))
+
+
+def test_directory_problems(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    assert run_dir.directory_problem(str(tmp_path / "afile"), False) == (
+        "is a file, not a directory")
+    assert run_dir.directory_problem(str(tmp_path / "afile" / "m"), True) == (
+        f"cannot be created: '{tmp_path / 'afile'}' is a file, not a directory")
+    assert run_dir.directory_problem(str(tmp_path / "new" / "m"), True) is None
+    assert run_dir.directory_problem(str(tmp_path), True) is None
+    assert run_dir.directory_problem("gs://bucket/m", True) is None
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a user without rights
+    assert run_dir.directory_problem(str(tmp_path), True) == "is not writable"
+    assert run_dir.directory_problem(str(tmp_path), False) is None  # eval only reads
+    assert run_dir.directory_problem(str(tmp_path / "new"), True) == (
+        f"cannot be created: '{tmp_path}' is not writable")
+
+
+def _write(path, text="x"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+TRAINING_FILES = ("config.yaml", "checkpoint", "model.ckpt-0.index",
+                  "model.ckpt-0.data-00000-of-00001", "events.out.tfevents.1.host",
+                  "runs/20260101-000000-train.yaml", ".config.tmp-0a1b2c3d4e5f.yaml")
+
+
+def test_started_files_takes_back_only_what_the_run_added(tmp_path):
+    model_dir = str(tmp_path / "m")
+    _write(os.path.join(model_dir, "notes.txt"), "the user's")
+    _write(os.path.join(model_dir, "runs", "old-train.yaml"), "an earlier run")
+    started = run_dir.StartedFiles(model_dir)
+    for name in TRAINING_FILES:
+        _write(os.path.join(model_dir, name))
+    _write(os.path.join(model_dir, "plot.png"))  # not a training output: never removed
+    assert sorted(started.remove()) == sorted(TRAINING_FILES)
+    assert sorted(os.listdir(model_dir)) == ["notes.txt", "plot.png", "runs"]
+    assert os.listdir(os.path.join(model_dir, "runs")) == ["old-train.yaml"]
+
+
+def test_started_files_removes_a_directory_it_made(tmp_path):
+    model_dir = str(tmp_path / "new" / "m")
+    started = run_dir.StartedFiles(model_dir)
+    for name in TRAINING_FILES:
+        _write(os.path.join(model_dir, name))
+    started.remove()
+    assert not os.path.exists(model_dir)
+    # one it made but in which something else appeared stays, with that file
+    started = run_dir.StartedFiles(model_dir)
+    _write(os.path.join(model_dir, "config.yaml"))
+    _write(os.path.join(model_dir, "someone-else.txt"))
+    assert started.remove() == ["config.yaml"]
+    assert os.listdir(model_dir) == ["someone-else.txt"]
