@@ -573,7 +573,7 @@ def _evaluator(p: Prepared) -> evaluator.Evaluator:
             det_model_fn.make_model_fn(p.config, p.run), _input_fn(p, False),
             steps=-(-p.opts.eval_samples // p.opts.eval_batch_size),  # last batch: blanks
             session_config=session_config(p.opts),
-            summary_dir=evaluator.summary_dir(p.opts.model_dir))
+            summary_dir=None if p.read_only else evaluator.summary_dir(p.opts.model_dir))
     return p.evaluator
 
 
