@@ -44,23 +44,28 @@ def use_ema(config: Config) -> bool:
     return bool(config.moving_average_decay and config.moving_average_decay > 0)
 
 
-def resolve_checkpoint(path: str) -> str:
-    """The checkpoint prefix named by `path`: a prefix, or a directory holding a checkpoint
-    (its latest, from the directory's 'checkpoint' index file). The checkpoint must be
-    readable whole (see `read_shapes`)."""
+def checkpoint_prefix(path: str) -> str:
+    """The checkpoint prefix named by `path`: a prefix with an index file, or a directory
+    holding a checkpoint (its latest, from the directory's 'checkpoint' index file). Only
+    located, not read: see `resolve_checkpoint`."""
     if tf.io.gfile.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if not latest:
             raise errors.CheckpointError(
                 f"no checkpoint found in directory '{path}': it has no 'checkpoint' index file "
                 f"(training writes one); give a checkpoint directory or a prefix")
-        prefix = latest
-    elif not tf.io.gfile.exists(path + ".index"):
+        return latest
+    if not tf.io.gfile.exists(path + ".index"):
         raise errors.CheckpointError(
             f"checkpoint '{path}' not found: give a checkpoint prefix (e.g. "
             f"model_dir/model.ckpt-1000) or a directory holding one")
-    else:
-        prefix = path
+    return path
+
+
+def resolve_checkpoint(path: str) -> str:
+    """`checkpoint_prefix(path)`, after checking that the checkpoint is readable whole (see
+    `read_shapes`)."""
+    prefix = checkpoint_prefix(path)
     read_shapes(prefix)
     return prefix
 

@@ -187,27 +187,14 @@ def is_writable(path: str) -> bool:
 def directory_problem(path: str, writes: bool) -> Optional[str]:
     """Why `path` cannot be used as a run's directory (None if it can); creates nothing.
 
-    Any run needs a directory, not a file. A run that `writes` (training into --model_dir,
-    --testdev_dir) must also be able to write into it, or to create it (its nearest existing
-    ancestor a writable directory). Eval only reads --model_dir: a read-only one is evaluated
-    without recording anything.
+    Any run needs a directory, not a file. A run that `writes` (training into --model_dir)
+    must also be able to write into it, or to create it (outputs.output_problem). Eval only
+    reads --model_dir: a read-only one is evaluated without recording anything.
     """
-    if "://" in path:
-        return None
-    full = os.path.abspath(path)
-    if os.path.exists(full):
-        if not os.path.isdir(full):
-            return "is a file, not a directory"
-        return "is not writable" if writes and not is_writable(full) else None
-    if not writes:
-        return None  # the caller says that only training creates a model directory
-    ancestor = os.path.dirname(full)
-    while not os.path.exists(ancestor):
-        ancestor = os.path.dirname(ancestor)
-    if not os.path.isdir(ancestor):
-        return f"cannot be created: '{ancestor}' is a file, not a directory"
-    if not is_writable(ancestor):
-        return f"cannot be created: '{ancestor}' is not writable"
+    if writes:
+        return outputs.output_problem(path, directory=True)
+    if not outputs.is_remote(path) and os.path.isfile(path):
+        return "is a file, not a directory"
     return None
 
 
@@ -239,7 +226,7 @@ def checkpoint_inputs(ckpt_path: str) -> List[str]:
     """The files a run restoring `ckpt_path` (a prefix or a directory) reads, and the run files
     beside them in its model directory (every checkpoint, 'checkpoint', config.yaml,
     eval_history.json): no output may land on them, not even with --overwrite."""
-    prefix = checkpoint_io.resolve_checkpoint(ckpt_path)
+    prefix = checkpoint_io.checkpoint_prefix(ckpt_path)
     found = set(tf.io.gfile.glob(prefix + ".*"))
     directories = {os.path.dirname(prefix) or "."}
     if tf.io.gfile.isdir(ckpt_path):

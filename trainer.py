@@ -215,11 +215,10 @@ def check_model_dir_checkpoint(config: Config, opts: RunOptions) -> None:
 def prepare(opts: RunOptions) -> Prepared:
     """Everything a mode needs, checked, before anything is created or written."""
     training = opts.mode in ("train", "train_and_eval")
-    for flag, path, writes in (("model_dir", opts.model_dir, training),
-                               ("testdev_dir", opts.testdev_dir, True)):
-        problem = path and run_dir.directory_problem(path, writes)
-        if problem:
-            raise errors.UsageError(f"--{flag}={path} {problem}; choose another directory")
+    problem = run_dir.directory_problem(opts.model_dir, training)  # --testdev_dir: outputs
+    if problem:
+        raise errors.UsageError(f"--model_dir={opts.model_dir} {problem}; choose another "
+                                f"directory")
     exists = tf.io.gfile.isdir(opts.model_dir)
     if not training and not exists and not opts.eval_continuous:
         raise errors.UsageError(f"--model_dir={opts.model_dir} does not exist; train into it "

@@ -272,13 +272,32 @@ def test_main_refuses(case, d):
     check(outcome, status, pattern, before, d["root"], may_add=False)
 
 
+def _trained_copy(model_dir, target):
+    """A copy of the test checkpoint's directory whose checkpoint has a global step, as one
+    written by training has (eval refuses others)."""
+    import numpy as np
+
+    import checkpoint_io
+
+    os.makedirs(target)
+    shutil.copy(os.path.join(model_dir, "config.yaml"), target)
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, "model.ckpt-0"))
+    tensors = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
+    tensors["global_step"] = np.int64(1)
+    prefix = os.path.join(target, "model.ckpt-1")
+    checkpoint_io.write_checkpoint(tensors, prefix)
+    tf.compat.v1.train.update_checkpoint_state(target, prefix)
+    return target
+
+
 def test_the_right_json_and_records_without_ids_for_training_pass_the_checks(d):
     """The checks refuse only what is wrong: each split with its own json, and training records
     without source ids (training does not use them)."""
     from run_options import RunOptions
 
+    model_dir = _trained_copy(d["model"], os.path.join(d["tmp"], "trained"))
     prepared = trainer.prepare(RunOptions(
-        mode="eval", model_dir=d["model"], validation_file_pattern=f"{d['val']}/pascal*",
+        mode="eval", model_dir=model_dir, validation_file_pattern=f"{d['val']}/pascal*",
         val_json_file=f"{d['val']}/json_pascal.json", eval_samples=100))
     assert prepared.eval_set is not None
     _edited(d, _drop_source_ids, split="train")
@@ -394,7 +413,10 @@ def test_a_copied_export_draws_its_model_names(named_export, d, drawn):
 
 def test_hparams_label_map_still_renames_a_copied_export(named_export, d, drawn):
     copy = _copy_export(named_export, os.path.join(d["tmp"], "elsewhere"))
-    outcome = run_inspect(_infer(copy, d) + ["--hparams=label_map=voc"])
+    names = os.path.join(d["tmp"], "names.yaml")
+    with open(names, "w") as f:
+        f.write("1: aeroplane\n2: bicycle\n3: bird\n")
+    outcome = run_inspect(_infer(copy, d) + [f"--hparams=label_map={names}"])
     assert outcome.status == 0, outcome.stderr[-2000:]
     assert drawn and drawn[0][1] == "aeroplane"
 
