@@ -1,7 +1,8 @@
 """Every command of README.md, run as a user would after `./demo.sh`, at a tiny scale.
 
 The README's ```sh blocks are read in order and run in one work directory laid out like the
-checkout (its files linked in), after `./demo.sh --quick` (so `demo/...` exists). Sizes and
+checkout (its files linked in), after `./demo.sh --quick` run twice (so `demo/...` exists, and
+a re-run is shown to work). Sizes and
 step counts are made small (`SIZES`); flags are never changed. Data the commands expect from the
 user is made from the sample dataset under the names the README uses (COCO val2017 and test2017,
 VOCdevkit, img.png, input.mov), and the public checkpoints have stand-ins of the same layout.
@@ -132,6 +133,10 @@ def test_every_readme_command_runs(tmp_path):
             os.symlink(os.path.join(ROOT, name), work / name)
     r = _sh("./demo.sh --quick", work)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    # Run again, as the README says a user may: it reuses what the first run finished.
+    r = _sh("./demo.sh --quick", work)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "reusing what an earlier run finished" in r.stdout
     _user_data(work)
     # The public EfficientDet-D0 checkpoint's stand-in: a d0 detector checkpoint, 90 classes.
     r = _sh(f"{sys.executable} model_inspect.py --runmode=dry --model_name=efficientdet-d0 "
