@@ -98,8 +98,8 @@ def _record_images(records: tf.data.Dataset, calib: CalibrationSet) -> tf.data.D
         lambda s: dataloader.parse_record(s, calib.num_classes, calib.max_instances)["image"])
 
 
-def _matches(pattern: str) -> List[str]:
-    """The files of a comma-separated list of globs, in order, each once."""
+def calibration_files(pattern: str) -> List[str]:
+    """The files of a calibration pattern (comma-separated globs), in order, each once."""
     found: List[str] = []
     for piece in (p.strip() for p in pattern.split(",")):
         if piece:
@@ -188,7 +188,7 @@ def read_calibration(pattern: str, count: int, config: hparams_config.Config,
                                f"training split or of image files")
     if count < 1:
         raise CalibrationError(f"--calibration_images must be >= 1, got {count}")
-    paths = _matches(pattern)
+    paths = calibration_files(pattern)
     if not paths:
         raise CalibrationError(f"--{flag}={pattern} matches no file; check the path (quote the "
                                f"glob so the shell does not expand it)")
