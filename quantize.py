@@ -133,7 +133,7 @@ def _read_records(pattern: str, count: int, config: hparams_config.Config,
 
     files = list_record_files(pattern, f"--{flag}")
     shards = tf.data.Dataset.from_tensor_slices(files).interleave(
-        tf.data.TFRecordDataset, cycle_length=len(files), block_length=1, deterministic=True)
+        tf.data.TFRecordDataset, cycle_length=len(files), block_length=1)
     records = [r.numpy() for r in _checked(shards.take(count), files, pattern, flag)]
     calib = CalibrationSet(pattern, "tfrecord", records, config.num_classes,
                            config.max_instances_per_image)
