@@ -398,7 +398,7 @@ def evaluate_detector(detector: Detector, gt_json: str, image_dir: str,
     with tempfile.TemporaryDirectory() as tmp:
         results = os.path.join(tmp, "detections.json")
         run = coco_results(detector, pairs, results, score_thresh)
-        ids = [image_id for image_id, path in pairs if path in run.detections]
+        ids = [item[0] for item in pairs if item[1] in run.detections]
         if not ids:
             example = run.failed[0] if run.failed else "the json lists no image"
             raise errors.DataError(f"none of the {len(pairs)} images of {gt_json} could be read "

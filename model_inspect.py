@@ -534,7 +534,7 @@ class InspectOptions:
         "ops without int8 kernels stay float.")
     calibration_images: int = cli.field(
         300, "Most calibration images read from --openvino_int8_calibration or "
-        "--tflite_int8_calibration (all of them when the set holds fewer).")
+        "--tflite_int8_calibration (all of them when the set holds fewer).", bounds="[1, inf)")
     compare_to: Optional[str] = cli.field(
         None, "saved_model_eval: also evaluate this exported model (e.g. the float model a "
         "quantised one was made from) and print the difference.")
@@ -630,7 +630,7 @@ _INT8_RUNMODES = {"openvino_int8_calibration": {"openvino": None, "saved_model":
 
 
 def _check_int8(opts: InspectOptions) -> None:
-    """A calibration flag goes with the export it quantises, and a count of at least one."""
+    """A calibration flag goes with the export it quantises."""
     for flag, modes in _INT8_RUNMODES.items():
         if not _is_set(getattr(opts, flag)):
             continue
@@ -639,9 +639,6 @@ def _check_int8(opts: InspectOptions) -> None:
             uses = " or ".join(f"--runmode={m}" + (f" with --{n}" if n else "")
                                for m, n in modes.items())
             raise errors.UsageError(f"--{flag} applies to {uses}")
-        if opts.calibration_images < 1:
-            raise errors.UsageError(f"--calibration_images must be >= 1, got "
-                                    f"{opts.calibration_images}")
 
 
 def _check_eval(opts: InspectOptions) -> None:

@@ -61,8 +61,9 @@ class CalibrationError(errors.DataError):
 class CalibrationSet:
     """The calibration images of a pattern, checked and ready to be read again.
 
-    `kind` is 'images' (`items`: file paths) or 'tfrecord' (`items`: serialized records,
-    parsed with `num_classes` and `max_instances` as training parses them). Iterating yields
+    `kind` is 'images' (`items`: file paths) or 'tfrecord' (`items`: (file, index in it,
+    serialized record), parsed with `num_classes` and `max_instances` as training parses
+    them). Iterating yields
     each image as uint8 RGB [h, w, 3], decoded again on every pass (a set of full-size photos
     would not fit in memory decoded).
     """
@@ -81,7 +82,7 @@ class CalibrationSet:
             for path in self.items:
                 yield visualize.read_image(path)
             return
-        for image in _record_images(tf.data.Dataset.from_tensor_slices(self.items), self):
+        for image in _record_images(self.items, self):
             yield image.numpy()
 
     def describe(self) -> Dict[str, Any]:
@@ -90,12 +91,16 @@ class CalibrationSet:
                 "calibration_images": len(self)}
 
 
-def _record_images(records: tf.data.Dataset, calib: CalibrationSet) -> tf.data.Dataset:
-    """The decoded uint8 images of serialized records, parsed as training parses them."""
+def _record_images(items: Sequence[Tuple[str, int, bytes]],
+                   calib: CalibrationSet) -> tf.data.Dataset:
+    """The decoded uint8 images of (file, index, serialized record) items, parsed and checked
+    as training parses them (a failed check names the file and record)."""
     import dataloader
 
-    return records.map(
-        lambda s: dataloader.parse_record(s, calib.num_classes, calib.max_instances)["image"])
+    files, indices, records = (list(column) for column in zip(*items))
+    return tf.data.Dataset.from_tensor_slices((files, indices, records)).map(
+        lambda f, i, r: dataloader.parse_record(r, calib.num_classes, calib.max_instances,
+                                                file=f, index=i)["image"])
 
 
 def calibration_files(pattern: str) -> List[str]:
@@ -132,14 +137,18 @@ def _read_records(pattern: str, count: int, config: hparams_config.Config,
     from record_files import list_record_files
 
     files = list_record_files(pattern, f"--{flag}")
+
+    def numbered(file: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.TFRecordDataset(file).enumerate().map(lambda i, r: (file, i, r))
+
     shards = tf.data.Dataset.from_tensor_slices(files).interleave(
-        tf.data.TFRecordDataset, cycle_length=len(files), block_length=1)
-    records = [r.numpy() for r in _checked(shards.take(count), files, pattern, flag)]
-    calib = CalibrationSet(pattern, "tfrecord", records, config.num_classes,
+        numbered, cycle_length=len(files), block_length=1)
+    items = [(f.numpy().decode(), int(i), r.numpy())
+             for f, i, r in _checked(shards.take(count), files, pattern, flag)]
+    calib = CalibrationSet(pattern, "tfrecord", items, config.num_classes,
                            config.max_instances_per_image)
-    if records:
-        for _ in _checked(_record_images(tf.data.Dataset.from_tensor_slices(records), calib),
-                          files, pattern, flag):
+    if items:
+        for _ in _checked(_record_images(items, calib), files, pattern, flag):
             pass
     return calib
 
@@ -162,12 +171,15 @@ def _checked(dataset: tf.data.Dataset, files: Sequence[str], pattern: str,
 
 
 def _what_failed(error: tf.errors.OpError) -> str:
-    """The message of a failed tf.data step without TensorFlow's wrapping: the text of an
-    assertion (parse_record's record checks), else the first line without the function name."""
+    """The message of a failed tf.data step without TensorFlow's wrapping: a record check's
+    (dataloader.RECORD_CHECK_MARKER), else the first line without the function's name."""
+    import dataloader
+
     text = error.message or str(error)
-    found = re.search(r"assertion failed: \[(.*?)\]", text, re.S)
-    if found:
-        return found.group(1)
+    marker = dataloader.RECORD_CHECK_MARKER
+    if marker in text:
+        line = text[text.index(marker) + len(marker):].splitlines()[0]
+        return line[:-1] if line.endswith("]") else line  # Assert prints its data as a list
     return re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text.splitlines()[0])
 
 

@@ -60,11 +60,13 @@ def test_calibration_from_records_reads_what_training_reads(voc_records):
                  for r in tfrecord_util.iter_serialized(f)] for f in files]
     calib = quantize.read_calibration(_records(voc_records), 5, tiny_config(), FLAG)
     assert calib.kind == "tfrecord" and len(calib) == 5
-    ids = [tfrecord_util.parse_example(r)["image/source_id"][0] for r in calib.items]
+    assert [(f, i) for f, i, _ in calib.items] == [
+        (files[0], 0), (files[1], 0), (files[0], 1), (files[1], 1), (files[0], 2)]
+    ids = [tfrecord_util.parse_example(r)["image/source_id"][0] for _, _, r in calib.items]
     # The shards in turn, from their first records on.
     assert ids == [per_file[0][0], per_file[1][0], per_file[0][1], per_file[1][1], per_file[0][2]]
     images = list(calib)
-    for image, record in zip(images, calib.items):
+    for image, (_, _, record) in zip(images, calib.items):
         encoded = tfrecord_util.parse_example(record)["image/encoded"][0]
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
         np.testing.assert_array_equal(image, tf.io.decode_image(encoded, channels=3).numpy())
@@ -145,8 +147,8 @@ BAD_SETS = [
     ("truncated-records", _truncated_records, "{tmp}/cut.tfrecord",
      r"--openvino_int8_calibration=.*cut\.tfrecord: .*cut\.tfrecord: record \d+ is truncated"),
     ("labels-beyond-num-classes", _bad_labels, "{tmp}/bad.tfrecord",
-     r"--openvino_int8_calibration=.*: TFRecord with image/source_id=7 has class ids 7 outside "
-     r"1\.\.num_classes=3"),
+     r"--openvino_int8_calibration=.*bad\.tfrecord: .*bad\.tfrecord record 0 \(image/source_id=7\) "
+     r"has class ids 7 outside 1\.\.num_classes=3; set the num_classes hparam"),
 ]
 
 
@@ -269,6 +271,20 @@ def test_int8_ir_quantises_the_network_and_keeps_pre_and_post_processing_float(
                         "calibration": settings["calibration"], "calibration_kind": "images",
                         "calibration_images": 4, "float": quantize.FLOAT_PARTS,
                         "float_ops": len(kept)}
+
+
+@needs_nncf
+def test_int8_ir_never_replaces_an_existing_file_or_its_f32_source(int8_openvino,
+                                                                   exported_models,
+                                                                   calibration_images):
+    calib = quantize.read_calibration(calibration_images, 1, exported_models["config"], FLAG)
+    before = {p: open(p, "rb").read() for p in export.openvino_outputs(int8_openvino)}
+    with pytest.raises(errors.OutputError, match="already exist; pass --overwrite"):
+        quantize.quantize_openvino(exported_models["openvino"], calib, int8_openvino)
+    with pytest.raises(errors.OutputError, match="are inputs of this run"):
+        quantize.quantize_openvino(exported_models["openvino"], calib,
+                                   exported_models["openvino"], overwrite=True)
+    assert before == {p: open(p, "rb").read() for p in export.openvino_outputs(int8_openvino)}
 
 
 @needs_nncf
