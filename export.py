@@ -34,7 +34,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 import tensorflow as tf
 import yaml
@@ -386,14 +386,19 @@ def _fixed_size_serving_function(frozen: tf1.GraphDef, graph: serving.ServingGra
          for key, t in graph.outputs.items()})
 
 
+# Runs one of the TFLite converter's conversions (a call returning the model).
+Conversion = Callable[[Callable[[], bytes]], bytes]
+
+
 class TFLiteQuantizer(Protocol):
     """Converts to a quantised TFLite model (e.g. quantize.TFLiteInt8): `convert` sets the
-    converter up (builtin ops only) and returns the model; `settings` is what the export
-    records about the quantisation."""
+    converter up (builtin ops only) and returns the model, running each of the converter's
+    own conversions through `run`; `settings` is what the export records about the
+    quantisation."""
 
     settings: Dict[str, Any]
 
-    def convert(self, converter: tf.lite.TFLiteConverter) -> bytes:
+    def convert(self, converter: tf.lite.TFLiteConverter, run: Conversion) -> bytes:
         ...
 
 
@@ -402,14 +407,17 @@ def _convert_tflite(converter: tf.lite.TFLiteConverter, source: str, tflite_path
     """Builtin ops only (TFLITE_BUILTINS, no SELECT_TF_OPS), float unless `quantizer`; the
     model written to `tflite_path`; a failed conversion is one ModelFileError naming
     `source`."""
+    def run(conversion: Callable[[], bytes]) -> bytes:
+        try:
+            return conversion()
+        except errors.UserError:  # e.g. a calibration image that can no longer be read
+            raise
+        except Exception as e:  # noqa: BLE001 - the converter raises several error types
+            raise errors.ModelFileError(f"TFLite conversion of '{source}' failed: "
+                                        f"{str(e).splitlines()[0]}") from None
+
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    try:
-        model = quantizer.convert(converter) if quantizer else converter.convert()
-    except errors.UserError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the converter raises several error types
-        raise errors.ModelFileError(f"TFLite conversion of '{source}' failed: "
-                                    f"{str(e).splitlines()[0]}") from None
+    model = quantizer.convert(converter, run) if quantizer else run(converter.convert)
     return outputs.write_file(tflite_path, model)
 
 

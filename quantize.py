@@ -20,6 +20,7 @@ code (`dataloader.parse_record`) or from image files as inference reads them
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -386,9 +387,10 @@ class TFLiteInt8:
                                                                  Image.BILINEAR))
             yield [np.repeat(image[None], self.batch_size, axis=0)]
 
-    def convert(self, converter: tf.lite.TFLiteConverter) -> bytes:
-        """The int8 model (see the class docstring); `converter` as export set it up."""
-        types, consumers = _tflite_graph(converter.convert())
+    def convert(self, converter: tf.lite.TFLiteConverter, run: export.Conversion) -> bytes:
+        """The int8 model (see the class docstring); `converter` as export set it up, each of
+        its conversions run through `run`."""
+        types, consumers = _tflite_graph(run(converter.convert))
         network = network_ops(types, consumers, _TFLITE_CONVOLUTIONS)
         float_ops = sorted(name for name in types if name not in network)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -396,25 +398,32 @@ class TFLiteInt8:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]
         # The converter leaves chosen ops float only through its quantisation debugger, which
-        # calibrates once and can then quantise again with another list.
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=self._samples,
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(
-                denylisted_nodes=float_ops))
-        model = debugger.get_nondebug_quantized_model()
+        # calibrates once (here) and can then quantise again with another list.
+        debugger = run(lambda: tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=self._samples, debug_options=_keep(float_ops)))
+        model = run(debugger.get_nondebug_quantized_model)
         unrunnable = _unrunnable_adds(model)
         while unrunnable:  # keeping one float can move the next ADD's requantisation
             if set(unrunnable) <= set(float_ops):
                 raise errors.ModelFileError(f"TFLite int8 conversion left {unrunnable[0]} int8 "
                                             f"although it was asked to keep it float")
             float_ops += unrunnable
-            debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-                denylisted_nodes=float_ops)
-            model = debugger.get_nondebug_quantized_model()
+            model = run(functools.partial(_requantized, debugger, list(float_ops)))
             unrunnable = _unrunnable_adds(model)
         self.summary = tflite_precisions(model, network)
         self.settings["float"] = f"{FLOAT_PARTS}; {self.summary}"
         return model
+
+
+def _keep(float_ops: List[str]):
+    """The quantisation debugger's options that keep `float_ops` (output tensor names) float."""
+    return tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_ops))
+
+
+def _requantized(debugger, float_ops: List[str]) -> bytes:
+    """The debugger's calibrated model quantised again, keeping `float_ops` float."""
+    debugger.options = _keep(float_ops)
+    return debugger.get_nondebug_quantized_model()
 
 
 def _tflite_graph(model: bytes) -> Tuple[Dict[str, str], Dict[str, List[str]]]:
