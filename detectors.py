@@ -85,7 +85,8 @@ class Detector(abc.ABC):
     the model applies by default; `predict` may raise it for any backend and lower it where the
     backend can take it as an input (`can_lower_threshold`: checkpoint, SavedModel, frozen
     graph, ONNX, OpenVINO). `kind` names the format in messages; `note` says what runs
-    underneath where that is a choice (the OpenVINO precision).
+    underneath where that is a choice (the OpenVINO precision). `int8`: the model was quantised
+    to int8 (see quantize.py; its network runs int8, pre- and post-processing float).
     """
 
     batch_size: Optional[int] = None
@@ -94,6 +95,7 @@ class Detector(abc.ABC):
     kind: str = "model"
     # What runs underneath, for benchmark lines (e.g. the runtime and its precision).
     note: str = ""
+    int8: bool = False
 
     @abc.abstractmethod
     def _run(self, images: np.ndarray, score_thresh: Optional[float]) -> Dict[str, np.ndarray]:
@@ -295,6 +297,7 @@ class TFLiteDetector(Detector):
         self.batch_size = None if shape[0] < 0 else int(shape[0])
         # (height, width) of a model exported with a fixed input size, else None.
         self.input_size = None if min(shape[1:3]) < 0 else (int(shape[1]), int(shape[2]))
+        self.int8 = any(t["dtype"] == np.int8 for t in self.interpreter.get_tensor_details())
         self.score_thresh = export.read_export_settings(path).get("score_thresh", 0.0)
 
     def delegated_nodes(self) -> int:
@@ -314,8 +317,9 @@ class TFLiteDetector(Detector):
                 f"export one without --tflite_input_size for images of any size")
         outputs = self.runner(**{serving.IMAGE_ARRAYS: images})
         if not self.note:
-            self.note = ("XNNPACK delegate" if self.delegated_nodes()
-                         else "TFLite kernels (dynamic shapes: no XNNPACK)")
+            self.note = (("int8 network, " if self.int8 else "")
+                         + ("XNNPACK delegate" if self.delegated_nodes()
+                            else "TFLite kernels (dynamic shapes: no XNNPACK)"))
         return outputs
 
 
@@ -470,6 +474,8 @@ class OpenVinoDetector(Detector):
                 f"{self.thresh_name}; export it with export.export_openvino")
         batch = model.input(self.input_name).get_partial_shape()[0]
         self.batch_size = batch.get_length() if batch.is_static else None
+        # NNCF's quantisation leaves its FakeQuantize ops in the IR; the plugin runs them int8.
+        self.int8 = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
         self.score_thresh = (float(model.get_rt_info(list(export.OPENVINO_RT_INFO)).astype(str))
                              if model.has_rt_info(list(export.OPENVINO_RT_INFO)) else
                              float(export.read_export_settings(path).get("score_thresh", 0.0)))
@@ -489,8 +495,9 @@ class OpenVinoDetector(Detector):
         self.requested_precision = precision
         self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        self.note = f"OpenVINO {ov.get_version().split('-')[0]}, inference precision " \
-                    f"{self.precision}"
+        self.note = (f"OpenVINO {ov.get_version().split('-')[0]}, "
+                     + ("int8 network, other ops at " if self.int8 else "")
+                     + f"inference precision {self.precision}")
         if precision not in ("auto", self.precision):
             self.note += (f" ({precision} requested; this CPU offers "
                           f"{', '.join(capabilities)}, no native {precision})")

@@ -7,7 +7,8 @@
   (encoded `image_files`), the same frozen graph `<model_name>_frozen.pb`, `config.yaml` and,
   optionally, TFLite and OpenVINO models.
 * `export_tflite`, `export_tflite_fixed_size`, `export_onnx`: the serving graph for TFLite (builtin
-  ops; any image size, or one size on XNNPACK) and ONNX (tf2onnx).
+  ops; any image size, or one size on XNNPACK; float, or quantised by a `TFLiteQuantizer` such
+  as quantize.TFLiteInt8) and ONNX (tf2onnx).
 * `export_openvino`: the frozen serving graph as OpenVINO IR (`.xml` + `.bin`), through ONNX;
   `export_saved_model(openvino_path=...)` writes the same IR beside a SavedModel.
   `import_openvino` imports OpenVINO with its usage telemetry off.
@@ -33,7 +34,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 import tensorflow as tf
 import yaml
@@ -291,7 +292,8 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
                        tflite_path: Optional[str] = None,
                        openvino_path: Optional[str] = None,
                        tflite_input_size: Optional[Tuple[int, int]] = None,
-                       overwrite: bool = False) -> ExportResult:
+                       overwrite: bool = False,
+                       tflite_quantizer: Optional[TFLiteQuantizer] = None) -> ExportResult:
     """Write a SavedModel with the signatures `serving_default` (uint8 `image_arrays`
     [B, h, w, 3]) and `serving_base64` (encoded `image_files` [B]), the frozen graph
     `<saved_model_dir>/<model_name>_frozen.pb` of the same detector, the resolved
@@ -305,6 +307,8 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
     `max_output_size`. `saved_model_dir` must be new or empty; an existing TFLite or OpenVINO
     file is replaced only with `overwrite`. `tflite_input_size` (height, width) fixes the
     TFLite model's image size (see `export_tflite_fixed_size`).
+    `tflite_quantizer` converts the TFLite model quantised (its settings are recorded beside
+    it).
     """
     if tflite_input_size and batch_size is None:
         raise errors.UsageError("a TFLite model with a fixed input size needs a fixed batch "
@@ -327,10 +331,13 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
     write_export_settings(frozen_path, settings)
     tflite = None
     if tflite_path:
-        tflite = (export_tflite_fixed_size(frozen, graph, tflite_input_size, tflite_path)
-                  if tflite_input_size else export_tflite(saved_model_dir, tflite_path))
+        tflite = (export_tflite_fixed_size(frozen, graph, tflite_input_size, tflite_path,
+                                           tflite_quantizer)
+                  if tflite_input_size else export_tflite(saved_model_dir, tflite_path,
+                                                          tflite_quantizer))
         write_export_settings(tflite, {**settings, "tflite_input_size": (
-            list(tflite_input_size) if tflite_input_size else "any")})
+            list(tflite_input_size) if tflite_input_size else "any"),
+            **(tflite_quantizer.settings if tflite_quantizer else {})})
     openvino = None
     if openvino_path:
         arrays_only = tf1.graph_util.extract_sub_graph(
@@ -379,19 +386,43 @@ def _fixed_size_serving_function(frozen: tf1.GraphDef, graph: serving.ServingGra
          for key, t in graph.outputs.items()})
 
 
-def _convert_tflite(converter: tf.lite.TFLiteConverter, source: str, tflite_path: str) -> str:
-    """Builtin ops only (TFLITE_BUILTINS, no SELECT_TF_OPS); the model written to
-    `tflite_path`; a failed conversion is one ModelFileError naming `source`."""
+# Runs one of the TFLite converter's conversions (a call returning the model).
+Conversion = Callable[[Callable[[], bytes]], bytes]
+
+
+class TFLiteQuantizer(Protocol):
+    """Converts to a quantised TFLite model (e.g. quantize.TFLiteInt8): `convert` sets the
+    converter up (builtin ops only) and returns the model, running each of the converter's
+    own conversions through `run`; `settings` is what the export records about the
+    quantisation."""
+
+    settings: Dict[str, Any]
+
+    def convert(self, converter: tf.lite.TFLiteConverter, run: Conversion) -> bytes:
+        ...
+
+
+def _convert_tflite(converter: tf.lite.TFLiteConverter, source: str, tflite_path: str,
+                    quantizer: Optional[TFLiteQuantizer] = None) -> str:
+    """Builtin ops only (TFLITE_BUILTINS, no SELECT_TF_OPS), float unless `quantizer`; the
+    model written to `tflite_path`; a failed conversion is one ModelFileError naming
+    `source`."""
+    def run(conversion: Callable[[], bytes]) -> bytes:
+        try:
+            return conversion()
+        except errors.UserError:  # e.g. a calibration image that can no longer be read
+            raise
+        except Exception as e:  # noqa: BLE001 - the converter raises several error types
+            raise errors.ModelFileError(f"TFLite conversion of '{source}' failed: "
+                                        f"{str(e).splitlines()[0]}") from None
+
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    try:
-        model = converter.convert()
-    except Exception as e:  # noqa: BLE001 - the converter raises several error types
-        raise errors.ModelFileError(f"TFLite conversion of '{source}' failed: "
-                                    f"{str(e).splitlines()[0]}") from None
+    model = quantizer.convert(converter, run) if quantizer else run(converter.convert)
     return outputs.write_file(tflite_path, model)
 
 
-def export_tflite(saved_model_dir: str, tflite_path: str) -> str:
+def export_tflite(saved_model_dir: str, tflite_path: str,
+                  quantizer: Optional[TFLiteQuantizer] = None) -> str:
     """Convert the `serving_default` signature of a SavedModel to a float32 TFLite model.
 
     The whole detector (pre-processing, network, NMS) converts to TFLite builtin ops. The
@@ -406,18 +437,19 @@ def export_tflite(saved_model_dir: str, tflite_path: str) -> str:
     """
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model_dir, signature_keys=[serving.SERVING_DEFAULT])
-    return _convert_tflite(converter, saved_model_dir, tflite_path)
+    return _convert_tflite(converter, saved_model_dir, tflite_path, quantizer)
 
 
 def export_tflite_fixed_size(frozen: tf1.GraphDef, graph: serving.ServingGraph,
-                             input_size: Tuple[int, int], tflite_path: str) -> str:
+                             input_size: Tuple[int, int], tflite_path: str,
+                             quantizer: Optional[TFLiteQuantizer] = None) -> str:
     """Like `export_tflite`, from the frozen serving graph `frozen` of `graph` (fixed batch),
     for images of exactly `input_size` (height, width): every tensor is static, so TFLite runs
     the model on XNNPACK; it takes no other size."""
     function = _fixed_size_serving_function(frozen, graph, input_size)
     # The module only lets the converter write the function as signature serving_default.
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], tf.Module())
-    return _convert_tflite(converter, "the frozen serving graph", tflite_path)
+    return _convert_tflite(converter, "the frozen serving graph", tflite_path, quantizer)
 
 
 def _frozen_image_arrays_graph(config: hparams_config.Config, ckpt_path: Optional[str],

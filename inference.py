@@ -360,6 +360,55 @@ def coco_results(detector: Detector, images: Sequence[Sequence[Any]], path: str,
     return ImageRunSummary({p: path for p in found}, found, failed)
 
 
+@dataclasses.dataclass
+class CocoEvaluation:
+    """COCO metrics of one detector on the images of a ground-truth json (`evaluate_detector`):
+    `metrics` as coco_metric.evaluate_detections_json returns them, over the `images` that
+    could be read; `failed` names the others."""
+
+    KEYS = ("AP", "AP50", "AP75")
+
+    metrics: Dict[str, float]
+    images: int
+    detections: int
+    failed: List[str]
+    score_thresh: float
+
+    def summary(self) -> str:
+        return (", ".join(f"{k} {self.metrics[k]:.3f}" for k in self.KEYS)
+                + f" on {self.images} image(s), {self.detections} detections at score "
+                f"threshold {self.score_thresh:g}")
+
+
+def evaluate_detector(detector: Detector, gt_json: str, image_dir: str,
+                      score_thresh: Optional[float] = None) -> CocoEvaluation:
+    """COCO AP of `detector` on every image of the COCO json `gt_json` found in `image_dir`
+    (see `coco_image_paths`), with detections above `score_thresh` (default: the model's).
+
+    Images that cannot be read are named in `failed` and left out of the metrics, so two
+    models evaluated on one split are scored on the same images. DataError when none can be
+    read (or the json is not a COCO instances json: coco_json.CocoMetricError).
+    """
+    import tempfile
+
+    import coco_metric
+
+    coco_json.load_gt_json(gt_json)  # a bad json fails here, before any image is run
+    pairs = coco_image_paths(gt_json, image_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = os.path.join(tmp, "detections.json")
+        run = coco_results(detector, pairs, results, score_thresh)
+        ids = [item[0] for item in pairs if item[1] in run.detections]
+        if not ids:
+            example = run.failed[0] if run.failed else "the json lists no image"
+            raise errors.DataError(f"none of the {len(pairs)} images of {gt_json} could be read "
+                                   f"from {image_dir} ({example}); check the image directory")
+        metrics = coco_metric.evaluate_detections_json(gt_json, results, image_ids=ids)
+    thresh = detector.score_thresh if score_thresh is None else score_thresh
+    return CocoEvaluation(metrics, len(set(ids)), sum(len(d) for d in run.detections.values()),
+                          run.failed, float(thresh))
+
+
 # -------------------------------------------------------------------------------------------------
 # Video
 # -------------------------------------------------------------------------------------------------

@@ -21,6 +21,12 @@ r"""Inspect, export and run a detector.
         --openvino_path=/tmp/d0/model.xml
     python model_inspect.py --runmode=saved_model_benchmark --saved_model_dir=/tmp/d0/model.xml \
         --input_image=img.png --openvino_precision=bf16
+    # int8 by post-training quantisation (OpenVINO beside the f32 IR; TFLite full-integer),
+    # then its COCO AP against the float model's
+    python model_inspect.py --runmode=openvino --ckpt_path=efficientdet-d0 \
+        --openvino_path=/tmp/d0/model.xml --openvino_int8_calibration='data/train-*.tfrecord'
+    python model_inspect.py --runmode=saved_model_eval --saved_model_dir=/tmp/d0/model_int8.xml \
+        --compare_to=/tmp/d0/model.xml --val_json_file=val.json --image_dir=val_images/
 
 Runmodes: dry, freeze and bm work on the raw network; ckpt restores (EMA-aware) and can
 re-export a checkpoint; infer runs a checkpoint on images; saved_model exports a SavedModel
@@ -31,6 +37,13 @@ saved_model_benchmark and saved_model_video run an exported model, given as a Sa
 directory or a .pb, .tflite, .onnx or .xml (OpenVINO) file. --batch_size=0 exports a
 dynamic-batch model. --tflite_input_size=WxH fixes the TFLite model's image size, which makes
 it static so that TFLite runs it on XNNPACK (a model for any size runs on TFLite's own kernels).
+
+--openvino_int8_calibration=PATTERN (TFRecords of the training split, or an image glob) also
+writes an int8 IR beside the f32 one (model.xml -> model_int8.xml), calibrated on
+--calibration_images of them (quantize.py); --tflite_int8_calibration makes the --tflite_path
+model full-integer int8. saved_model_eval reports an exported model's COCO AP on
+--val_json_file's images in --image_dir and, with --compare_to, another model's and the
+difference.
 
 --openvino_precision sets OpenVINO's inference precision: f32 (when unset, so that detections
 are the checkpoint's), bf16, or auto (the runtime's own choice: bf16 on CPUs with native bf16,
@@ -82,7 +95,8 @@ if TYPE_CHECKING:
 
 PROG = "model_inspect.py"
 # Runmodes that run an exported model given by --saved_model_dir.
-EXPORTED_MODEL_MODES = ("saved_model_infer", "saved_model_benchmark", "saved_model_video")
+EXPORTED_MODEL_MODES = ("saved_model_infer", "saved_model_benchmark", "saved_model_video",
+                        "saved_model_eval")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -211,13 +225,39 @@ def _infer(opts: InspectOptions) -> int:
         return _detect_images(opts, det, config)
 
 
+def _calibration(opts: InspectOptions, flag: str):
+    """The calibration set of --<flag> (quantize.read_calibration: read and checked before any
+    graph is built), or None when the flag is unset."""
+    import quantize
+
+    if not _is_set(getattr(opts, flag)):
+        return None
+    return quantize.read_calibration(getattr(opts, flag), opts.calibration_images,
+                                     load_config(opts), flag)
+
+
+def _write_openvino_int8(xml_path: str, calibration, overwrite: bool) -> None:
+    import quantize
+
+    path = quantize.quantize_openvino(xml_path, calibration, overwrite=overwrite)
+    print(f"wrote int8 OpenVINO model {path} (+ .bin; NNCF post-training quantisation "
+          f"calibrated on {len(calibration)} image(s) of {calibration.pattern}; "
+          f"{quantize.FLOAT_PARTS})")
+
+
 def _saved_model(opts: InspectOptions) -> int:
     import export
+    import quantize
 
+    openvino_calibration = _calibration(opts, "openvino_int8_calibration")
+    tflite_calibration = _calibration(opts, "tflite_int8_calibration")
+    quantizer = (quantize.TFLiteInt8(tflite_calibration, opts.batch_size or None,
+                                     tflite_input_size(opts)) if tflite_calibration else None)
     result = export.export_saved_model(
         load_config(opts), opts.saved_model_dir, opts.model_name, opts.ckpt_path,
         opts.batch_size or None, opts.min_score_thresh, opts.max_boxes_to_draw,
-        opts.tflite_path, opts.openvino_path, tflite_input_size(opts), opts.overwrite)
+        opts.tflite_path, opts.openvino_path, tflite_input_size(opts), opts.overwrite,
+        tflite_quantizer=quantizer)
     s = result.settings
     print(f"wrote SavedModel {result.saved_model_dir} (signatures serving_default: uint8 "
           f"image_arrays, serving_base64: encoded image_files; batch {s['batch_size']})")
@@ -225,11 +265,16 @@ def _saved_model(opts: InspectOptions) -> int:
     if result.tflite:
         size = (f"{opts.tflite_input_size} images only, XNNPACK" if opts.tflite_input_size
                 else "images of any size, no XNNPACK")
-        print(f"wrote TFLite model {result.tflite} (builtin ops only; score threshold "
-              f"fixed at {s['score_thresh']}; {size})")
+        kind = (f"int8 calibrated on {len(tflite_calibration)} image(s) of "
+                f"{tflite_calibration.pattern}: {quantize.FLOAT_PARTS}; {quantizer.summary}"
+                if quantizer else "builtin ops only")
+        print(f"wrote TFLite model {result.tflite} ({kind}; score threshold fixed at "
+              f"{s['score_thresh']}; {size})")
     if result.openvino:
         print(f"wrote OpenVINO model {result.openvino} (+ .bin; inputs image_arrays:0, "
               f"score_thresh:0)")
+        if openvino_calibration:
+            _write_openvino_int8(result.openvino, openvino_calibration, opts.overwrite)
     print(f"export settings: {s['nms']}; feed tensor 'score_thresh' to change the "
           f"threshold at run time")
     return 0
@@ -257,12 +302,15 @@ def _file_export_path(opts: InspectOptions) -> Tuple[str, str]:
 def _file_export(opts: InspectOptions) -> int:
     import export
 
+    calibration = _calibration(opts, "openvino_int8_calibration")
     _, _, function, what = _FILE_EXPORTS[opts.runmode]
     path = getattr(export, function)(load_config(opts), _file_export_path(opts)[1],
                                      opts.ckpt_path, opts.batch_size or None,
                                      opts.min_score_thresh, opts.max_boxes_to_draw,
                                      overwrite=opts.overwrite)
     print("wrote " + what.format(path=path))
+    if calibration:
+        _write_openvino_int8(path, calibration, opts.overwrite)
     return 0
 
 
@@ -366,6 +414,32 @@ def _video_exported(opts: InspectOptions, det: Detector, config: Config) -> int:
     return 0
 
 
+def _eval_exported(opts: InspectOptions, det: Detector, config: Config) -> int:
+    """COCO AP of `det` on --val_json_file's images and, with --compare_to, of that model too,
+    and the difference."""
+    import detectors
+    import inference
+
+    del config
+    found = inference.evaluate_detector(det, opts.val_json_file, opts.image_dir,
+                                        opts.min_score_thresh)
+    print(f"{opts.saved_model_dir}: {found.summary()}")
+    failed = list(found.failed)
+    if _is_set(opts.compare_to):
+        precision = opts.openvino_precision if opts.compare_to.lower().endswith(".xml") else None
+        with detectors.load_detector(opts.compare_to, opts.threads, precision) as other:
+            if other.note:
+                print(f"model {opts.compare_to}: {other.note}")
+            base = inference.evaluate_detector(other, opts.val_json_file, opts.image_dir,
+                                               opts.min_score_thresh)
+        print(f"{opts.compare_to}: {base.summary()}")
+        print(f"difference ({os.path.basename(opts.saved_model_dir)} - "
+              f"{os.path.basename(opts.compare_to)}): "
+              + ", ".join(f"{k} {found.metrics[k] - base.metrics[k]:+.3f}"
+                          for k in inference.CocoEvaluation.KEYS))
+    return _report_failures(failed)
+
+
 RUNMODES: Dict[str, Callable[[InspectOptions], int]] = {
     "dry": _dry,
     "freeze": _freeze,
@@ -378,6 +452,7 @@ RUNMODES: Dict[str, Callable[[InspectOptions], int]] = {
     "saved_model_video": lambda opts: _run_exported(opts, _video_exported),
     "onnx": _file_export,
     "openvino": _file_export,
+    "saved_model_eval": lambda opts: _run_exported(opts, _eval_exported),
 }
 
 
@@ -448,6 +523,27 @@ class InspectOptions:
         "exported checkpoint). Never an input, a non-empty --saved_model_dir or another run's "
         "checkpoint or config.yaml.")
     verbose: bool = cli.field(False, "Log debug lines too, among them the resolved config.")
+    openvino_int8_calibration: Optional[str] = cli.field(
+        None, "openvino, or saved_model with --openvino_path: also write an int8 IR beside the "
+        "f32 one (<name>_int8.xml + .bin) by post-training quantisation, calibrated on these "
+        "images: a glob of TFRecord shards of the training split, or of image files "
+        "(comma-separated globs).")
+    tflite_int8_calibration: Optional[str] = cli.field(
+        None, "saved_model with --tflite_path: make the TFLite model full-integer int8, "
+        "calibrated on these images (TFRecord shards of the training split, or image files); "
+        "ops without int8 kernels stay float.")
+    calibration_images: int = cli.field(
+        300, "Most calibration images read from --openvino_int8_calibration or "
+        "--tflite_int8_calibration (all of them when the set holds fewer).", bounds="[1, inf)")
+    compare_to: Optional[str] = cli.field(
+        None, "saved_model_eval: also evaluate this exported model (e.g. the float model a "
+        "quantised one was made from) and print the difference.")
+    val_json_file: Optional[str] = cli.field(
+        None, "saved_model_eval: COCO instances json of the images to evaluate on (its image "
+        "ids and file names).")
+    image_dir: Optional[str] = cli.field(
+        None, "saved_model_eval: the directory holding --val_json_file's images (by "
+        "file_name).")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -456,7 +552,7 @@ class InspectOptions:
 # Flags each runmode cannot run without.
 _REQUIRED = {"infer": ("input_image",), "saved_model_infer": ("input_image",),
              "saved_model_benchmark": ("input_image",), "saved_model_video": ("input_video",),
-             "ckpt": ("ckpt_path",)}
+             "ckpt": ("ckpt_path",), "saved_model_eval": ("val_json_file", "image_dir")}
 # Runmodes that build the raw network with a static batch.
 _STATIC_BATCH = ("dry", "freeze", "bm")
 # Runmodes that restore --ckpt_path when it is given.
@@ -473,6 +569,7 @@ _OUTPUTS = {
     "saved_model_infer": (("output_image_dir", True),),
     "saved_model_benchmark": (("output_image_dir", True), ("trace_filename", False)),
     "saved_model_video": (("output_video", False),),
+    "saved_model_eval": (),
 }
 
 
@@ -527,6 +624,41 @@ def _check_openvino(opts: InspectOptions) -> None:
             f"model: --runmode={'|'.join(EXPORTED_MODEL_MODES)} with --saved_model_dir=<model>.xml")
 
 
+# The runmodes (and the output flag each needs there) of the int8 calibration flags.
+_INT8_RUNMODES = {"openvino_int8_calibration": {"openvino": None, "saved_model": "openvino_path"},
+                  "tflite_int8_calibration": {"saved_model": "tflite_path"}}
+
+
+def _check_int8(opts: InspectOptions) -> None:
+    """A calibration flag goes with the export it quantises."""
+    for flag, modes in _INT8_RUNMODES.items():
+        if not _is_set(getattr(opts, flag)):
+            continue
+        needs = modes.get(opts.runmode, "")
+        if needs == "" or (needs and not _is_set(getattr(opts, needs))):
+            uses = " or ".join(f"--runmode={m}" + (f" with --{n}" if n else "")
+                               for m, n in modes.items())
+            raise errors.UsageError(f"--{flag} applies to {uses}")
+
+
+def _check_eval(opts: InspectOptions) -> None:
+    """saved_model_eval's json, image directory and second model exist; --compare_to is its."""
+    if _is_set(opts.compare_to) and opts.runmode != "saved_model_eval":
+        raise errors.UsageError("--compare_to applies to --runmode=saved_model_eval")
+    if opts.runmode != "saved_model_eval":
+        return
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(opts.val_json_file) or tf.io.gfile.isdir(opts.val_json_file):
+        raise errors.UsageError(f"--val_json_file '{opts.val_json_file}': no such file")
+    if not tf.io.gfile.isdir(opts.image_dir):
+        raise errors.UsageError(f"--image_dir '{opts.image_dir}': no such directory")
+    if _is_set(opts.compare_to) and not tf.io.gfile.exists(opts.compare_to):
+        raise errors.UsageError(f"--compare_to '{opts.compare_to}' does not exist: give an "
+                                f"exported model (a SavedModel directory or a .pb, .tflite, "
+                                f".onnx or .xml file)")
+
+
 def _check_inputs(opts: InspectOptions) -> None:
     import tensorflow as tf
 
@@ -558,7 +690,20 @@ def _output_locations(opts: InspectOptions) -> List[Tuple[str, str, bool]]:
             flag, path = _file_export_path(opts)
         if path:
             out.append((flag, path, is_dir))
-    return out
+    return out + _int8_locations(opts)
+
+
+def _int8_locations(opts: InspectOptions) -> List[Tuple[str, str, bool]]:
+    """The int8 IR written beside the f32 one (named by --openvino_path, the flag that places
+    it), when --openvino_int8_calibration asks for it."""
+    import quantize
+
+    if not (_is_set(opts.openvino_int8_calibration)
+            and opts.runmode in _INT8_RUNMODES["openvino_int8_calibration"]):
+        return []
+    flag, path = (_file_export_path(opts) if opts.runmode == "openvino"
+                  else ("openvino_path", opts.openvino_path))
+    return [(flag, quantize.int8_path(path), False)] if path else []
 
 
 def _files_of(opts: InspectOptions, flag: str, value: str) -> List[str]:
@@ -620,6 +765,11 @@ def run_inputs(opts: InspectOptions) -> List[Tuple[str, str]]:
                   for p in visualize.expand_image_inputs(opts.input_image)[0]]
     if mode == "saved_model_video":
         found.append(("input_video", opts.input_video))
+    for flag in _INT8_RUNMODES:
+        if _is_set(getattr(opts, flag)):
+            import quantize
+
+            found += [(flag, p) for p in quantize.calibration_files(getattr(opts, flag))]
     return found
 
 
@@ -653,6 +803,8 @@ def check_options(opts: InspectOptions) -> None:
     _check_numbers(opts)
     tflite_input_size(opts)
     _check_inputs(opts)
+    _check_int8(opts)
+    _check_eval(opts)
     _check_outputs(opts)
     _check_openvino(opts)
 

@@ -2,20 +2,26 @@
 and COCO AP on a trained model.
 
     # 1. exports (random weights; any machine load): SavedModel (+ frozen graph, TFLite,
-    #    OpenVINO IR) and ONNX for each feature network and batch size
+    #    OpenVINO IR), ONNX and the int8 models for each feature network and batch size
     python benchmarks/bench_runtimes.py --workdir=/tmp/bench_runtimes --export_only
     # 2. timing, on a quiet machine (one process per feature network and batch size, every
     #    runtime loaded in it, interleaved rounds)
     python benchmarks/bench_runtimes.py --workdir=/tmp/bench_runtimes --rounds=3 --runs=10 \
         --ap_model_dir=/tmp/ov-demo/model --ap_json=/tmp/ov-demo/data/rec/json_val.json \
         --ap_images=/tmp/ov-demo/data/val/VOCdevkit/VOC2012/JPEGImages \
-        --out=benchmarks/results_runtimes.md --overwrite
+        --ap_calibration='/tmp/ov-demo/data/rec/train-*' --out=benchmarks/results_runtimes.md \
+        --overwrite
 
 Runtimes: TF SavedModel (`saved_model_benchmark` on the export directory), TF frozen graph
 (`<model_name>_frozen.pb`), TFLite (`--tflite_path`; images of any size, which keeps it off
 XNNPACK), TFLite fixed size (`--tflite_input_size` at street.jpg's size: static, on XNNPACK;
 no AP, the held-out images have many sizes), ONNX Runtime (`--runmode=onnx`) and
-OpenVINO IR (`--openvino_path`) at inference precision f32, bf16 and auto (the runtime's choice).
+OpenVINO IR (`--openvino_path`) at inference precision f32, bf16 and auto (the runtime's choice),
+and the int8 models of post-training quantisation (quantize.py): OpenVINO int8 (NNCF, beside the
+f32 IR), TFLite int8 and TFLite int8 fixed size (full-integer; no AP, as TFLite fixed size). The
+int8 models of the random-weight exports are calibrated on street.jpg alone (their timing does
+not depend on it); the trained model's on `--calibration_images` of `--ap_calibration` (its
+training split).
 Each timed call is `Detector.predict` on street.jpg (decoded once, outside the timing):
 feeding the uint8 batch, pre-processing, the network, NMS and fetching the detections, as
 `saved_model_benchmark` times it. The table gives the median over rounds of each round's
@@ -24,7 +30,8 @@ median per-image latency, and its ratio to the TF frozen graph of the same round
 AP: the trained checkpoint of `--ap_model_dir` is exported the same ways (batch 1, score
 threshold `--ap_score_thresh`), each runtime detects on every image of `--ap_json` (ids from
 the json's `file_name`), and pycocotools scores the results json. Every runtime's detections
-are also compared with the TF SavedModel's (boxes within 1 px, scores within 1e-3).
+are also compared with the TF SavedModel's (boxes within 1 px, scores within 1e-3; the int8
+models' differ by design: their AP is the measure).
 Timings belong here and in the README, never in tests.
 """
 
@@ -56,6 +63,9 @@ RUNTIMES: List[Tuple[str, str, Optional[str]]] = [
     ("OpenVINO f32", "openvino", "f32"),
     ("OpenVINO bf16", "openvino", "bf16"),
     ("OpenVINO auto", "openvino", "auto"),
+    ("OpenVINO int8", "openvino_int8", "f32"),
+    ("TFLite int8", "tflite_int8", None),
+    ("TFLite int8 fixed size", "tflite_int8_fixed", None),
 ]
 BASELINE = "TF frozen graph"
 
@@ -66,12 +76,17 @@ def export_paths(directory: str) -> Dict[str, str]:
             "tflite": os.path.join(directory, "model.tflite"),
             "tflite_fixed": os.path.join(directory, "fixed_size", "model.tflite"),
             "onnx": os.path.join(directory, "model.onnx"),
-            "openvino": os.path.join(directory, "openvino", "model.xml")}
+            "openvino": os.path.join(directory, "openvino", "model.xml"),
+            "openvino_int8": os.path.join(directory, "openvino", "model_int8.xml"),
+            "tflite_int8": os.path.join(directory, "int8", "model.tflite"),
+            "tflite_int8_fixed": os.path.join(directory, "int8_fixed_size", "model.tflite")}
 
 
 def export_all(directory: str, fpn: str, batch: int, ckpt: Optional[str] = None,
-               score_thresh: Optional[float] = None) -> Dict[str, str]:
-    """Every format of one model in `directory` (kept: a later run reuses it)."""
+               score_thresh: Optional[float] = None, calibration: str = IMAGE,
+               calibration_images: int = 300) -> Dict[str, str]:
+    """Every format of one model in `directory` (kept: a later run reuses it); the int8 models
+    calibrated on `calibration_images` of `calibration` (quantize.read_calibration)."""
     import export
     import hparams_config
     import run_dir
@@ -103,7 +118,47 @@ def export_all(directory: str, fpn: str, batch: int, ckpt: Optional[str] = None,
         start = time.time()
         export.export_onnx(config, paths["onnx"], ckpt, batch, score_thresh)
         print(f"  exported ONNX in {time.time() - start:.0f} s", flush=True)
+    export_int8(directory, config, batch, ckpt, score_thresh, calibration, calibration_images)
     return paths
+
+
+def export_int8(directory: str, config, batch: int, ckpt: Optional[str],
+                score_thresh: Optional[float], calibration: str,
+                calibration_images: int) -> None:
+    """The int8 models of `export_all` (beside its f32 exports, which they are made from):
+    OpenVINO int8 from the f32 IR, TFLite int8 from the SavedModel and, for random weights,
+    TFLite int8 for street.jpg's size."""
+    import export
+    import quantize
+
+    paths = export_paths(directory)
+    todo = [k for k in ("openvino_int8", "tflite_int8") if not os.path.exists(paths[k])]
+    if not ckpt and not os.path.exists(paths["tflite_int8_fixed"]):
+        todo.append("tflite_int8_fixed")
+    if not todo:
+        return
+    start = time.time()
+    calib = quantize.read_calibration(calibration, calibration_images, config,
+                                      "ap_calibration")
+    if "openvino_int8" in todo:
+        quantize.quantize_openvino(paths["openvino"], calib, paths["openvino_int8"])
+    if "tflite_int8" in todo:
+        quantizer = quantize.TFLiteInt8(calib, batch)
+        export.export_tflite(paths["saved_model"], paths["tflite_int8"], quantizer)
+        export.write_export_settings(paths["tflite_int8"], {
+            **export.read_export_settings(paths["saved_model"]), "tflite_input_size": "any",
+            **quantizer.settings})
+    if "tflite_int8_fixed" in todo:
+        import visualize
+
+        size = visualize.read_image(IMAGE).shape[:2]
+        export.export_saved_model(config, os.path.join(directory, "int8_fixed_size",
+                                                       "saved_model"),
+                                  MODEL, ckpt, batch, score_thresh,
+                                  tflite_path=paths["tflite_int8_fixed"], tflite_input_size=size,
+                                  tflite_quantizer=quantize.TFLiteInt8(calib, batch, size))
+    print(f"  exported {', '.join(todo)} ({len(calib)} calibration image(s)) in "
+          f"{time.time() - start:.0f} s", flush=True)
 
 
 def load(label: str, paths: Dict[str, str], threads: int):
@@ -132,8 +187,14 @@ def time_one(directory: str, batch: int, rounds: int, runs: int, warmup: int,
             times = inference.time_calls(lambda d=det: d.predict(images), runs, warmup)
             medians[label].append(1000.0 * statistics.median(times) / batch)
     return {label: {"ms": statistics.median(ms), "rounds": ms,
-                    "precision": getattr(dets[label], "precision", "f32"),
+                    "precision": precision_run(dets[label]),
                     "note": dets[label].note} for label, ms in medians.items()}
+
+
+def precision_run(det) -> str:
+    """What a loaded runtime computes in: 'int8' for a quantised model (its network; pre- and
+    post-processing stay float), else the inference precision (f32 unless OpenVINO runs bf16)."""
+    return "int8" if det.int8 else getattr(det, "precision", "f32")
 
 
 def ap_one(directory: str, gt_json: str, image_dir: str, threads: int) -> Dict[str, Dict]:
@@ -145,7 +206,7 @@ def ap_one(directory: str, gt_json: str, image_dir: str, threads: int) -> Dict[s
     paths = export_paths(directory)
     found, out = {}, {}
     for label, key, _ in RUNTIMES:
-        if key == "tflite_fixed":  # takes one image size; the held-out images have many
+        if key.endswith("_fixed"):  # takes one image size; the held-out images have many
             continue
         with load(label, paths, threads) as det:
             results = os.path.join(directory, "results", label.replace(" ", "_") + ".json")
@@ -223,6 +284,40 @@ def _child(args: argparse.Namespace, mode: str, directory: str, batch: int) -> D
     raise RuntimeError(f"{mode} {directory} failed twice")
 
 
+def _header(args: argparse.Namespace, first: Dict[str, Dict], with_ap: bool) -> List[str]:
+    """The lines above the table: machine, versions, how it was timed, what each runtime ran
+    on (from `first`, one process's timings) and where AP comes from."""
+    ov_note = next((r["note"] for r in first.values() if "bf16 requested" in r["note"]), "")
+    tflite_notes = "; ".join(f"{label}: {first[label]['note']}" for label, key, _ in RUNTIMES
+                             if key.startswith("tflite") and label in first)
+    int8_note = (f"int8: post-training quantisation (quantize.py), the network int8 and pre- and "
+                 f"post-processing float; random-weight models calibrated on "
+                 f"{os.path.basename(IMAGE)}"
+                 + (f", the trained one on {args.calibration_images} images of "
+                    f"`{args.ap_calibration}`" if with_ap else "") + ".")
+    header = [
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; {openvino_capabilities()}.",
+        f"Versions: {versions()}. Threads: {args.threads or 'each runtime default'}. "
+        f"End to end on {os.path.basename(IMAGE)} (1024x636 uint8, decoded outside the "
+        f"timing): median over {args.rounds} interleaved rounds of the median of {args.runs} "
+        f"calls after {args.warmup} warm-ups; random weights; one process per model and "
+        f"batch holding every runtime.",
+        (f"OpenVINO bf16 on this CPU: {ov_note}." if ov_note else ""),
+        (f"TFLite runs on: {tflite_notes}; the fixed-size models are exported with "
+         f"`--tflite_input_size` for street.jpg's 1024x636." if tflite_notes else ""),
+        int8_note,
+        (f"AP: {os.path.basename(os.path.dirname(args.ap_json.rstrip('/')) or args.ap_json)} "
+         f"held-out images of `{args.ap_json}`, trained checkpoint `{args.ap_model_dir}` "
+         f"exported at batch 1 with score threshold {args.ap_score_thresh}; parity: "
+         f"detections vs the TF SavedModel's (boxes 1 px, scores 1e-3)." if with_ap else ""),
+        "",
+        "| model | fpn | batch | runtime | precision run | ms/img | img/s | vs TF frozen | "
+        "AP | AP50 | detections vs SavedModel |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    return [h for h in header[:6] if h] + header[6:]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", default="/tmp/bench_runtimes")
@@ -237,6 +332,10 @@ def main() -> None:
     p.add_argument("--ap_json", default="")
     p.add_argument("--ap_images", default="")
     p.add_argument("--ap_score_thresh", type=float, default=0.001)
+    p.add_argument("--ap_calibration", default="",
+                   help="calibration images of the trained model's int8 exports: its training "
+                        "split's TFRecords (or an image glob); needed with --ap_model_dir")
+    p.add_argument("--calibration_images", type=int, default=300)
     p.add_argument("--out", default="")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     p.add_argument("--child_dir", default="", help=argparse.SUPPRESS)
@@ -254,6 +353,9 @@ def main() -> None:
         print(json.dumps(ap_one(args.child_dir, args.ap_json, args.ap_images, args.threads)))
         return
 
+    if args.ap_model_dir and not args.ap_calibration:
+        p.error("--ap_model_dir needs --ap_calibration (the training split's TFRecords) for "
+                "its int8 models")
     combos = [(fpn, int(b)) for b in args.batches.split(",") for fpn in args.fpns.split(",")]
     for fpn, batch in combos:
         print(f"export {fpn} batch {batch}", flush=True)
@@ -261,7 +363,8 @@ def main() -> None:
     ap_dir = os.path.join(args.workdir, "ap")
     if args.ap_model_dir:
         print("export the trained model", flush=True)
-        export_all(ap_dir, "", 1, args.ap_model_dir, args.ap_score_thresh)
+        export_all(ap_dir, "", 1, args.ap_model_dir, args.ap_score_thresh,
+                   args.ap_calibration, args.calibration_images)
     if args.export_only:
         return
 
@@ -286,30 +389,7 @@ def main() -> None:
             rows.append(f"| {MODEL} | {fpn} | {batch} | {label} | {r['precision']} | "
                         f"{r['ms']:.1f} | {1000.0 / r['ms']:.1f} | {r['ms'] / base:.2f} | "
                         f"{ap_cells} |")
-    first = next(iter(timings.values()))
-    ov_note = next((r["note"] for r in first.values() if "bf16 requested" in r["note"]), "")
-    tflite_notes = "; ".join(f"{label}: {first[label]['note']}" for label, key, _ in RUNTIMES
-                             if key.startswith("tflite") and label in first)
-    header = [
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; {openvino_capabilities()}.",
-        f"Versions: {versions()}. Threads: {args.threads or 'each runtime default'}. "
-        f"End to end on {os.path.basename(IMAGE)} (1024x636 uint8, decoded outside the "
-        f"timing): median over {args.rounds} interleaved rounds of the median of {args.runs} "
-        f"calls after {args.warmup} warm-ups; random weights; one process per model and "
-        f"batch holding every runtime.",
-        (f"OpenVINO bf16 on this CPU: {ov_note}." if ov_note else ""),
-        (f"TFLite runs on: {tflite_notes}; `TFLite fixed size` is exported with "
-         f"`--tflite_input_size` for street.jpg's 1024x636." if tflite_notes else ""),
-        (f"AP: {os.path.basename(os.path.dirname(args.ap_json.rstrip('/')) or args.ap_json)} "
-         f"held-out images of `{args.ap_json}`, trained checkpoint `{args.ap_model_dir}` "
-         f"exported at batch 1 with score threshold {args.ap_score_thresh}; parity: "
-         f"detections vs the TF SavedModel's (boxes 1 px, scores 1e-3)." if aps else ""),
-        "",
-        "| model | fpn | batch | runtime | precision run | ms/img | img/s | vs TF frozen | "
-        "AP | AP50 | detections vs SavedModel |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    text = "\n".join([h for h in header[:5] if h] + header[5:] + rows) + "\n"
+    text = "\n".join(_header(args, next(iter(timings.values())), bool(aps)) + rows) + "\n"
     print_and_save(text, args.out)
 
 

@@ -281,6 +281,9 @@ needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="tf2onnx/onnxruntime need 
 # openvino is installed on Python >= 3.10 (requirements.txt).
 HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
 needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino needs Python >= 3.10")
+# nncf (int8 OpenVINO models) is installed with openvino on Python >= 3.10 (requirements.txt).
+HAVE_NNCF = HAVE_OPENVINO and importlib.util.find_spec("nncf") is not None
+needs_nncf = pytest.mark.skipif(not HAVE_NNCF, reason="nncf needs Python >= 3.10")
 
 
 @pytest.fixture(scope="session")

@@ -73,9 +73,12 @@ SEED_FLAGS = {
     "max_boxes_to_draw": None, "min_score_thresh": None, "saved_model_dir": "/tmp/saved_model",
     "tflite_path": None, "onnx_path": None,
 }
-# Flags added after the seed: OpenVINO export and its inference precision, TFLite's fixed size.
+# Flags added after the seed: OpenVINO export and its inference precision, TFLite's fixed size,
+# --overwrite, int8 calibration and saved_model_eval's.
 NEW_FLAGS = {"openvino_path": None, "openvino_precision": None, "tflite_input_size": None,
-             "overwrite": False}
+             "overwrite": False, "openvino_int8_calibration": None,
+             "tflite_int8_calibration": None, "calibration_images": 300, "compare_to": None,
+             "val_json_file": None, "image_dir": None}
 
 
 def test_every_flag_keeps_its_name_and_default():
@@ -86,7 +89,7 @@ def test_every_flag_keeps_its_name_and_default():
                    if f.name == "runmode")
     assert runmode.metadata["choices"] == tuple(model_inspect.RUNMODES) == (
         "dry", "freeze", "bm", "ckpt", "infer", "saved_model", "saved_model_infer",
-        "saved_model_benchmark", "saved_model_video", "onnx", "openvino")
+        "saved_model_benchmark", "saved_model_video", "onnx", "openvino", "saved_model_eval")
 
 
 def test_config_comes_from_the_model_directory(test_checkpoint, exported_models, tmp_path,
@@ -146,7 +149,8 @@ def test_bad_hparams_are_one_clear_line(args, message, no_graphs):
     (["--runmode=saved_model_infer", "--saved_model_dir=.", "--input_image=x.jpg",
       "--openvino_precision=bf16"], "--openvino_precision=bf16 applies to running an OpenVINO "
                                     "model: --runmode=saved_model_infer|saved_model_benchmark|"
-                                    "saved_model_video with --saved_model_dir=<model>.xml"),
+                                    "saved_model_video|saved_model_eval with "
+                                    "--saved_model_dir=<model>.xml"),
     (["--runmode=infer", "--input_image=x.jpg", "--openvino_precision=f32"],
      "--openvino_precision=f32 applies to running an OpenVINO model"),
     (["--runmode=saved_model", "--tflite_input_size=1024x636"],
