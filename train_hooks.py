@@ -147,6 +147,7 @@ class ProgressHook(tf1.train.SessionRunHook):
         if self._last_time is None:
             # The first step includes graph start-up: show it at once, as a sign of life.
             self._line(done, values, None, f"first step {now - self._start:.1f}s")
+            self._write_scalar("first_step_seconds", now - self._start, done)
             self._last_time, self._last_step = now, done
             return
         steps = done - self._last_step
@@ -179,6 +180,11 @@ class ProgressHook(tf1.train.SessionRunHook):
         if note:
             parts.append(note)
         self._log(", ".join(parts))
+
+    def _write_scalar(self, tag: str, value: float, step: int) -> None:
+        if self._writer is not None:
+            self._writer.add_summary(tf1.Summary(value=[tf1.Summary.Value(
+                tag=tag, simple_value=value)]), step)
 
     def _write_speed(self, step: int, steps_per_sec: float) -> None:
         if self._writer is None or not math.isfinite(steps_per_sec) or steps_per_sec <= 0:

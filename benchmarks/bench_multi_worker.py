@@ -22,7 +22,7 @@ import tempfile
 from typing import List
 
 from bench_train import make_records
-from machine import cpu_name, print_and_save
+from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,12 +91,14 @@ def main() -> None:
     p.add_argument("--fpn", default="vfpn")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--out", default="")
+    add_overwrite_flag(p)
     args = p.parse_args()
+    check_outputs(args)
     import tensorflow as tf
 
     rates = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as work:
-        pattern = make_records(work)
+        pattern, _ = make_records(work)
         for r in range(args.rounds):
             for workers in rates:
                 value = run(pattern, workers, args, os.path.join(work, f"m{r}-{workers}"))
