@@ -54,8 +54,8 @@ from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-# {dataset: (classes, smallest and largest image side)}
-DATASETS = {"shapes": (3, 64, 160), "clutter": (10, 320, 480)}
+# {dataset: (classes, smallest and largest image side, eval interval and evals by default)}
+DATASETS = {"shapes": (3, 64, 160, 64, 5), "clutter": (10, 320, 480, 128, 8)}
 
 # The README's short-run recipe, the one ./demo.sh trains with (Adam, BN momentum 0.9, mild
 # scale jitter, warm-up over half an epoch): the released SGD/0.99 defaults barely leave AP 0
@@ -119,7 +119,7 @@ def make_data(data_dir: str, train_images: int, val_images: int, dataset: str
                "val_seed": 1, "format": "coco"}
     if dataset != "shapes":  # the shapes set's marker keeps its old form
         options["dataset"] = dataset
-    num_classes, min_size, max_size = DATASETS[dataset]
+    num_classes, min_size, max_size = DATASETS[dataset][:3]
     marker = os.path.join(data_dir, "bench_data.json")
     flags = {"training_file_pattern": os.path.join(data_dir, "rec", "train-*"),
              "validation_file_pattern": os.path.join(data_dir, "rec", "val-*"),
@@ -380,9 +380,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model_name", default="efficientdet-d0")
     p.add_argument("--image_size", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--eval_every", type=int, default=64, help="training steps between evals")
-    p.add_argument("--evals", type=int, default=5, help="evaluations (= schedule length / "
-                                                        "eval_every)")
+    p.add_argument("--eval_every", type=int, default=None, help="training steps between evals "
+                   "(default: 128 on clutter, 64 on shapes)")
+    p.add_argument("--evals", type=int, default=None, help="evaluations (= schedule length / "
+                   "eval_every; default: 8 on clutter, 5 on shapes)")
     p.add_argument("--train_images", type=int, default=512)
     p.add_argument("--val_images", type=int, default=100)
     p.add_argument("--recipe", default=DEFAULT_RECIPE,
@@ -433,6 +434,8 @@ def _header(args: argparse.Namespace, configs: List[Tuple[str, str]], threads: i
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    args.eval_every = args.eval_every or DATASETS[args.dataset][3]
+    args.evals = args.evals or DATASETS[args.dataset][4]
     check_outputs(args, ("out", "plot", "json"))
 
     try:

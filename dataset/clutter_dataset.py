@@ -8,9 +8,9 @@ plain background, each image here has:
 * 4..14 objects of ten classes, five shapes (circle, square, triangle, diamond, cross) each
   either solid or striped (stripes of two colours at a random angle), so a class is told apart
   by its outline *and* its texture;
-* a COCO-like spread of sizes: the longer side is log-uniform from 10 px to 45% of the image's
-  shorter side, so at a 256-px training size about half the objects are under 32 px and about
-  one in ten is over 96 px; aspect ratios from 0.6 to 1.6;
+* a COCO-like spread of sizes: the longer side is log-uniform from 16 px to 45% of the image's
+  shorter side, so at a 256-px training size (images of 320..480 px) about half the objects are
+  under 32 px and a few percent are over 96 px; aspect ratios from 0.6 to 1.6;
 * partial occlusion: objects may overlap earlier ones, as long as every object keeps at least
   60% of its own pixels visible; boxes and areas are those of the visible pixels (as COCO's
   boxes follow the visible segmentation);
@@ -40,6 +40,9 @@ CLUTTER_LABEL_MAP: Dict[int, str] = {
     1 + t * len(SHAPES) + s: f"{texture}_{shape}"
     for t, texture in enumerate(TEXTURES) for s, shape in enumerate(SHAPES)}
 MIN_VISIBLE = 0.6  # fraction of an object's own pixels that must stay visible
+# The smallest object's longer side, pixels: about 10 px at a 256-px training size, where a
+# stripe period of 4 px is still visible.
+SMALLEST = 16
 
 
 def _outline(shape: str, x: float, y: float, w: float, h: float) -> List[Tuple[float, float]]:
@@ -155,7 +158,7 @@ def clutter_image(rng: np.random.Generator, width: int, height: int
         for _attempt in range(10):
             class_id = int(rng.integers(1, len(CLUTTER_LABEL_MAP) + 1))
             shape = SHAPES[(class_id - 1) % len(SHAPES)]
-            side = float(np.exp(rng.uniform(np.log(10), np.log(largest))))
+            side = float(np.exp(rng.uniform(np.log(SMALLEST), np.log(largest))))
             ratio = float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
             w, h = (side, side / ratio) if ratio >= 1 else (side * ratio, side)
             x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)

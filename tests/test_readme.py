@@ -1,13 +1,15 @@
-"""Every command of README.md, run as a user would after `./demo.sh`, at a tiny scale.
+"""Every command of README.md and of the docs/ pages, run as a user would after `./demo.sh`,
+at a tiny scale.
 
-The README's ```sh blocks are read in order and run in one work directory laid out like the
-checkout (its files linked in), after `./demo.sh --quick` run twice (so `demo/...` exists, and
-a re-run is shown to work). Sizes and
-step counts are made small (`SIZES`); flags are never changed. Data the commands expect from the
-user is made from the sample dataset under the names the README uses (COCO val2017 and test2017,
-VOCdevkit, img.png, input.mov), and the public checkpoints have stand-ins of the same layout.
-Commands that download, need a TPU/GPUs or run this test are skipped, by name (`SKIPPED`).
-```yaml blocks whose first line is `# <path>` are written to that path first.
+The ```sh blocks of README.md, then of each docs/*.md page (by name), are read in order and run
+in one work directory laid out like the checkout (its files linked in), after `./demo.sh
+--quick` has run twice (so `demo/...` exists, and a re-run is shown to work); ```python blocks
+run as scripts there. Sizes and step counts are made small (`SIZES`); flags are never changed.
+Data the commands expect from the user is made from the sample dataset under the names the
+README uses (COCO val2017 and test2017, VOCdevkit, img.png, input.mov), and the public
+checkpoints have stand-ins of the same layout. Commands that download, need a TPU/GPUs or run
+this test are skipped, by name (`SKIPPED`). ```yaml blocks whose first line is `# <path>` are
+written to that path first.
 """
 
 import os
@@ -50,9 +52,13 @@ SIZES = [
 LINKED = ("demo", "demo-quick", ".git", "tmp")
 
 
-def readme_blocks():
-    """(language, text) of every fenced block of README.md, in order."""
-    with open(os.path.join(ROOT, "README.md")) as f:
+DOCUMENTS = ["README.md"] + sorted(
+    os.path.join("docs", n) for n in os.listdir(os.path.join(ROOT, "docs")) if n.endswith(".md"))
+
+
+def readme_blocks(name: str = "README.md"):
+    """(language, text) of every fenced block of the document `name`, in order."""
+    with open(os.path.join(ROOT, name)) as f:
         text = f.read()
     return [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w*)\n(.*?)```", text, re.S)]
 
@@ -144,13 +150,22 @@ def test_every_readme_command_runs(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
 
     ran, skipped = [], []
-    for language, block in readme_blocks():
+    blocks = [(name, language, block) for name in DOCUMENTS
+              for language, block in readme_blocks(name)]
+    for name, language, block in blocks:
         if language == "yaml":
             first = block.splitlines()[0]
             assert first.startswith("# "), f"a yaml block needs '# <path>' first: {block}"
             target = work / first[2:].strip()
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(block)
+            continue
+        if language == "python":  # a Python example: run as a script, as a user would
+            script_path = work / f"example_{len(ran)}.py"
+            script_path.write_text(block)
+            r = _sh(f"python {script_path.name}", work)
+            assert r.returncode == 0, f"{name}:\n{block}\n{r.stdout[-2000:]}{r.stderr[-3000:]}"
+            ran.append(f"python example from {name}")
             continue
         if language != "sh":
             continue
@@ -164,8 +179,8 @@ def test_every_readme_command_runs(tmp_path):
         if not script:
             continue
         r = _sh("\n".join(script), work)
-        assert r.returncode == 0, ("\n".join(script) + "\n" + r.stdout[-2000:] +
-                                   r.stderr[-3000:])
+        assert r.returncode == 0, (f"{name}:\n" + "\n".join(script) + "\n" + r.stdout[-2000:]
+                                   + r.stderr[-3000:])
         ran.extend(script)
     assert len(ran) >= 25, ran
     assert {why for _, why in skipped} <= set(SKIPPED.values())
