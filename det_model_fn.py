@@ -382,19 +382,19 @@ def _optimizer(config: Config, run: RunContext, learning_rate: tf.Tensor):
 
 def _eval_metric_ops(cls_outputs, box_outputs, labels, config: Config, run: RunContext,
                      losses):
-    import coco_metric_ops  # eval-only dependencies (pycocotools)
+    import coco_json  # eval-only dependencies (pycocotools)
+    import coco_metric_ops
     import postprocess
     from dataset import label_maps
 
     dets = postprocess.generate_detections(
         cls_outputs, box_outputs, config, labels["image_scales"], score_thresh=0.0,
         max_output_size=config.nms_configs.max_output_size)
-    boxes = dets["boxes"]  # [B, K, 4] yxyx original pixels
-    ymin, xmin, ymax, xmax = tf.unstack(boxes, 4, axis=-1)
-    k = tf.shape(boxes)[1]
-    source = tf.tile(tf.cast(labels["source_ids"], tf.float32)[:, None], [1, k])
-    rows = tf.stack([source, xmin, ymin, xmax - xmin, ymax - ymin, dets["scores"],
-                     tf.cast(dets["classes"], tf.float32)], axis=-1)
+    xywh = coco_json.xywh_from_yxyx(dets["boxes"], tf)  # [B, K, 4] original pixels
+    source = tf.tile(tf.cast(labels["source_ids"], tf.float32)[:, None], [1, tf.shape(xywh)[1]])
+    # [B, K, 7] detection rows (source_id, x, y, w, h, score, class), coco_json's layout
+    rows = tf.concat([source[..., None], xywh, dets["scores"][..., None],
+                      tf.cast(dets["classes"], tf.float32)[..., None]], axis=-1)
     metrics = coco_metric_ops.estimator_metric_fn(
         rows, labels["groundtruth_data"], labels["source_ids"],
         val_json_file=run.val_json_file, testdev_dir=run.testdev_dir,

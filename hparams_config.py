@@ -537,7 +537,7 @@ def _check_label_map(config: Config) -> None:
         except (TypeError, ValueError):
             raise HparamsError("hparam 'label_map' must map integer class ids to names, e.g. "
                                "{1: 'person', 2: 'car'}.") from None
-        if ids and (min(ids) < 1 or max(ids) > config.num_classes):
+        if any(bounds.class_ids(config.num_classes).problem(i) for i in ids):
             raise HparamsError(
                 f"hparam 'label_map' has ids {min(ids)}..{max(ids)} but num_classes is "
                 f"{config.num_classes}; ids run 1..num_classes (no background entry).")
@@ -578,7 +578,7 @@ def default_detection_configs() -> Config:
     h.num_classes = 90
     h.skip_crowd_during_training = True
     h.label_map = None  # None/'coco', 'voc', or {id: name}; stored with the model
-    h.max_instances_per_image = 100
+    h.max_instances_per_image = bounds.DEFAULT_MAX_INSTANCES  # the dataset tools' too
 
     # model architecture.
     h.min_level = 3
