@@ -77,3 +77,20 @@ def out_of_range(name: str, value: Any, allowed: Range, meaning: str = "") -> Op
     what = f"{name} is {meaning}:" if meaning else name
     whole = f" (allowed: {allowed})" if allowed.bounded else ""
     return f"{what} {problem}, got {value!r}{whole}"
+
+
+# -------------------------------------------------------------------------------------------------
+# Numbers the config and the dataset tools share: the tools run without TensorFlow, so they do
+# not import hparams_config, and hparams_config sits below dataset/.
+# -------------------------------------------------------------------------------------------------
+def class_ids(num_classes: int) -> Range:
+    """The class ids of a model with `num_classes` classes, 1..num_classes: num_classes counts
+    the real classes and 0 is never a class (no background id). The one rule for label maps
+    (the hparam and label-map files) and the records' labels."""
+    return Range(1, num_classes)
+
+
+# Ground-truth boxes an image may hold, by default: the hparam max_instances_per_image (the
+# input pipeline pads every image's boxes to that many) and the dataset tools'
+# --max_instances_per_image (what a converted record may hold).
+DEFAULT_MAX_INSTANCES = 100

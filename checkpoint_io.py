@@ -1,4 +1,5 @@
-"""Checkpoints: find one from a prefix or a directory, check it, and restore variables from it.
+"""Checkpoints: find one from a prefix or a directory, check it, match variables to it, restore
+them from it, and write one.
 
 A detector checkpoint written by training holds every model variable `v` and, when the run used
 an exponential moving average (`moving_average_decay` > 0), its shadow
@@ -9,15 +10,20 @@ Before any graph is built, `resolve_checkpoint` checks that a checkpoint can be 
 truncated index or data file is named), and `check_detector_fits` compares what a detector
 checkpoint holds (backbone, feature-network width and depth, head, anchors, classes; read from
 its variable shapes) with the model about to be built, and says in one line which model it looks
-like. Paths go through `tf.io.gfile`, so gs:// checkpoints work. Errors are
+like. `match_variables` is the one rule that pairs a graph's variables with a checkpoint's
+names (EMA shadows, renamed scopes, missing and reshaped variables): restoring for inference and
+initialising training from --ckpt / --backbone_ckpt both use it. `write_checkpoint` is the one
+writer of {name: array} checkpoints and `step_of` the one reader of a step from a checkpoint's
+name. Paths go through `tf.io.gfile`, so gs:// checkpoints work. Errors are
 `errors.CheckpointError` naming the checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -62,12 +68,30 @@ def checkpoint_prefix(path: str) -> str:
     return path
 
 
-def resolve_checkpoint(path: str) -> str:
+def resolve_checkpoint(path: str, flag: Optional[str] = None) -> str:
     """`checkpoint_prefix(path)`, after checking that the checkpoint is readable whole (see
-    `read_shapes`)."""
-    prefix = checkpoint_prefix(path)
-    read_shapes(prefix)
+    `read_shapes`). With `flag` (e.g. 'ckpt'), an error starts with '--flag: ', naming the
+    command-line flag that gave `path`."""
+    try:
+        prefix = checkpoint_prefix(path)
+        read_shapes(prefix)
+    except errors.CheckpointError as e:
+        if flag is None:
+            raise
+        raise errors.CheckpointError(f"--{flag}: {e}") from None
     return prefix
+
+
+def step_of(prefix: str) -> int:
+    """The training step in a checkpoint prefix's name: 'model_dir/model.ckpt-1200' -> 1200."""
+    return int(prefix.rsplit("-", 1)[-1])
+
+
+def latest_step(model_dir: str) -> Optional[int]:
+    """The step of the latest checkpoint of `model_dir` (its 'checkpoint' index file), or None
+    when it has none (or does not exist)."""
+    latest = tf.train.latest_checkpoint(model_dir) if tf.io.gfile.isdir(model_dir) else None
+    return step_of(latest) if latest else None
 
 
 def read_shapes(prefix: str) -> Dict[str, List[int]]:
@@ -97,37 +121,84 @@ def read_shapes(prefix: str) -> Dict[str, List[int]]:
     return {name: list(shape) for name, shape in shapes.items()}
 
 
+Mismatch = Tuple[str, List[int], List[int]]  # (variable name, checkpoint shape, model shape)
+
+
+def match_variables(prefix: str, variables: Sequence[tf.Variable],
+                    rename: Optional[Callable[[str], str]] = None, prefer_ema: bool = False
+                    ) -> Tuple[List[Tuple[str, tf.Variable]], List[str], List[Mismatch]]:
+    """Pair `variables` with the values of checkpoint `prefix` that they take.
+
+    A variable named `n` (without ':0') reads the checkpoint name `c = rename(n)` (default:
+    `n`); of these, the first the checkpoint holds:
+      1. with `prefer_ema`, its EMA shadow `c/ExponentialMovingAverage` (the weights evaluation
+         and export use);
+      2. `c` itself;
+      3. when `c` is an EMA shadow's name (a training graph's shadow variable), the raw value
+         it shadows: a shadow starts from its weight when the checkpoint kept no average.
+
+    Returns (matched, missing, mismatched): (checkpoint name, variable) pairs in the order of
+    `variables` (a shadow and its weight may read one name), the names of variables the
+    checkpoint lacks, and (name, checkpoint shape, model shape) of those it holds with another
+    shape (not matched).
+    """
+    shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    matched: List[Tuple[str, tf.Variable]] = []
+    missing: List[str] = []
+    mismatched: List[Mismatch] = []
+    for v in variables:
+        name = var_name(v)
+        source = rename(name) if rename else name
+        candidates = ([source + EMA_SUFFIX] if prefer_ema else []) + [source] + (
+            [source[:-len(EMA_SUFFIX)]] if source.endswith(EMA_SUFFIX) else [])
+        found = next((c for c in candidates if c in shapes), None)
+        if found is None:
+            missing.append(name)
+        elif list(shapes[found]) != v.shape.as_list():
+            mismatched.append((name, list(shapes[found]), v.shape.as_list()))
+        else:
+            matched.append((found, v))
+    return matched, missing, mismatched
+
+
 def restore_variables(sess: tf1.Session, ckpt: str, use_ema: bool = True,
                       variables: Optional[List[tf.Variable]] = None) -> str:
     """Restore `variables` (default: all global ones) from `ckpt`, preferring EMA shadows.
 
     `ckpt` is a prefix or a directory (see `resolve_checkpoint`). With `use_ema`, a variable `v`
-    is read from `v/ExponentialMovingAverage` when the checkpoint has it, else from `v`. Every
-    variable must be found with the same shape; otherwise one CheckpointError names the
-    checkpoint and the first mismatches, and nothing is restored. Returns the prefix.
+    is read from `v/ExponentialMovingAverage` when the checkpoint has it, else from `v` (see
+    `match_variables`). Every variable must be found with the same shape; otherwise one
+    CheckpointError names the checkpoint and the first mismatches, and nothing is restored.
+    Returns the prefix.
     """
     prefix = resolve_checkpoint(ckpt)
-    shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
     variables = variables if variables is not None else tf1.global_variables()
-    var_map: Dict[str, tf.Variable] = {}
-    missing, mismatched = [], []
-    for v in variables:
-        name = var_name(v)
-        source = name + EMA_SUFFIX if use_ema and name + EMA_SUFFIX in shapes else name
-        if source not in shapes:
-            missing.append(name)
-        elif list(shapes[source]) != v.shape.as_list():
-            mismatched.append(f"{name}: checkpoint {shapes[source]} vs model {v.shape.as_list()}")
-        else:
-            var_map[source] = v
+    matched, missing, mismatched = match_variables(prefix, variables, prefer_ema=use_ema)
     if missing or mismatched:
-        detail = "; ".join(mismatched[:3] + [f"missing {m}" for m in missing[:3]])
+        detail = "; ".join([f"{name}: checkpoint {held} vs model {model}"
+                            for name, held, model in mismatched[:3]]
+                           + [f"missing {m}" for m in missing[:3]])
         raise errors.CheckpointError(
             f"checkpoint '{prefix}' does not fit this model ({len(missing)} variables missing, "
             f"{len(mismatched)} with another shape: {detail}); build the model with the model "
             f"name and hparams it was trained with (e.g. num_classes, fpn_name)")
-    tf1.train.Saver(var_map).restore(sess, prefix)
+    for var_map in assignment_maps(matched):
+        tf1.train.Saver(var_map).restore(sess, prefix)
     return prefix
+
+
+def assignment_maps(matched: Sequence[Tuple[str, tf.Variable]]) -> List[Dict[str, tf.Variable]]:
+    """`match_variables`' pairs as {checkpoint name: variable} maps, as few as hold each name
+    once per map: a Saver or `init_from_checkpoint` takes one variable per name, and an EMA
+    shadow may read the name of its weight."""
+    maps: List[Dict[str, tf.Variable]] = []
+    for name, v in matched:
+        target = next((m for m in maps if name not in m), None)
+        if target is None:
+            target = {}
+            maps.append(target)
+        target[name] = v
+    return maps
 
 
 def has_ema_shadows(prefix: str, variables: List[tf.Variable]) -> bool:
@@ -164,9 +235,12 @@ class _CheckpointWriter:
 _WRITERS: Dict[tuple, _CheckpointWriter] = {}
 
 
-def write_checkpoint(tensors: Mapping[str, np.ndarray], prefix: str) -> List[str]:
-    """Write `tensors` ({variable name: array}) as a V2 checkpoint at `prefix` (no index
-    update); returns the files written."""
+def write_checkpoint(tensors: Mapping[str, np.ndarray], prefix: str,
+                     update_index: bool = False) -> List[str]:
+    """Write `tensors` ({variable name: array}) as a V2 checkpoint at `prefix`; returns the
+    files written. With `update_index`, the directory's 'checkpoint' index file then names
+    `prefix` as its latest checkpoint (not while a checkpoint is written under a temporary
+    prefix, to be moved into place)."""
     arrays = {name: np.asarray(value) for name, value in tensors.items()}
     signature = tuple((name, arrays[name].dtype.name, arrays[name].shape)
                       for name in sorted(arrays))
@@ -176,7 +250,10 @@ def write_checkpoint(tensors: Mapping[str, np.ndarray], prefix: str) -> List[str
         _WRITERS.clear()
         _WRITERS[signature] = _CheckpointWriter(signature)
     _WRITERS[signature].write(arrays, prefix)
-    return tf.io.gfile.glob(prefix + ".*")
+    written = tf.io.gfile.glob(prefix + ".*")
+    if update_index:
+        tf1.train.update_checkpoint_state(os.path.dirname(prefix) or ".", prefix)
+    return written
 
 
 # -------------------------------------------------------------------------------------------------

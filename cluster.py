@@ -144,10 +144,10 @@ def check_port_free(task: Task) -> None:
 
 
 def _latest_step(model_dir: str) -> int:
-    import tensorflow as tf
+    import checkpoint_io  # local, as TensorFlow: reading TF_CONFIG needs neither
 
-    latest = tf.train.latest_checkpoint(model_dir) if tf.io.gfile.isdir(model_dir) else None
-    return int(latest.rsplit("-", 1)[-1]) if latest else -1
+    step = checkpoint_io.latest_step(model_dir)
+    return -1 if step is None else step
 
 
 def _same_everywhere(total_sum: float, total_squares: float, mine: float, n: int) -> bool:

@@ -63,6 +63,13 @@ def _float_lists(values: np.ndarray) -> List[List[float]]:
     return values.astype(np.float64).tolist()
 
 
+def xywh_from_yxyx(boxes: Any, xp: Any = np) -> Any:
+    """COCO's [x, y, width, height] [..., 4] from boxes [..., 4] (ymin, xmin, ymax, xmax), in
+    the same units. `xp` is the array module: numpy, or `tf` for a graph tensor (eval's rows)."""
+    ymin, xmin, ymax, xmax = (boxes[..., i] for i in range(4))
+    return xp.stack([xmin, ymin, xmax - xmin, ymax - ymin], axis=-1)
+
+
 def valid_detection_rows(dets: np.ndarray) -> Tuple[np.ndarray, int]:
     """Mask of real detection rows of [N, 7] and the count of non-finite rows dropped."""
     finite = np.all(np.isfinite(dets), axis=-1)

@@ -13,10 +13,12 @@ nothing of ours.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import fractions
 import math
 import re
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -27,7 +29,7 @@ import efficientdet_arch
 import errors
 import train_hooks
 import utils
-import vfpn
+import vfpn_training
 from hparams_config import Config
 
 tf1 = tf.compat.v1
@@ -77,21 +79,42 @@ class RunContext:
 # -------------------------------------------------------------------------------------------------
 # Learning rate
 # -------------------------------------------------------------------------------------------------
-def steps_per_epoch(run: RunContext) -> float:
-    return run.num_examples_per_epoch / run.train_batch_size
+def epoch_steps(epochs: float, run: RunContext) -> int:
+    """Whole training steps in `epochs` epochs: floor(epochs * num_examples_per_epoch /
+    train_batch_size), the one rule for the run's length, its warm-up and its LR drops.
+
+    Exact: `epochs` counts as the decimal it is written as (0.29 epochs of 100 images in
+    batches of 1 are 29 steps, where float arithmetic gives 28.999...).
+    """
+    exact = fractions.Fraction(str(epochs)) * run.num_examples_per_epoch / run.train_batch_size
+    return math.floor(exact)
 
 
-def schedule_steps(config: Config, run: RunContext) -> Tuple[float, int, int]:
-    """(adjusted learning rate, warm-up steps, total steps) of a run.
+def steps_per_epoch(run: RunContext) -> int:
+    """Whole steps of one epoch (at least 1): where train_and_eval evaluates, and the default
+    checkpoint interval."""
+    return max(1, epoch_steps(1, run))
+
+
+class Schedule(NamedTuple):
+    """The learning rate of a run's global batch, its warm-up steps and its total steps."""
+
+    learning_rate: float
+    warmup_steps: int
+    total_steps: int
+
+
+def schedule_steps(config: Config, run: RunContext) -> Schedule:
+    """(adjusted learning rate, warm-up steps, total steps) of a run: the steps training runs
+    (trainer.py) and the steps the LR schedule and VFPN's branch schedule span.
 
     The learning rate is given for a global batch of 64 and scaled linearly to the run's global
-    batch (`run.train_batch_size`, all replicas together).
+    batch (`run.train_batch_size`, all replicas together). Total steps may be 0 (fewer images
+    than one batch): the trainer refuses to train such a run.
     """
-    per_epoch = steps_per_epoch(run)
     adjusted = config.learning_rate * run.train_batch_size / 64.0
-    warmup = int(config.lr_warmup_epoch * per_epoch)
-    total = max(1, int(config.num_epochs * per_epoch))
-    return adjusted, warmup, total
+    return Schedule(adjusted, epoch_steps(config.lr_warmup_epoch, run),
+                    epoch_steps(config.num_epochs, run))
 
 
 def learning_rate_schedule(config: Config, run: RunContext, global_step: tf.Tensor) -> tf.Tensor:
@@ -109,8 +132,8 @@ def learning_rate_schedule(config: Config, run: RunContext, global_step: tf.Tens
     elif method == "polynomial":
         lr = adjusted * tf.pow(1.0 - progress, config.poly_lr_power)
     elif method == "stepwise":
-        first = int(config.first_lr_drop_epoch * steps_per_epoch(run))
-        second = int(config.second_lr_drop_epoch * steps_per_epoch(run))
+        first = epoch_steps(config.first_lr_drop_epoch, run)
+        second = epoch_steps(config.second_lr_drop_epoch, run)
         lr = adjusted * tf.where(step >= first, 0.1, 1.0) * tf.where(step >= second, 0.1, 1.0)
     else:  # 'constant'; hparams_config.validate admits no other value
         lr = tf.constant(adjusted)
@@ -121,43 +144,16 @@ def learning_rate_schedule(config: Config, run: RunContext, global_step: tf.Tens
     return tf.cast(lr, tf.float32)
 
 
-ADAM_BETAS = (0.9, 0.999)  # tf1.train.AdamOptimizer's defaults, which _optimizer uses
-
-
 def branch_steps(config: Config, run: RunContext) -> Tuple[int, int]:
-    """(first step that updates VFPN's vertical branch, steps its update ramps over)."""
-    _, _, total = schedule_steps(config, run)
-    return (int(round(config.vfpn_branch_start * total)),
-            int(round(config.vfpn_branch_warmup * total)))
+    """VFPN's branch schedule over this run's steps (`vfpn_training.branch_steps`)."""
+    return vfpn_training.branch_steps(config, schedule_steps(config, run).total_steps)
 
 
 def branch_update_scale(config: Config, run: RunContext, global_step: tf.Tensor
                         ) -> Tuple[tf.Tensor, tf.Tensor]:
-    """(active, scale) for the update VFPN's vertical branch gets at `global_step`.
-
-    Before `vfpn_branch_start` (a fraction of the run's steps) `active` is False: the branch's
-    gradients are zeroed, so it stays at its initial values and, with the zero-initialised last
-    BN, VFPN computes what BiFPN does and takes BiFPN's steps up to float rounding (the branch's
-    zero terms can change the order of the cells' gradient sums). From then on the update is
-    multiplied by `scale`, a linear ramp from 1/W to 1 over W = `vfpn_branch_warmup` steps (its
-    own learning-rate warm-up). With Adam, `scale` also swaps the run's bias correction (for
-    step t = global_step + 1) for the one of the branch's own step count, so the branch's fresh
-    moments are corrected as if it had trained from step 0: without that, a branch that joins
-    at step 128 takes steps 2-3x too large in its first tens of steps.
-    """
-    start, warm = branch_steps(config, run)
-    step = tf.cast(global_step, tf.float32)
-    active = step >= start
-    own = tf.maximum(step - start + 1.0, 1.0)  # the branch's own step count, from 1
-    scale = tf.minimum(own / float(max(1, warm)), 1.0)
-    if config.optimizer == "adam":
-        beta1, beta2 = ADAM_BETAS
-
-        def correction(t):
-            return tf.sqrt(1.0 - tf.pow(beta2, t)) / (1.0 - tf.pow(beta1, t))
-
-        scale = scale * correction(own) / correction(step + 1.0)
-    return active, tf.where(active, scale, 0.0)
+    """VFPN's branch update at `global_step` of this run (`vfpn_training.branch_update_scale`)."""
+    return vfpn_training.branch_update_scale(config, schedule_steps(config, run).total_steps,
+                                             global_step)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -268,20 +264,12 @@ def reg_l2_loss(weight_decay: float, pattern: str = r".*(kernel|weight):0$",
                 branch_scale: float = 1.0) -> tf.Tensor:
     """weight_decay * sum(v^2) / 2 over trainable kernels (not biases, BN or fusion weights).
 
-    `branch_scale` multiplies the term of VFPN's vertical-stage kernels (0 leaves them out;
-    hparam `vfpn_branch_weight_decay_scale`, see hparams_config.py for why).
+    `branch_scale` multiplies the term of VFPN's vertical-stage kernels (hparam
+    `vfpn_branch_weight_decay_scale`; `vfpn_training.branch_weight_decay`).
     """
     regex = re.compile(pattern)
     kernels = [v for v in tf1.trainable_variables() if regex.match(v.name)]
-    if branch_scale != 1.0:
-        branch = {id(v) for v in vfpn.vertical_variables(kernels)}
-        shared = [v for v in kernels if id(v) not in branch]
-        terms = [tf.nn.l2_loss(v) for v in shared]
-        if branch and branch_scale:
-            terms.append(branch_scale * tf.add_n(
-                [tf.nn.l2_loss(v) for v in kernels if id(v) in branch]))
-    else:
-        terms = [tf.nn.l2_loss(v) for v in kernels]
+    terms = vfpn_training.branch_weight_decay(kernels, branch_scale)
     return weight_decay * tf.add_n(terms) if terms else tf.constant(0.0)
 
 
@@ -290,46 +278,29 @@ def reg_l2_loss(weight_decay: float, pattern: str = r".*(kernel|weight):0$",
 # -------------------------------------------------------------------------------------------------
 def init_var_map(ckpt_path: str, variables: List[tf.Variable], var_scope: str = "",
                  ckpt_scope: str = "", exclude: Optional[str] = None
-                 ) -> Tuple[Dict[str, tf.Variable], List[str]]:
+                 ) -> Tuple[collections.ChainMap, List[str]]:
     """Map checkpoint names to `variables` for `tf.train.init_from_checkpoint`.
 
     Only variables under `var_scope` are candidates; their checkpoint name replaces that prefix
-    by `ckpt_scope`. A model EMA shadow reads the checkpoint's EMA value, else its raw value.
-    Variables the checkpoint lacks, has with another shape, that match `exclude`, or that are
-    step/optimizer state are skipped; the second value lists them as 'name (reason)'.
+    by `ckpt_scope`, and `checkpoint_io.match_variables` pairs them (a model EMA shadow reads
+    the checkpoint's EMA value, else its raw value). Step and optimizer state are never taken;
+    variables matching `exclude`, missing from the checkpoint or held with another shape are
+    skipped, and the second value lists them as 'name (reason)'. The first is a ChainMap of
+    {checkpoint name: variable} maps, one `init_from_checkpoint` each, since a shadow may read
+    the name its weight reads (`checkpoint_io.assignment_maps`); looked up by name, the later
+    variable of such a pair answers, as in one plain dict.
     """
-    reader = tf.train.load_checkpoint(ckpt_path)
-    shapes = reader.get_variable_to_shape_map()
+    names = {checkpoint_io.var_name(v): v for v in variables}
+    wanted = [n for n in names if n.startswith(var_scope) and not _NEVER_RESTORED.match(n)]
     regex = re.compile(exclude) if exclude else None
-    var_map: Dict[str, tf.Variable] = {}
-    skipped: List[str] = []
-    for v in variables:
-        name = checkpoint_io.var_name(v)
-        if not name.startswith(var_scope):
-            continue
-        if _NEVER_RESTORED.match(name):
-            continue
-        if regex and regex.match(name):
-            skipped.append(f"{name} (var_exclude_expr)")
-            continue
-        source = ckpt_scope + name[len(var_scope):]
-        if source not in shapes and source.endswith(checkpoint_io.EMA_SUFFIX):
-            source = source[:-len(checkpoint_io.EMA_SUFFIX)]
-        if source not in shapes:
-            skipped.append(f"{name} (not in checkpoint)")
-        elif list(shapes[source]) != v.shape.as_list():
-            skipped.append(f"{name} (checkpoint shape {list(shapes[source])}, model "
-                           f"{v.shape.as_list()})")
-        else:
-            var_map[source] = v
-    return var_map, skipped
-
-
-def _resolve_ckpt(path: str, flag: str) -> str:
-    try:
-        return checkpoint_io.resolve_checkpoint(path)
-    except errors.CheckpointError as e:
-        raise errors.CheckpointError(f"--{flag}: {e}") from None
+    reasons = {n: "var_exclude_expr" for n in wanted if regex and regex.match(n)}
+    matched, missing, mismatched = checkpoint_io.match_variables(
+        ckpt_path, [names[n] for n in wanted if n not in reasons],
+        rename=lambda name: ckpt_scope + name[len(var_scope):])
+    reasons.update({n: "not in checkpoint" for n in missing})
+    reasons.update({n: f"checkpoint shape {held}, model {model}" for n, held, model in mismatched})
+    skipped = [f"{n} ({reasons[n]})" for n in wanted if n in reasons]
+    return collections.ChainMap(*reversed(checkpoint_io.assignment_maps(matched))), skipped
 
 
 def initialize_from_checkpoints(config: Config, run: RunContext) -> None:
@@ -344,13 +315,13 @@ def initialize_from_checkpoints(config: Config, run: RunContext) -> None:
     variables = tf1.global_variables()
     exclude = config.var_exclude_expr or None
     if run.backbone_ckpt:
-        path = _resolve_ckpt(run.backbone_ckpt, "backbone_ckpt")
+        path = checkpoint_io.resolve_checkpoint(run.backbone_ckpt, "backbone_ckpt")
         scope = config.backbone_name + "/"
         ckpt_scope = (config.ckpt_var_scope or config.backbone_name) + "/"
         var_map, skipped = init_var_map(path, variables, scope, ckpt_scope, exclude=exclude)
         what = "backbone"
     else:
-        path = _resolve_ckpt(run.ckpt, "ckpt")
+        path = checkpoint_io.resolve_checkpoint(run.ckpt, "ckpt")
         var_map, skipped = init_var_map(path, variables, exclude=exclude)
         what = "detector"
     reshaped = [s for s in skipped if "(checkpoint shape" in s]
@@ -361,17 +332,19 @@ def initialize_from_checkpoints(config: Config, run: RunContext) -> None:
             f"them afresh, or exclude them with var_exclude_expr.")
     # A class head resized by num_classes is a handful of variables; most of the model
     # missing or reshaped means the checkpoint is of another model.
-    if len(var_map) < 0.5 * (len(var_map) + len(skipped)):
+    taken = sum(len(m) for m in var_map.maps)
+    if taken < 0.5 * (taken + len(skipped)):
         raise errors.CheckpointError(
             f"{what} checkpoint '{path}' does not fit this model ({config.name}, backbone "
-            f"{config.backbone_name}, fpn_name {config.fpn_name}): only {len(var_map)} of "
-            f"{len(var_map) + len(skipped)} variables match, e.g. {'; '.join(skipped[:3])}. "
+            f"{config.backbone_name}, fpn_name {config.fpn_name}): only {taken} of "
+            f"{taken + len(skipped)} variables match, e.g. {'; '.join(skipped[:3])}. "
             f"Use the --model_name and --hparams of the run that wrote it.")
-    logging.info("Initialised %d variables from %s checkpoint %s; skipped %d%s", len(var_map),
+    logging.info("Initialised %d variables from %s checkpoint %s; skipped %d%s", taken,
                  what, path, len(skipped),
                  (": " + "; ".join(skipped[:20]) + (" ..." if len(skipped) > 20 else ""))
                  if skipped else "")
-    tf1.train.init_from_checkpoint(path, var_map)
+    for assignment_map in filter(None, var_map.maps):
+        tf1.train.init_from_checkpoint(path, assignment_map)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -396,7 +369,7 @@ def ema_variables() -> List[tf.Variable]:
 
 def _optimizer(config: Config, run: RunContext, learning_rate: tf.Tensor):
     if config.optimizer == "adam":
-        opt = tf1.train.AdamOptimizer(learning_rate, *ADAM_BETAS)
+        opt = tf1.train.AdamOptimizer(learning_rate)  # vfpn_training.ADAM_BETAS reads its betas
     else:  # 'sgd'; hparams_config.validate admits no other value
         opt = tf1.train.MomentumOptimizer(learning_rate, momentum=config.momentum)
     if run.use_tpu:
@@ -409,19 +382,19 @@ def _optimizer(config: Config, run: RunContext, learning_rate: tf.Tensor):
 
 def _eval_metric_ops(cls_outputs, box_outputs, labels, config: Config, run: RunContext,
                      losses):
-    import coco_metric_ops  # eval-only dependencies (pycocotools)
+    import coco_json  # eval-only dependencies (pycocotools)
+    import coco_metric_ops
     import postprocess
     from dataset import label_maps
 
     dets = postprocess.generate_detections(
         cls_outputs, box_outputs, config, labels["image_scales"], score_thresh=0.0,
         max_output_size=config.nms_configs.max_output_size)
-    boxes = dets["boxes"]  # [B, K, 4] yxyx original pixels
-    ymin, xmin, ymax, xmax = tf.unstack(boxes, 4, axis=-1)
-    k = tf.shape(boxes)[1]
-    source = tf.tile(tf.cast(labels["source_ids"], tf.float32)[:, None], [1, k])
-    rows = tf.stack([source, xmin, ymin, xmax - xmin, ymax - ymin, dets["scores"],
-                     tf.cast(dets["classes"], tf.float32)], axis=-1)
+    xywh = coco_json.xywh_from_yxyx(dets["boxes"], tf)  # [B, K, 4] original pixels
+    source = tf.tile(tf.cast(labels["source_ids"], tf.float32)[:, None], [1, tf.shape(xywh)[1]])
+    # [B, K, 7] detection rows (source_id, x, y, w, h, score, class), coco_json's layout
+    rows = tf.concat([source[..., None], xywh, dets["scores"][..., None],
+                      tf.cast(dets["classes"], tf.float32)[..., None]], axis=-1)
     metrics = coco_metric_ops.estimator_metric_fn(
         rows, labels["groundtruth_data"], labels["source_ids"],
         val_json_file=run.val_json_file, testdev_dir=run.testdev_dir,
@@ -432,43 +405,32 @@ def _eval_metric_ops(cls_outputs, box_outputs, labels, config: Config, run: RunC
     return metrics
 
 
+def _clip(grads_and_vars: List[Tuple[tf.Tensor, tf.Variable]], norm: float
+          ) -> List[Tuple[tf.Tensor, tf.Variable]]:
+    """Gradients clipped to global norm `norm` (0: as they are); logs the norm before."""
+    if norm <= 0:
+        return grads_and_vars
+    clipped, grad_norm = tf.clip_by_global_norm([g for g, _ in grads_and_vars], norm)
+    tf1.summary.scalar("gradient_norm", grad_norm)
+    return list(zip(clipped, [v for _, v in grads_and_vars]))
+
+
 def _train_op(config: Config, run: RunContext, losses: Dict[str, tf.Tensor],
               global_step: tf.Tensor) -> Tuple[tf.Operation, tf.Tensor]:
-    """The update (after the NaN guard and the BN statistics) and the learning rate."""
+    """One training step and its learning rate: learning rate -> optimizer -> gradients
+    (VFPN's staged branch, if configured) -> clipping -> NaN guard and BN statistics -> apply
+    -> EMA."""
     learning_rate = learning_rate_schedule(config, run, global_step)
     optimizer = _optimizer(config, run, learning_rate)
     var_list = efficientdet_arch.freeze_vars(tf1.trainable_variables(), config.var_freeze_expr)
     grads_and_vars = optimizer.compute_gradients(losses["loss"], var_list)
-    branch = {id(v) for v in vfpn.vertical_variables(var_list)}
-    gated = bool(branch) and (config.vfpn_branch_start > 0 or config.vfpn_branch_warmup > 0)
-    if gated:
-        active, scale = branch_update_scale(config, run, global_step)
-        # Zeroed (not dropped) gradients keep Adam's moments of the branch at 0 until it joins.
-        grads_and_vars = [(tf.where(active, g, tf.zeros_like(g)) if id(v) in branch and
-                           g is not None else g, v) for g, v in grads_and_vars]
-        tf1.summary.scalar("vfpn_branch_update_scale", scale)
-    if config.clip_gradients_norm > 0:
-        grads = [g for g, _ in grads_and_vars]
-        clipped, grad_norm = tf.clip_by_global_norm(grads, config.clip_gradients_norm)
-        grads_and_vars = list(zip(clipped, [v for _, v in grads_and_vars]))
-        tf1.summary.scalar("gradient_norm", grad_norm)
-    update_ops = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+    grads_and_vars, after_apply = vfpn_training.gate_branch_update(
+        grads_and_vars, config, schedule_steps(config, run).total_steps, global_step)
+    grads_and_vars = _clip(grads_and_vars, config.clip_gradients_norm)
     check = train_hooks.assert_finite_losses(losses, global_step)
-    before = []
-    if gated:
-        before = [(v, tf.identity(v.read_value())) for _, v in grads_and_vars if id(v) in branch]
-    with tf.control_dependencies(update_ops + [check] + [old for _, old in before]):
+    with tf.control_dependencies(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS) + [check]):
         train_op = optimizer.apply_gradients(grads_and_vars, global_step)
-    if before:
-        # new = old + scale * (optimizer's new - old): the branch's update scaled by `scale`;
-        # exact at scale 1, and 0 updates (frozen steps) stay exact at scale 0.
-        with tf.control_dependencies([train_op]):
-            blends = []
-            for v, old in before:
-                new = v.read_value()
-                blends.append(v.assign(tf.where(tf.equal(scale, 1.0), new,
-                                                old + scale * (new - old))))
-            train_op = tf.group(*blends)
+    train_op = after_apply(train_op)
     ema = _ema(config, global_step)
     if ema is not None:
         with tf.control_dependencies([train_op]):

@@ -634,18 +634,12 @@ def _save_folded(sess: tf1.Session, variables: List[tf.Variable], prefix: str,
                  with_shadows: bool) -> None:
     """Save each variable's current value under its name (and, with `with_shadows`, under its
     EMA shadow name), then point the directory's 'checkpoint' index file at `prefix`."""
-    names, tensors = [], []
-    for v in variables:
-        value = v.read_value()
-        names.append(checkpoint_io.var_name(v))
-        tensors.append(value)
-        if with_shadows:
-            names.append(checkpoint_io.var_name(v) + checkpoint_io.EMA_SUFFIX)
-            tensors.append(value)
+    values = sess.run({checkpoint_io.var_name(v): v for v in variables})
+    if with_shadows:
+        values.update({name + checkpoint_io.EMA_SUFFIX: value
+                       for name, value in list(values.items())})
     outputs.ensure_parent(prefix)
-    sess.run(tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
-                               shape_and_slices=[""] * len(names), tensors=tensors))
-    tf1.train.update_checkpoint_state(os.path.dirname(prefix) or ".", prefix)
+    checkpoint_io.write_checkpoint(values, prefix, update_index=True)
 
 
 def eval_ckpt(config: hparams_config.Config, ckpt_path: str, export_ckpt: Optional[str] = None,

@@ -537,7 +537,7 @@ def _check_label_map(config: Config) -> None:
         except (TypeError, ValueError):
             raise HparamsError("hparam 'label_map' must map integer class ids to names, e.g. "
                                "{1: 'person', 2: 'car'}.") from None
-        if ids and (min(ids) < 1 or max(ids) > config.num_classes):
+        if any(bounds.class_ids(config.num_classes).problem(i) for i in ids):
             raise HparamsError(
                 f"hparam 'label_map' has ids {min(ids)}..{max(ids)} but num_classes is "
                 f"{config.num_classes}; ids run 1..num_classes (no background entry).")
@@ -578,7 +578,7 @@ def default_detection_configs() -> Config:
     h.num_classes = 90
     h.skip_crowd_during_training = True
     h.label_map = None  # None/'coco', 'voc', or {id: name}; stored with the model
-    h.max_instances_per_image = 100
+    h.max_instances_per_image = bounds.DEFAULT_MAX_INSTANCES  # the dataset tools' too
 
     # model architecture.
     h.min_level = 3
@@ -631,23 +631,15 @@ def default_detection_configs() -> Config:
     h.fpn_name = "vfpn"  # 'vfpn' (default), 'bifpn', 'bifpn_sum'
     h.fpn_weight_method = None  # None: the fpn_name's own (fastattn for vfpn/bifpn)
     h.fpn_config = None
-    # VFPN vertical stage (see vfpn.py and README.md, Architecture).
-    h.vfpn_aggregation = "concat"  # 'concat' (1x1 conv over R*W), 'fastattn', 'sum'
-    h.vfpn_refine_convs = 2  # full 3x3 convs after the aggregation
-    h.vfpn_residual = True  # output = last cell's output + the branch (False: the branch only)
-    # gamma 0 on the branch's last BN: a fresh VFPN equals BiFPN and learns to add the branch.
-    h.vfpn_zero_init = True
-    # A staged branch: its variables held at their initial values for this fraction of the
-    # run's steps (VFPN then trains as BiFPN), then their updates ramped from 0 to full over the
-    # next `vfpn_branch_warmup` fraction. Off by default: on three paired seeds 0.4/0.1 did no
-    # better than training the branch from step 0 (benchmarks/results_learning.md).
-    h.vfpn_branch_start = 0.0
-    h.vfpn_branch_warmup = 0.0
-    # Multiplies weight_decay for the vertical stage's kernels. While the branch's last BN gamma
-    # is near 0, the branch's convolutions get almost no gradient from the loss but their full
-    # L2 gradient, and Adam normalises that into full-size steps towards 0: their kernels
-    # collapse (P6/P7 to ~0) before the branch can be learned (benchmarks/results_learning.md).
-    h.vfpn_branch_weight_decay_scale = 1.0
+    # VFPN vertical stage (vfpn.py; the branch's training knobs: vfpn_training.py). The comments
+    # name each knob's row in benchmarks/results_learning.md, "Ablation".
+    h.vfpn_aggregation = "concat"  # 'concat', 'fastattn', 'sum'; rows "aggregation fastattn/sum"
+    h.vfpn_refine_convs = 2  # full 3x3 convs after the aggregation; row "1 refine conv"
+    h.vfpn_residual = True  # last cell's output + branch; row "branch only, no residual join"
+    h.vfpn_zero_init = True  # last BN gamma 0 (fresh VFPN = BiFPN); rows "released init (gamma 1)"
+    h.vfpn_branch_start = 0.0  # fraction of steps the branch is held; row "staged branch"
+    h.vfpn_branch_warmup = 0.0  # fraction of steps its update ramps in; row "staged branch"
+    h.vfpn_branch_weight_decay_scale = 1.0  # x weight_decay; row "no weight decay on the branch"
 
     h.survival_prob = None
     h.lr_decay_method = "cosine"

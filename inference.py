@@ -352,10 +352,10 @@ def coco_results(detector: Detector, images: Sequence[Sequence[Any]], path: str,
         _check_json_size(item, image)
         det = detector.predict(image[None], score_thresh)[0]
         found[image_path] = det
-        for (ymin, xmin, ymax, xmax), score, cls in zip(det.boxes, det.scores, det.classes):
-            results.append({"image_id": image_id, "category_id": int(cls),
-                            "bbox": [xmin, ymin, xmax - xmin, ymax - ymin],
-                            "score": float(score)})
+        box_score = np.concatenate([coco_json.xywh_from_yxyx(det.boxes), det.scores[:, None]],
+                                   axis=-1)
+        results.extend(coco_json.results_from_arrays(np.full(len(det), image_id), box_score,
+                                                     det.classes))
     coco_json.write_detections_json(path, results)
     return ImageRunSummary({p: path for p in found}, found, failed)
 

@@ -175,10 +175,7 @@ def check_start_checkpoint(config: Config, opts: RunOptions) -> None:
     flag, path = (("ckpt", opts.ckpt) if opts.ckpt else ("backbone_ckpt", opts.backbone_ckpt))
     if not path:
         return
-    try:
-        prefix = checkpoint_io.resolve_checkpoint(path)
-    except errors.CheckpointError as e:
-        raise errors.CheckpointError(f"--{flag}: {e}") from None
+    prefix = checkpoint_io.resolve_checkpoint(path, flag)
     scope = (config.backbone_name if flag == "ckpt"
              else config.ckpt_var_scope or config.backbone_name) + "/"
     names = [name for name, _ in tf.train.list_variables(prefix)]
@@ -200,10 +197,7 @@ def check_model_dir_checkpoint(config: Config, opts: RunOptions) -> None:
     if not tf.io.gfile.isdir(opts.model_dir) or not tf.train.latest_checkpoint(opts.model_dir):
         return
     flag = f"--model_dir={opts.model_dir}"
-    try:
-        prefix = checkpoint_io.resolve_checkpoint(opts.model_dir)
-    except errors.CheckpointError as e:
-        raise errors.CheckpointError(f"{flag}: {e}") from None
+    prefix = checkpoint_io.resolve_checkpoint(opts.model_dir, f"model_dir={opts.model_dir}")
     checkpoint_io.check_detector_fits(prefix, config, flag)  # the model first: it says more
     if "global_step" not in checkpoint_io.read_shapes(prefix):
         raise errors.CheckpointError(
@@ -246,7 +240,8 @@ def prepare(opts: RunOptions) -> Prepared:
         check_start_checkpoint(config, opts)
         _check_batch_split(opts)
     check_model_dir_checkpoint(config, opts)
-    total_steps = opts.num_examples_per_epoch * config.num_epochs // opts.train_batch_size
+    run = _run_context(opts)
+    total_steps = det_model_fn.schedule_steps(config, run).total_steps
     if training and total_steps < 1:
         raise errors.UsageError(
             f"--num_examples_per_epoch={opts.num_examples_per_epoch} x num_epochs="
@@ -257,8 +252,8 @@ def prepare(opts: RunOptions) -> Prepared:
     eval_config.input_rand_hflip = False
     eval_set = (run_dir.EvalSet.describe(eval_files, opts.val_json_file, opts.eval_samples)
                 if eval_files else None)
-    return Prepared(opts, config, eval_config, _run_context(opts), train_files, eval_files,
-                    eval_set, total_steps,
+    return Prepared(opts, config, eval_config, run, train_files, eval_files, eval_set,
+                    total_steps,
                     read_only=exists and not training and not run_dir.is_writable(opts.model_dir))
 
 
@@ -324,8 +319,10 @@ def num_replicas(strategy) -> int:
     return strategy.num_replicas_in_sync if strategy is not None else 1
 
 
-def steps_per_epoch(opts: RunOptions) -> int:
-    return max(1, opts.num_examples_per_epoch // opts.train_batch_size)
+def save_interval(p: Prepared) -> int:
+    """Steps between checkpoints: --save_checkpoints_steps, else an epoch's steps (at most
+    1000)."""
+    return p.opts.save_checkpoints_steps or min(det_model_fn.steps_per_epoch(p.run), 1000)
 
 
 def session_config(opts: RunOptions, replicas: int = 1) -> tf1.ConfigProto:
@@ -349,7 +346,7 @@ def build_estimator(p: Prepared):
     strategy = _strategy(opts) if not run.use_tpu else None
     replicas = num_replicas(strategy)
     model_fn = det_model_fn.make_model_fn(p.config, run)
-    save_steps = opts.save_checkpoints_steps or min(steps_per_epoch(opts), 1000)
+    save_steps = save_interval(p)
     if run.use_tpu:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
             opts.tpu, zone=opts.tpu_zone, project=opts.gcp_project)
@@ -393,8 +390,8 @@ def _data_seed(opts: RunOptions, start_step: int) -> Optional[int]:
 
 
 def _current_step(model_dir: str) -> int:
-    latest = tf.train.latest_checkpoint(model_dir) if tf.io.gfile.isdir(model_dir) else None
-    return int(latest.rsplit("-", 1)[-1]) if latest else 0
+    step = checkpoint_io.latest_step(model_dir)
+    return 0 if step is None else step
 
 
 def _input_fn(p: Prepared, training: bool, seed: Optional[int] = None):
@@ -448,9 +445,8 @@ def _hooks(p: Prepared, evaluations: Optional[_EpochEvaluations] = None
         eta_extra=evaluations.seconds_after if evaluations else None)
     hooks.append(p.progress_hook)
     if p.writes_model_dir:
-        save_steps = opts.save_checkpoints_steps or min(steps_per_epoch(opts), 1000)
         hooks.append(train_hooks.QuietCheckpointSaverHook(
-            opts.model_dir, save_steps, p.summary_writer,
+            opts.model_dir, save_interval(p), p.summary_writer,
             also_at=evaluations.steps if evaluations else (),
             listeners=[evaluations] if evaluations else None))
     return hooks
@@ -708,7 +704,7 @@ def _run_eval(p: Prepared) -> Optional[Dict[str, Any]]:
                                               timeout=opts.eval_timeout):
         estimator = estimator or _start(p)  # model_dir exists now: training made it
         last = evaluate_checkpoint(p, estimator, ckpt)
-        if int(os.path.basename(ckpt).split("-")[-1]) >= p.total_steps:
+        if checkpoint_io.step_of(ckpt) >= p.total_steps:
             break
         logging.info("Waiting for the next checkpoint in %s.", opts.model_dir)
     return last
@@ -716,7 +712,7 @@ def _run_eval(p: Prepared) -> Optional[Dict[str, Any]]:
 
 def _epoch_ends(p: Prepared) -> List[int]:
     """The steps at which train_and_eval evaluates: every epoch's last, the run's last."""
-    per_epoch = steps_per_epoch(p.opts)
+    per_epoch = det_model_fn.steps_per_epoch(p.run)
     num_epochs = max(1, p.total_steps // per_epoch)
     return [epoch * per_epoch for epoch in range(1, num_epochs)] + [p.total_steps]
 

@@ -13,7 +13,7 @@ level l it concatenates what each of the R cells produced at l, mixes it with a 
 cell's output. With `vfpn_zero_init` the branch's last BN starts at gamma 0, so a fresh VFPN
 computes exactly what BiFPN computes on the same weights. Training can hold the branch at those
 initial values for the first `vfpn_branch_start` of the run (default 0: it trains from the first
-step) and then ramp its updates in (`det_model_fn.branch_update_scale`). Cell variables keep
+step) and then ramp its updates in (`vfpn_training.py`). Cell variables keep
 the BiFPN names, so BiFPN checkpoints restore into VFPN.
 
 `FPN_BUILDERS` is the one name -> builder table; `get_fpn_builder` is the one lookup.
@@ -282,13 +282,6 @@ def vertical_stage(per_cell: List[Dict[int, tf.Tensor]], config: Config,
                                                  init_zero=zero_last and last)
             outputs[level] = column[-1] + x if config.vfpn_residual else x
     return outputs
-
-
-def vertical_variables(variables: Sequence[tf.Variable]) -> List[tf.Variable]:
-    """The variables of VFPN's vertical stage (scope `vfpn_vertical`) among `variables`."""
-    prefix = VERTICAL_SCOPE + "/"
-    return [v for v in variables
-            if v.op.name.startswith(prefix) or f"/{prefix}" in v.op.name]
 
 
 def _cell_weight_method(config: Config) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Tuple,
 
 import yaml
 
+import bounds
 import errors
 
 if TYPE_CHECKING:  # the config module imports TensorFlow; label maps stay light
@@ -168,14 +169,19 @@ def for_config(config: Config) -> Dict[int, str]:
 
     `config.label_map` is what training stored in `config.yaml` (a resolved {id: name}
     mapping, see `resolve`) or what the user passed for a model without one: 'coco', 'voc', a
-    mapping or a .json/.yaml path. When it is None, a 90-class model (the public COCO
-    checkpoints) gets the COCO names and any other model gets none: its boxes are labelled
-    'class <id>' rather than with another dataset's names.
+    mapping or a .json/.yaml path. When it is None, `default_names`.
     """
     spec = config.label_map
     if spec is None:
-        return dict(COCO_LABEL_MAP) if config.num_classes == 90 else {}
+        return default_names(config.num_classes)
     return get_label_map(spec)
+
+
+def default_names(num_classes: int) -> Dict[int, str]:
+    """The names of a model without a label map: COCO's for a 90-class model (the public COCO
+    checkpoints), none for any other (its boxes are labelled 'class <id>' rather than with
+    another dataset's names)."""
+    return dict(COCO_LABEL_MAP) if num_classes == num_classes_of(COCO_LABEL_MAP) else {}
 
 
 def resolve(spec: LabelMapSpec, num_classes: int,
@@ -186,7 +192,8 @@ def resolve(spec: LabelMapSpec, num_classes: int,
     here once so that the model directory no longer depends on it). When it is None, the first
     non-empty mapping of `found` ((source, {id: name}) pairs, e.g. the categories of the
     validation json, then the class texts of the training records) names the classes, then
-    the COCO names for a 90-class model. Ids above `num_classes` are an error naming the source.
+    `default_names`. Ids outside 1..num_classes (`bounds.class_ids`) are an error naming the
+    source.
     """
     if spec is not None:
         source, mapping = (f"label_map '{spec}'" if isinstance(spec, str) else "label_map",
@@ -194,9 +201,12 @@ def resolve(spec: LabelMapSpec, num_classes: int,
     else:
         source, mapping = next(((s, dict(m)) for s, m in found if m), ("", None))
         if mapping is None:
-            return dict(COCO_LABEL_MAP) if num_classes == 90 else None
-    if mapping and max(mapping) > num_classes:
-        raise LabelMapError(f"{source} has class id {max(mapping)} but num_classes is "
-                            f"{num_classes}; set num_classes to the largest class id (ids run "
-                            f"1..num_classes, no background entry).")
+            return default_names(num_classes) or None
+    outside = sorted(i for i in mapping if bounds.class_ids(num_classes).problem(i))
+    if outside:
+        bad = outside[-1] if outside[-1] > num_classes else outside[0]
+        fix = ("set num_classes to the largest class id" if bad > num_classes
+               else "number the classes from 1")
+        raise LabelMapError(f"{source} has class id {bad} but num_classes is {num_classes}; "
+                            f"{fix} (ids run 1..num_classes, no background entry).")
     return dict(sorted(mapping.items()))

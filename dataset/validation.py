@@ -31,11 +31,12 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 from PIL import Image, ImageOps
 
+import bounds
 import errors
 from dataset import tfrecord_util
 
 ON_ERROR_CHOICES = ("skip", "fail")
-DEFAULT_MAX_INSTANCES = 100
+DEFAULT_MAX_INSTANCES = bounds.DEFAULT_MAX_INSTANCES  # the hparam's default too
 # Annotation tools often put a box edge a fraction of a pixel past the border (rounding); such
 # boxes are clipped to the image. Anything further out is an error.
 BOX_TOLERANCE_PX = 1.0
@@ -327,7 +328,7 @@ def check_class_id(class_id: Any, num_classes: int) -> Optional[str]:
     """None if `class_id` is an int in 1..num_classes, else what is wrong."""
     if isinstance(class_id, bool) or not isinstance(class_id, numbers.Integral):
         return f"class id {class_id!r} is not an integer"
-    if not 1 <= class_id <= num_classes:
+    if bounds.class_ids(num_classes).problem(int(class_id)):
         return (f"class id {class_id} is outside 1..num_classes={num_classes} "
                 f"(0 is not a class; ids run 1..num_classes)")
     return None

@@ -242,10 +242,7 @@ def make_test_checkpoint(model_dir, model_name="efficientdet-d0", seed=0, **over
     tensors[bias] = np.full(shape, -20.0, np.float32)
     os.makedirs(model_dir, exist_ok=True)
     prefix = os.path.join(str(model_dir), "model.ckpt-0")
-    names = sorted(tensors)
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tf.constant(tensors[n]) for n in names])
-    tf1.train.update_checkpoint_state(str(model_dir), prefix)
+    checkpoint_io.write_checkpoint(tensors, prefix, update_index=True)
     config.save_to_yaml(os.path.join(str(model_dir), "config.yaml"))
     return config
 

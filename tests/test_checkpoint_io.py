@@ -17,10 +17,8 @@ tf1 = tf.compat.v1
 def _save(tmp_path, values, name="model.ckpt-7"):
     """A checkpoint of {name: array} in tmp_path (with its 'checkpoint' index file)."""
     prefix = str(tmp_path / name)
-    names = sorted(values)
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tf.constant(np.asarray(values[n], np.float32)) for n in names])
-    tf1.train.update_checkpoint_state(str(tmp_path), prefix)
+    checkpoint_io.write_checkpoint({n: np.asarray(v, np.float32) for n, v in values.items()},
+                                   prefix, update_index=True)
     return prefix
 
 
@@ -131,3 +129,58 @@ def test_check_detector_fits_names_the_model_and_the_flags(tmp_path):
     with pytest.raises(errors.CheckpointError, match="has bifpn feature network; pass "
                                                      "--hparams=fpn_name=vfpn"):
         checkpoint_io.check_detector_fits(prefix, tiny_config(fpn_name="bifpn"), "--ckpt", True)
+
+
+def test_match_variables_renames_prefers_shadows_and_reports(tmp_path):
+    prefix = _save(tmp_path, {"old/a": [1, 2], "old/a/ExponentialMovingAverage": [3, 4],
+                              "old/b": [5], "old/c": [1, 2, 3]})
+    with tf.Graph().as_default():
+        new = {n: tf1.get_variable(n, s) for n, s in
+               [("new/a", [2]), ("new/b", [1]), ("new/b/ExponentialMovingAverage", [1]),
+                ("new/c", [2]), ("new/d", [1])]}
+
+        def match(prefer_ema):
+            return checkpoint_io.match_variables(
+                prefix, list(new.values()), rename=lambda n: "old/" + n[len("new/"):],
+                prefer_ema=prefer_ema)
+
+        matched, missing, mismatched = match(prefer_ema=False)
+        assert [(c, checkpoint_io.var_name(v)) for c, v in matched] == [
+            ("old/a", "new/a"), ("old/b", "new/b"),
+            ("old/b", "new/b/ExponentialMovingAverage")]  # a shadow without one: its weight
+        assert missing == ["new/d"] and mismatched == [("new/c", [3], [2])]
+        matched, _, _ = match(prefer_ema=True)
+        assert [c for c, _ in matched] == ["old/a/ExponentialMovingAverage", "old/b", "old/b"]
+        maps = checkpoint_io.assignment_maps(matched)
+        assert [sorted(m) for m in maps] == [["old/a/ExponentialMovingAverage", "old/b"],
+                                             ["old/b"]]
+
+
+def test_restore_reads_a_shared_name_into_every_variable(tmp_path):
+    """A weight and its shadow (a training graph) both restore from a checkpoint without
+    shadows."""
+    prefix = _save(tmp_path, {"a": [1, 2]})
+    np.testing.assert_array_equal(
+        list(_restore(prefix, False, {"a": [2], "a/ExponentialMovingAverage": [2]}).values()),
+        [[1, 2], [1, 2]])
+
+
+def test_resolve_checkpoint_names_the_flag_and_step_of_reads_the_name(tmp_path):
+    with pytest.raises(errors.CheckpointError, match=r"^--ckpt: checkpoint '/nonexistent/x' "
+                                                     r"not found"):
+        checkpoint_io.resolve_checkpoint("/nonexistent/x", "ckpt")
+    assert checkpoint_io.latest_step(str(tmp_path)) is None
+    prefix = _save(tmp_path, {"w": [1.0]}, name="model.ckpt-1200")
+    assert checkpoint_io.step_of(prefix) == 1200
+    assert checkpoint_io.latest_step(str(tmp_path)) == 1200
+
+
+def test_write_checkpoint_updates_the_index_only_when_asked(tmp_path):
+    first = _save(tmp_path, {"w": [1.0]}, name="model.ckpt-1")
+    other = str(tmp_path / "model.ckpt-2")
+    written = checkpoint_io.write_checkpoint({"w": np.ones([1], np.float32)}, other)
+    assert sorted(os.path.basename(f) for f in written) == [
+        "model.ckpt-2.data-00000-of-00001", "model.ckpt-2.index"]
+    assert tf.train.latest_checkpoint(str(tmp_path)) == first
+    checkpoint_io.write_checkpoint({"w": np.ones([1], np.float32)}, other, update_index=True)
+    assert tf.train.latest_checkpoint(str(tmp_path)) == other

@@ -534,3 +534,13 @@ def test_detections_of_unknown_classes_are_reported(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         metric.result()
     assert "1 detections have class ids [3] that are not classes of" in caplog.text
+
+
+def test_yxyx_to_coco_xywh_in_numpy_and_in_the_graph():
+    """One conversion for inference's results (numpy) and eval's detection rows (graph)."""
+    boxes = np.array([[[10.0, 20.0, 40.0, 80.0], [0.5, 1.5, 2.0, 2.5]]], np.float32)
+    want = [[[20.0, 10.0, 60.0, 30.0], [1.5, 0.5, 1.0, 1.5]]]
+    np.testing.assert_array_equal(coco_json.xywh_from_yxyx(boxes), want)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as s:
+        got = s.run(coco_json.xywh_from_yxyx(tf.constant(boxes), tf))
+    np.testing.assert_array_equal(got, want)

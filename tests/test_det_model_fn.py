@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoint_io
 import det_model_fn
 import errors
 import hparams_config
@@ -238,3 +239,47 @@ def test_learning_rate_scales_with_the_global_batch():
     run = det_model_fn.RunContext(model_dir="unused", train_batch_size=64, num_shards=8,
                                   use_tpu=True)
     assert det_model_fn.schedule_steps(config, run)[0] == pytest.approx(0.08)
+
+
+@pytest.mark.parametrize("with_shadows", [False, True])
+def test_a_checkpoint_initialises_the_weights_and_their_ema_shadows(tmp_path, with_shadows):
+    """Training from --ckpt: each weight takes its checkpoint value and its EMA shadow the
+    checkpoint's shadow, or, when the checkpoint kept none (moving_average_decay=0), the same
+    value as the weight (both read one checkpoint name)."""
+    stored = {"net/a": np.array([1.0, 2.0], np.float32)}
+    if with_shadows:
+        stored["net/a/ExponentialMovingAverage"] = np.array([3.0, 4.0], np.float32)
+    checkpoint_io.write_checkpoint(stored, str(tmp_path / "ckpt"))
+    config, _ = _config_and_run()
+    run = det_model_fn.RunContext(model_dir="unused", ckpt=str(tmp_path / "ckpt"))
+    with tf.Graph().as_default():
+        a = tf1.get_variable("net/a", [2], initializer=tf1.zeros_initializer())
+        step = tf1.train.get_or_create_global_step()
+        ema = tf1.train.ExponentialMovingAverage(0.9, num_updates=step)
+        ema.apply([a])
+        det_model_fn.initialize_from_checkpoints(config, run)
+        with tf1.Session() as s:
+            s.run(tf1.global_variables_initializer())
+            weight, shadow = s.run([a, ema.average(a)])
+    np.testing.assert_array_equal(weight, [1, 2])
+    np.testing.assert_array_equal(shadow, [3, 4] if with_shadows else [1, 2])
+
+
+def test_run_length_is_exact():
+    """The run's steps are floor(epochs * images per epoch / batch) in exact arithmetic, for
+    every small setting (float division was one step short for e.g. 49 images, batch 3, 30
+    epochs), and a fractional epoch count is taken as the decimal it is written as."""
+    config, _ = _config_and_run()
+    for images in range(1, 50):
+        for batch in range(1, 9):
+            run = det_model_fn.RunContext(model_dir="unused", train_batch_size=batch,
+                                          num_examples_per_epoch=images)
+            for epochs in (1, 7, 30):
+                config.num_epochs = epochs
+                assert det_model_fn.schedule_steps(config, run).total_steps == (
+                    images * epochs // batch), (images, batch, epochs)
+            assert det_model_fn.steps_per_epoch(run) == max(1, images // batch)
+    run = det_model_fn.RunContext(model_dir="unused", train_batch_size=1,
+                                  num_examples_per_epoch=100)
+    config.lr_warmup_epoch = 0.29
+    assert det_model_fn.schedule_steps(config, run).warmup_steps == 29

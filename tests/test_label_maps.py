@@ -84,3 +84,54 @@ def test_yaml_is_parsed_safely(tmp_path):
     evil.write_text("!!python/object/apply:os.system ['true']\n")
     with pytest.raises(label_maps.LabelMapError, match="could not be parsed"):
         label_maps.get_label_map(str(evil))
+
+
+# (ids, num_classes, usable?): a label map fits a model when its ids lie in 1..num_classes
+# (bounds.class_ids); gaps are fine (COCO).
+LABEL_IDS = [((1, 2, 3), 3, True), ((2,), 3, True), ((1, 90), 90, True), ((1, 3), 2, False),
+             ((1, 5), 3, False), ((1, 91), 90, False), ((0, 1), 3, False), ((-1, 2), 3, False)]
+
+
+@pytest.mark.parametrize("ids, num_classes, usable", LABEL_IDS, ids=repr)
+def test_every_consumer_gives_a_label_map_one_verdict(tmp_path, ids, num_classes, usable):
+    """The same ids as the label_map hparam (a mapping), as a label-map file (read when the
+    config is resolved), as a mapping given to `resolve` and as names found in a json or the
+    records: every consumer accepts them or refuses them with a ConfigError."""
+    import errors
+    import hparams_config
+    import run_dir
+
+    names = {i: f"class{i}" for i in ids}
+    path = tmp_path / "names.yaml"
+    path.write_text(yaml.safe_dump(names))
+
+    def verdict(consume):
+        try:
+            consume()
+        except errors.ConfigError:
+            return False
+        return True
+
+    overrides = {"num_classes": num_classes}
+    verdicts = {
+        "hparam": verdict(lambda: hparams_config.get_detection_config(
+            "efficientdet-d0", dict(overrides, label_map=names))),
+        "file": verdict(lambda: run_dir.load_run_config(
+            "efficientdet-d0", dict(overrides, label_map=str(path)))),
+        "resolve (mapping)": verdict(lambda: label_maps.resolve(names, num_classes)),
+        "resolve (found)": verdict(lambda: label_maps.resolve(None, num_classes,
+                                                               [("json", names)])),
+    }
+    assert set(verdicts.values()) == {usable}, verdicts
+
+
+@pytest.mark.parametrize("num_classes", [90, 20, 3])
+def test_a_model_without_a_label_map_gets_one_set_of_names(num_classes):
+    """COCO's names for a 90-class model and none for another, whether training resolves the
+    names it stores or a model is drawn and evaluated with `for_config`."""
+    from conftest import tiny_config
+
+    drawn = label_maps.for_config(tiny_config(num_classes=num_classes, label_map=None))
+    stored = label_maps.resolve(None, num_classes)
+    assert drawn == (stored or {}) == label_maps.default_names(num_classes)
+    assert bool(drawn) == (num_classes == 90)

@@ -382,6 +382,28 @@ def test_comma_separated_globs_are_one_pattern_policy(voc_records, tmp_path):
     assert not (tmp_path / "m").exists()  # prepare writes nothing
 
 
+def test_training_the_schedule_and_the_epochs_agree_on_the_run_length(voc_records, tmp_path):
+    """One run length (det_model_fn.schedule_steps): 49 images per epoch in batches of 3 for
+    30 epochs are 490 steps for training, for the learning-rate schedule (which reaches 0 at
+    the last step, not one before) and for train_and_eval's last evaluation; an epoch is 16
+    steps for the evaluations and the checkpoint interval."""
+    import det_model_fn
+
+    opts = _opts(voc_records, tmp_path / "m", train_batch_size=3, num_examples_per_epoch=49,
+                 num_epochs=30)
+    p = trainer.prepare(opts)
+    assert p.total_steps == det_model_fn.schedule_steps(p.config, p.run).total_steps == 490
+    ends = trainer._epoch_ends(p)
+    assert ends[-1] == 490 and ends[:2] == [16, 32] and len(ends) == 30
+    assert trainer.save_interval(p) == det_model_fn.steps_per_epoch(p.run) == 16
+    with tf.Graph().as_default():
+        step = tf1.placeholder(tf.int64, [])
+        lr = det_model_fn.learning_rate_schedule(p.config, p.run, step)
+        with tf1.Session() as s:
+            before_last, last = (s.run(lr, {step: v}) for v in (489, 490))
+    assert before_last > 0 and last == 0
+
+
 @pytest.mark.parametrize("kw,error,message", [
     (dict(training_file_pattern="nothing/*.tfrecord"), errors.UsageError,
      "--training_file_pattern=nothing/*.tfrecord matches no file"),

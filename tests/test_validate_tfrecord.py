@@ -281,3 +281,31 @@ def test_the_validator_and_training_give_a_record_one_verdict(tmp_path, name, va
         "input pipeline": _graph_verdict(values, training=True),
     }
     assert set(verdicts.values()) == {name.startswith("good")}, verdicts
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_the_default_instance_limit_is_one_number(tmp_path, extra):
+    """max_instances_per_image by default: the hparam, the converters' and the validator's
+    limit are one number; an image with that many boxes passes the validator, main.py's
+    up-front check and the input pipeline, one more box fails all three."""
+    import dataloader
+    from conftest import tiny_config
+    from dataset import validation
+
+    limit = tiny_config().max_instances_per_image
+    assert limit == validation.DEFAULT_MAX_INSTANCES
+    count = limit + extra
+    values = _record(1, boxes=[(0.1, 0.1, 0.2, 0.2)] * count, labels=[1] * count)
+    path = _write(tmp_path / "r.tfrecord", [values])
+    serialized = tf.constant(tfrecord_util.make_example(values).SerializeToString())
+
+    def pipeline():
+        try:
+            dataloader.parse_record(serialized, 3, limit, require_source_id=False)
+        except tf.errors.InvalidArgumentError:
+            return False
+        return True
+
+    verdicts = {"validator": validate_tfrecord.validate_tfrecords(path, num_classes=3).ok,
+                "main.py": _trainer_verdict(path, training=True), "pipeline": pipeline()}
+    assert set(verdicts.values()) == {not extra}, verdicts
