@@ -3,6 +3,7 @@
 * `define_flags`: absl flags made from an options dataclass, so a flag and the option it fills
   have one definition (name, default, help, choices, allowed range). `options_from_flags` reads
   them back; `check_bounds` checks every number against its field's range before any work.
+  `run_tool` is a small tool's whole `__main__` on top of them.
 * `import_tensorflow`: TensorFlow imported with its start-up noise on CPU machines (the cuDNN,
   cuFFT and cuBLAS factory lines) filtered out; anything else it prints is kept.
 * `setup_logging`: compact INFO lines (`I 10:41:07 step 40/384 ...`) that the default log level
@@ -22,7 +23,7 @@ import re
 import sys
 import tempfile
 import typing
-from typing import Any, Callable, Dict, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Type, TypeVar
 
 from absl import flags, logging
 
@@ -100,6 +101,28 @@ def options_from_flags(options_cls: Type[T], flag_values: flags.FlagValues = fla
     values = {f.name: getattr(flag_values, f.name) for f in dataclasses.fields(options_cls)
               if f.name not in fixed}
     return options_cls(**values, **fixed)
+
+
+def run_tool(prog: str, fn: Callable[[Any], Any], options_cls: Type[Any],
+             tensorflow: bool = False) -> None:
+    """A tool's `if __name__ == "__main__":` in one call: its flags made from `options_cls`
+    (`define_flags`), then absl's `app.run` of a main that is `run_and_report(prog, fn,
+    options_from_flags(options_cls))`; an int that `fn` returns is the exit status. With
+    `tensorflow`, TensorFlow is imported first, quietly (`import_tensorflow`). A word that is
+    not a flag (`tool.py foo`) is refused in one line rather than ignored."""
+    from absl import app
+
+    define_flags(options_cls)
+
+    def main(argv: List[str]) -> Any:
+        if len(argv) > 1:
+            sys.exit(f"{prog}: error: unexpected argument '{argv[1]}'; every option is a "
+                     f"--flag=value (see --help).")
+        if tensorflow:
+            import_tensorflow()
+        return run_and_report(prog, fn, options_from_flags(options_cls))
+
+    app.run(main)
 
 
 def check_bounds(options: Any) -> None:

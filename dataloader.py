@@ -619,8 +619,28 @@ class InputReader:
         Training repeats forever; eval makes one pass. Works in eager and graph mode.
         """
         batch = self._resolve_batch_size(params, input_context, batch_size)
-        training = self._is_training
-        deterministic = not training or self._seed is not None
+        deterministic = not self._is_training or self._seed is not None
+        records, num_files = self._records(input_context, deterministic)
+        ds = self._examples(records, batch, deterministic)
+        ds = ds.batch(batch, drop_remainder=True)
+        ds = ds.map(_plain(self._batch_fn), num_parallel_calls=AUTOTUNE)
+        if self._use_fake_data:
+            ds = ds.take(1).cache().repeat()
+        ds = ds.prefetch(AUTOTUNE)
+        options = tf.data.Options()
+        options.deterministic = deterministic
+        options.experimental_optimization.map_parallelization = True
+        ds = ds.with_options(options)
+        logging.debug("%s: %d file(s), batch %d per replica, training=%s, cache=%s, fake=%s",
+                      self._flag, num_files, batch, self._is_training, self._cache,
+                      self._use_fake_data)
+        return ds
+
+    def _records(self, input_context: Optional[tf.distribute.InputContext],
+                 deterministic: bool) -> Tuple[tf.data.Dataset, int]:
+        """(the (file, index, serialized) records this input pipeline reads, its file count):
+        its share of the files (of the records when there are fewer files than pipelines),
+        files shuffled per epoch in training, at most `max_images`, cached if asked."""
         num_files = len(self._files)
         files = tf.data.Dataset.from_tensor_slices(self._files)
         shard_records = False
@@ -634,7 +654,7 @@ class InputReader:
                                 "every pipeline reads every file. Write more shards.",
                                 self._flag, num_files, pipelines)
                 shard_records = True
-        if training:
+        if self._is_training:
             # reshuffled per epoch (each repetition re-iterates this dataset).
             files = files.shuffle(num_files, seed=self._seed, reshuffle_each_iteration=True)
         records = _read_files(files, num_files, deterministic)  # (file, index, serialized)
@@ -645,32 +665,27 @@ class InputReader:
             records = records.take(self._max_images)  # before cache(): it caches whole passes
         if self._cache:
             records = records.cache()
-        if training:
+        return records, num_files
+
+    def _examples(self, records: tf.data.Dataset, batch: int,
+                  deterministic: bool) -> tf.data.Dataset:
+        """(image, labels) examples of `records`: in training repeated, shuffled and augmented
+        with one seed pair each; in eval one pass, followed by padding examples that fill
+        the last batch."""
+        if self._is_training:
             records = records.repeat()
             records = records.shuffle(SHUFFLE_BUFFER, seed=self._seed)
             # One stateless seed pair per example: reproducible with `seed`, independent of
             # the order in which the parallel map runs.
             seeds = tf.data.Dataset.random(seed=self._seed).batch(2, drop_remainder=True)
-            ds = tf.data.Dataset.zip((records, seeds)).map(
+            return tf.data.Dataset.zip((records, seeds)).map(
                 _plain(self._example_fn), num_parallel_calls=AUTOTUNE,
                 deterministic=deterministic)
-        else:
-            ds = records.map(_plain(lambda *record: self._example_fn(record)),
-                             num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-            if batch > 1:
-                # batch - 1 blanks after the split: the last partial batch is filled and no
-                # batch of blanks only is formed (drop_remainder drops the unused ones).
-                blanks = tf.data.Dataset.from_tensors(self._padding_example()).repeat(batch - 1)
-                ds = ds.concatenate(blanks)
-        ds = ds.batch(batch, drop_remainder=True)
-        ds = ds.map(_plain(self._batch_fn), num_parallel_calls=AUTOTUNE)
-        if self._use_fake_data:
-            ds = ds.take(1).cache().repeat()
-        ds = ds.prefetch(AUTOTUNE)
-        options = tf.data.Options()
-        options.deterministic = deterministic
-        options.experimental_optimization.map_parallelization = True
-        ds = ds.with_options(options)
-        logging.debug("%s: %d file(s), batch %d per replica, training=%s, cache=%s, fake=%s",
-                     self._flag, num_files, batch, training, self._cache, self._use_fake_data)
+        ds = records.map(_plain(lambda *record: self._example_fn(record)),
+                         num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        if batch > 1:
+            # batch - 1 blanks after the split: the last partial batch is filled and no
+            # batch of blanks only is formed (drop_remainder drops the unused ones).
+            blanks = tf.data.Dataset.from_tensors(self._padding_example()).repeat(batch - 1)
+            ds = ds.concatenate(blanks)
         return ds

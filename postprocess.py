@@ -259,19 +259,37 @@ def generate_detections(cls_outputs: Dict[int, tf.Tensor], box_outputs: Dict[int
     if max_output_size < 1:
         raise ValueError(f"max_output_size must be >= 1, got {max_output_size}")
     log_nms_choice(config, score_thresh, max_output_size)
-    num_classes = config.num_classes
-    height, width = utils.parse_image_size(config.image_size)
-    anchor_boxes = tf.constant(anchors_lib.Anchors.from_config(config).boxes)  # [N, 4]
+    boxes, scores, classes = _candidates(cls_outputs, box_outputs, config)
+    # Scores are sigmoids: a negative threshold means 0 (and keeps padding rows recognisable).
+    score_thresh = tf.maximum(tf.cast(score_thresh, tf.float32), 0.0)
+    out_boxes, out_scores, out_classes, counts = _nms_batch(
+        boxes, scores, classes, config, score_thresh, max_output_size)
+    return {"boxes": _to_image_pixels(out_boxes, config, image_scales, original_sizes),
+            "scores": out_scores, "classes": out_classes, "num_detections": counts}
 
-    logits, codes = flatten_outputs(cls_outputs, box_outputs, num_classes)
+
+def _candidates(cls_outputs: Dict[int, tf.Tensor], box_outputs: Dict[int, tf.Tensor],
+                config: Config) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The NMS inputs of a batch: the top nms_configs.max_nms_inputs (anchor, class) pairs of
+    each image by logit, as boxes [B, K', 4] yxyx input pixels (decoded from their anchors),
+    scores [B, K'] sigmoid and classes [B, K'] int32 1..num_classes."""
+    nms = config.nms_configs
+    anchor_boxes = tf.constant(anchors_lib.Anchors.from_config(config).boxes)  # [N, 4]
+    logits, codes = flatten_outputs(cls_outputs, box_outputs, config.num_classes)
     top_k = nms.max_nms_inputs if nms.max_nms_inputs and nms.max_nms_inputs > 0 else 1 << 30
     values, anchor_idx, class_idx = top_candidates(logits, top_k)
     scores = tf.sigmoid(values)  # [B, K']
     kept_codes = tf.gather(codes, anchor_idx, batch_dims=1)  # [B, K', 4]
     boxes = anchors_lib.decode_boxes(kept_codes, tf.gather(anchor_boxes, anchor_idx))
-    classes = class_idx + 1
-    # Scores are sigmoids: a negative threshold means 0 (and keeps padding rows recognisable).
-    score_thresh = tf.maximum(tf.cast(score_thresh, tf.float32), 0.0)
+    return boxes, scores, class_idx + 1
+
+
+def _nms_batch(boxes: tf.Tensor, scores: tf.Tensor, classes: tf.Tensor, config: Config,
+               score_thresh: tf.Tensor, max_output_size: int
+               ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`_nms_one_image` on every image: unrolled (padded NMS, static shapes) when the batch
+    size is known, else in `_per_image_loop`. Returns boxes [B, M, 4], scores [B, M],
+    classes [B, M], counts [B] with M = max_output_size."""
 
     def one(args, padded):
         return _nms_one_image(args[0], args[1], args[2], config, score_thresh, max_output_size,
@@ -280,20 +298,23 @@ def generate_detections(cls_outputs: Dict[int, tf.Tensor], box_outputs: Dict[int
     batch = boxes.shape[0]
     if batch is not None:
         per_image = [one((boxes[i], scores[i], classes[i]), True) for i in range(batch)]
-        out_boxes, out_scores, out_classes, counts = (tf.stack(t) for t in zip(*per_image))
-    else:
-        out_boxes, out_scores, out_classes, counts = _per_image_loop(
-            lambda args: one(args, False), (boxes, scores, classes), max_output_size)
+        return tuple(tf.stack(t) for t in zip(*per_image))
+    return _per_image_loop(lambda args: one(args, False), (boxes, scores, classes),
+                           max_output_size)
 
-    # Clip to the network input, or to the original image when its size is known, and scale.
-    batch_t = tf.shape(out_boxes)[0]
-    scales = (tf.ones([batch_t], tf.float32) if image_scales is None
+
+def _to_image_pixels(boxes: tf.Tensor, config: Config, image_scales: Optional[tf.Tensor],
+                     original_sizes: Optional[tf.Tensor]) -> tf.Tensor:
+    """Boxes [B, M, 4] yxyx input pixels clipped to the network input, scaled by
+    `image_scales` to original-image pixels and, when `original_sizes` is known, clipped to
+    the original image."""
+    height, width = utils.parse_image_size(config.image_size)
+    scales = (tf.ones([tf.shape(boxes)[0]], tf.float32) if image_scales is None
               else tf.reshape(tf.cast(image_scales, tf.float32), [-1]))
     limit = tf.constant([height, width], tf.float32)
-    out_boxes = tf.clip_by_value(out_boxes, 0.0, tf.tile(limit, [2]))
-    out_boxes = out_boxes * tf.reshape(scales, [-1, 1, 1])
+    boxes = tf.clip_by_value(boxes, 0.0, tf.tile(limit, [2]))
+    boxes = boxes * tf.reshape(scales, [-1, 1, 1])
     if original_sizes is not None:
         sizes = tf.cast(original_sizes, tf.float32)  # [B, 2]
-        out_boxes = tf.minimum(out_boxes, tf.expand_dims(tf.tile(sizes, [1, 2]), 1))
-    return {"boxes": out_boxes, "scores": out_scores, "classes": out_classes,
-            "num_detections": counts}
+        boxes = tf.minimum(boxes, tf.expand_dims(tf.tile(sizes, [1, 2]), 1))
+    return boxes

@@ -13,22 +13,14 @@ reports the best of several runs. Timings belong here and in the README, never i
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
-import shutil
 import sys
-import tempfile
 import time
-from typing import Callable, List, Sequence
+from typing import Callable, Sequence
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+import machine  # puts the repository root on sys.path
 
-from machine import cpu_name  # noqa: E402
-
-from dataset import create_coco_tfrecord, create_pascal_tfrecord, sample_dataset  # noqa: E402
+from dataset import create_coco_tfrecord, create_pascal_tfrecord, sample_dataset
 
 
 def _best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -40,13 +32,10 @@ def _best_time(fn: Callable[[], object], repeats: int) -> float:
     return best
 
 
-
-
 def run(num_images: int, threads: Sequence[int], min_size: int, max_size: int, repeats: int,
-        work_dir: str, noise: float = 12.0) -> List[str]:
-    """Markdown lines of the benchmark table."""
+        work_dir: str, noise: float) -> str:
+    """The benchmark's results text (machine and data lines, then the markdown table)."""
     import PIL
-    import tensorflow as tf
 
     # Pixel noise makes the JPEGs cost about as much to decode as photos of that size.
     coco = sample_dataset.write_coco(work_dir, num_images, seed=0, min_size=min_size,
@@ -55,17 +44,13 @@ def run(num_images: int, threads: Sequence[int], min_size: int, max_size: int, r
                                    max_size=max_size, noise=noise)
     sizes = [os.path.getsize(os.path.join(coco.image_dir, i.file_name)) for i in coco.images]
     out = os.path.join(work_dir, "out")
-    lines = [
-        f"Machine: {platform.platform()}, {cpu_name()}, {os.cpu_count()} CPUs; "
-        f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Pillow "
-        f"{PIL.__version__}.",
+    above = [
+        machine.line(f"Pillow {PIL.__version__}"),
         f"Data: {num_images} generated JPEG images, sides {min_size}..{max_size} px, pixel "
         f"noise std {noise:g}, mean file {sum(sizes) / max(1, len(sizes)) / 1024:.0f} KiB, "
         f"0-4 objects each; best of {repeats} run(s).",
-        "",
-        "| converter | workers (--num_threads) | images | seconds | images/s |",
-        "|---|---|---|---|---|",
     ]
+    rows = []
     for n in threads:
         cases = {
             "COCO (boxes)": lambda n=n: create_coco_tfrecord.create_coco_tfrecord(
@@ -86,32 +71,24 @@ def run(num_images: int, threads: Sequence[int], min_size: int, max_size: int, r
         }
         for name, fn in cases.items():
             seconds = _best_time(fn, repeats)
-            lines.append(f"| {name} | {n} | {num_images} | {seconds:.2f} | "
-                         f"{num_images / seconds:.1f} |")
-    return lines
+            rows.append(machine.row(name, n, num_images, f"{seconds:.2f}",
+                                    f"{num_images / seconds:.1f}"))
+    return machine.table(above, ("converter", "workers (--num_threads)", "images", "seconds",
+                                 "images/s"), rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num_images", type=int, default=300)
+    parser = machine.parser(__doc__, out=False, num_images=300, min_size=448, max_size=576,
+                            noise=12.0, work_dir=None)
     parser.add_argument("--threads", default=f"1,{os.cpu_count() or 1}",
-                        help="comma-separated worker counts")
-    parser.add_argument("--min_size", type=int, default=448)
-    parser.add_argument("--max_size", type=int, default=576)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--noise", type=float, default=12.0,
-                        help="pixel noise std; 0 gives flat, unrealistically cheap JPEGs")
-    parser.add_argument("--work_dir", default=None, help="default: a temporary directory, "
-                        "removed afterwards")
+                        help="comma-separated worker counts (--num_threads)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per setting; the best "
+                        "counts (the first also warms the file cache)")
     args = parser.parse_args(argv)
     threads = sorted({int(t) for t in args.threads.split(",") if t.strip()})
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_converters_")
-    try:
-        print("\n".join(run(args.num_images, threads, args.min_size, args.max_size,
-                            args.repeats, work_dir, args.noise)))
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work_dir, ignore_errors=True)
+    with machine.work_dir(args.work_dir, "bench_converters_") as work_dir:
+        print(run(args.num_images, threads, args.min_size, args.max_size, args.repeats,
+                  work_dir, args.noise), end="")
     return 0
 
 

@@ -9,19 +9,15 @@ demo model's evaluation, read from the model directory's `eval_history.json`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from typing import Dict, List
 
-from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import machine
+from machine import ROOT
 
 
 def run_demo(demo_dir: str, quick: bool) -> Dict[str, float]:
@@ -40,31 +36,25 @@ def run_demo(demo_dir: str, quick: bool) -> Dict[str, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=1)
+    p = machine.parser(__doc__)
+    p.add_argument("--rounds", type=int, default=1, help="demo runs, one after another")
     p.add_argument("--quick", action="store_true", help="./demo.sh --quick")
-    p.add_argument("--out", default="")
-    add_overwrite_flag(p)
     args = p.parse_args()
-    check_outputs(args)
-    import tensorflow as tf
+    machine.check_outputs(args)
 
     runs: List[Dict[str, float]] = []
     for r in range(args.rounds):
-        with tempfile.TemporaryDirectory() as work:
+        with machine.work_dir(None, "bench_demo_") as work:
             runs.append(run_demo(os.path.join(work, "demo"), args.quick))
         print(f"round {r + 1}: {runs[-1]['seconds']:.0f} s, AP {runs[-1]['AP']:.4f}", flush=True)
-    rows = [f"| {i + 1} | {r['seconds'] / 60:.1f} | {r['AP']:.4f} | {r['AP50']:.4f} | "
-            f"{r['AP75']:.4f} | {r['APs']:.4f} | {r['APm']:.4f} |" for i, r in enumerate(runs)]
-    text = "\n".join([
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; Python {sys.version.split()[0]}; TF "
-        f"{tf.__version__}; threads: TF default; `./demo.sh{' --quick' if args.quick else ''}` "
-        f"after the install (`.venv` ready), nothing else running; AP on the 64 held-out "
-        f"images.", "",
-        "| run | minutes | AP | AP50 | AP75 | APs | APm |", "|---|---|---|---|---|---|---|",
-        *rows, "",
-        f"Median: {statistics.median(r['seconds'] for r in runs) / 60:.1f} minutes."]) + "\n"
-    print_and_save(text, args.out)
+    rows = [machine.row(i + 1, f"{r['seconds'] / 60:.1f}", *(f"{r[k]:.4f}" for k in (
+        "AP", "AP50", "AP75", "APs", "APm"))) for i, r in enumerate(runs)]
+    above = machine.line(f"threads: TF default; `./demo.sh{' --quick' if args.quick else ''}` "
+                         f"after the install (`.venv` ready), nothing else running; AP on the "
+                         f"64 held-out images")
+    text = machine.table([above], ("run", "minutes", "AP", "AP50", "AP75", "APs", "APm"), rows)
+    text += f"\nMedian: {statistics.median(r['seconds'] for r in runs) / 60:.1f} minutes.\n"
+    machine.print_and_save(text, args.out)
 
 
 if __name__ == "__main__":

@@ -21,17 +21,14 @@ the README, never in tests.
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import re
 import statistics
 import subprocess
 import sys
-import tempfile
 from typing import Dict, List
 
-from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
+import machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "images", "street.jpg")
@@ -75,25 +72,16 @@ def measure(model: str, fpn: str, batch: int, runs: int, threads: int, image: st
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="efficientdet-d0")
-    p.add_argument("--fpns", default="vfpn,bifpn")
-    p.add_argument("--batches", default="1,8")
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--image", default=IMAGE)
-    p.add_argument("--out", default="")
-    add_overwrite_flag(p)
+    p = machine.parser(__doc__, fpns="vfpn,bifpn", batches="1,8", runs=20, repeats=1, threads=0)
+    p.add_argument("--model", default="efficientdet-d0", help="the model preset")
+    p.add_argument("--image", default=IMAGE, help="the end-to-end input picture")
     args = p.parse_args()
-    check_outputs(args)
+    machine.check_outputs(args)
     if not os.path.isfile(args.image):
         sys.exit(f"bench_end_to_end.py: error: --image '{args.image}' does not exist")
 
-    import tensorflow as tf  # only for the version line
-
     rows = []
-    with tempfile.TemporaryDirectory() as workdir:
+    with machine.work_dir(None, "bench_end_to_end_") as workdir:
         for batch in map(int, args.batches.split(",")):
             results: Dict[str, List[Dict[str, float]]] = {f: [] for f in args.fpns.split(",")}
             for _ in range(args.repeats):
@@ -102,24 +90,19 @@ def main() -> None:
                                                 args.threads, args.image, workdir))
             for fpn, rs in results.items():
                 med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-                rows.append(f"| {args.model} | {fpn} | {batch} | {med['network']:.1f} | "
-                            f"{med['e2e']:.1f} | {med['e2e'] / med['network']:.3f} | "
-                            f"{med['worst']:.1f} | {med['worst'] / med['network']:.3f} |")
+                rows.append(machine.row(
+                    args.model, fpn, batch, f"{med['network']:.1f}", f"{med['e2e']:.1f}",
+                    f"{med['e2e'] / med['network']:.3f}", f"{med['worst']:.1f}",
+                    f"{med['worst'] / med['network']:.3f}"))
                 print(rows[-1], flush=True)
-    header = [
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; "
-        f"Python {platform.python_version()}; TF {tf.__version__}; "
+    above = machine.line(
         f"threads={args.threads or 'TF default'}; float32; median of {args.runs} timed runs "
-        f"after 5 warm-ups" + (f", median of {args.repeats} interleaved rounds" if args.repeats > 1
-                       else "") + f"; end-to-end input: {os.path.basename(args.image)} "
-        f"(1024x636 uint8), random weights.",
-        "",
-        "| model | fpn | batch | network ms/img (bm) | end-to-end ms/img | e2e / network | "
-        "e2e, NMS on all 5000 candidates | worst / network |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    text = "\n".join(header + rows) + "\n"
-    print_and_save(text, args.out)
+        f"after 5 warm-ups" + (f", median of {args.repeats} interleaved rounds"
+                               if args.repeats > 1 else "")
+        + f"; end-to-end input: {os.path.basename(args.image)} (1024x636 uint8), random weights")
+    columns = ("model", "fpn", "batch", "network ms/img (bm)", "end-to-end ms/img",
+               "e2e / network", "e2e, NMS on all 5000 candidates", "worst / network")
+    machine.print_and_save(machine.table([above], columns, rows), args.out)
 
 
 if __name__ == "__main__":

@@ -22,21 +22,16 @@ benchmarks/bench_model.py. Timings belong here and in the README, never in tests
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
-import shutil
 import sys
-import tempfile
 import time
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+import machine  # puts the repository root on sys.path
 
-import tensorflow as tf  # noqa: E402
-from machine import cpu_name  # noqa: E402
+import cli
+
+tf = cli.import_tensorflow()
 
 import dataloader  # noqa: E402
 import hparams_config  # noqa: E402
@@ -92,9 +87,9 @@ def _augment_only(pattern: str, config, batch_size: int) -> tf.data.Dataset:
 
 
 def run(num_images: int, image_size: int, batch_size: int, min_size: int, max_size: int,
-        noise: float, warmup: int, batches: int, work_dir: str,
-        model_name: str = "efficientdet-d0") -> List[str]:
-    """Markdown lines of the benchmark table."""
+        noise: float, warmup: int, batches: int, work_dir: str, model_name: str) -> str:
+    """The benchmark's results text (machine, data and thread lines, then the markdown
+    table)."""
     coco = sample_dataset.write_coco(work_dir, num_images, seed=0, min_size=min_size,
                                      max_size=max_size, noise=noise)
     prefix = os.path.join(work_dir, "tfrecord", "train")
@@ -109,18 +104,15 @@ def run(num_images: int, image_size: int, batch_size: int, min_size: int, max_si
     threads = (f"tf.data AUTOTUNE, private pool default ({cpus}), intra-op default; "
                f"TF inter/intra-op {tf.config.threading.get_inter_op_parallelism_threads()}/"
                f"{tf.config.threading.get_intra_op_parallelism_threads()} (0 = all cores)")
-    lines = [
-        f"Machine: {platform.platform()}, {cpu_name()} ({platform.processor() or 'n/a'}), "
-        f"{cpus} CPUs; Python {platform.python_version()}, TensorFlow {tf.__version__}.",
+    above = [
+        machine.line(),
         f"Data: {num_images} generated JPEGs, sides {min_size}..{max_size} px, noise std "
         f"{noise:g}; {model_name} config at image_size {image_size}, train_scale "
         f"{config.train_scale_min}..{config.train_scale_max}, hflip {config.input_rand_hflip}; "
         f"batch {batch_size}, {warmup} warm-up + {batches} timed batches.",
         f"Threads: {threads}.",
-        "",
-        "| machine | CPUs | TF | pipeline | image_size | batch | images/s |",
-        "|---|---|---|---|---|---|---|",
     ]
+    rows = []
     cases = [
         ("read + decode only", lambda: _decode_only(pattern, batch_size)),
         ("train augmentation only (no anchor labels)",
@@ -136,34 +128,23 @@ def run(num_images: int, image_size: int, batch_size: int, min_size: int, max_si
     for name, make in cases:
         rate = _images_per_second(make(), batch_size, warmup, batches)
         print(f"{name}: {rate:.1f} images/s", flush=True)
-        lines.append(f"| {cpu_name()} | {cpus} | {tf.__version__} | {name} | {image_size} | "
-                     f"{batch_size} | {rate:.1f} |")
-    return lines
+        rows.append(machine.row(machine.cpu_name(), cpus, tf.__version__, name, image_size,
+                                batch_size, f"{rate:.1f}"))
+    columns = ("machine", "CPUs", "TF", "pipeline", "image_size", "batch", "images/s")
+    return machine.table(above, columns, rows)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num_images", type=int, default=300)
-    parser.add_argument("--image_size", type=int, default=512)
+    parser = machine.parser(__doc__, out=False, num_images=300, image_size=512, min_size=480,
+                            max_size=640, noise=12.0, warmup=10, model_name="efficientdet-d0",
+                            work_dir=None)
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--min_size", type=int, default=480, help="smallest side, pixels")
-    parser.add_argument("--max_size", type=int, default=640, help="largest side, pixels")
-    parser.add_argument("--noise", type=float, default=12.0,
-                        help="pixel noise std; 0 gives flat, unrealistically cheap JPEGs")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed batches per case")
     parser.add_argument("--batches", type=int, default=60, help="timed batches per case")
-    parser.add_argument("--model_name", default="efficientdet-d0")
-    parser.add_argument("--work_dir", default=None,
-                        help="default: a temporary directory, removed afterwards")
     args = parser.parse_args(argv)
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_input_pipeline_")
-    try:
-        print("\n".join(run(args.num_images, args.image_size, args.batch_size, args.min_size,
-                            args.max_size, args.noise, args.warmup, args.batches, work_dir,
-                            args.model_name)))
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work_dir, ignore_errors=True)
+    with machine.work_dir(args.work_dir, "bench_input_pipeline_") as work_dir:
+        print(run(args.num_images, args.image_size, args.batch_size, args.min_size,
+                  args.max_size, args.noise, args.warmup, args.batches, work_dir,
+                  args.model_name), end="")
     return 0
 
 

@@ -50,7 +50,7 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
+import machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -368,7 +368,7 @@ def costs_of(configs: List[Tuple[str, str]], args: argparse.Namespace
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = machine.parser(__doc__, model_name="efficientdet-d0", image_size=256, batch=8)
     p.add_argument("--config", action="append", default=None,
                    help="NAME:HPARAMS, repeatable (default: vfpn:fpn_name=vfpn and "
                         "bifpn:fpn_name=bifpn)")
@@ -377,9 +377,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="clutter: 10 classes, many scales, occlusion (default); shapes: the "
                         "demo's 3 plain shapes")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated --tf_random_seed values")
-    p.add_argument("--model_name", default="efficientdet-d0")
-    p.add_argument("--image_size", type=int, default=256)
-    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--eval_every", type=int, default=None, help="training steps between evals "
                    "(default: 128 on clutter, 64 on shapes)")
     p.add_argument("--evals", type=int, default=None, help="evaluations (= schedule length / "
@@ -392,20 +389,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=-1,
                    help="TF intra/inter-op threads per process; 0: TF default; -1: 1 when "
                         "--jobs > 1, else TF default")
-    p.add_argument("--work_dir", default="/tmp/learning/bench")
-    p.add_argument("--out", default="", help="markdown results file")
+    p.add_argument("--work_dir", default="/tmp/learning/bench",
+                   help="data and runs, kept: a finished run with the same command is reused")
     p.add_argument("--plot", default="", help="PNG learning curves")
     p.add_argument("--json", default="", help="every run's curve, costs and the machine, as json")
     p.add_argument("--no_costs", action="store_true", help="skip the latency/FLOPs measurement")
-    add_overwrite_flag(p)
     return p
 
 
 def _header(args: argparse.Namespace, configs: List[Tuple[str, str]], threads: int,
             wall: float) -> Tuple[str, int]:
     """(the report's header: machine, data, recipe; the warm-up length in steps)."""
-    import tensorflow as tf
-
     # An "epoch" of these runs is one eval interval (--num_examples_per_epoch), so the
     # recipe's lr_warmup_epoch is counted in eval intervals.
     warmup_steps = args.eval_every
@@ -413,11 +407,10 @@ def _header(args: argparse.Namespace, configs: List[Tuple[str, str]], threads: i
         if piece.startswith("lr_warmup_epoch="):
             warmup_steps = round(float(piece.split("=", 1)[1]) * args.eval_every)
     header = "\n".join([
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs (shared); Python "
-        f"{sys.version.split()[0]}; TF {tf.__version__}; float32; {args.jobs} training "
-        f"process(es) at once, each with TF_NUM_INTRAOP_THREADS=TF_NUM_INTEROP_THREADS="
-        f"{threads or 'TF default'}; niceness {os.nice(0)}; wall {wall / 60:.1f} min for "
-        f"this invocation (finished runs it reused not counted).",
+        machine.line(f"float32; {args.jobs} training process(es) at once, each with "
+                     f"TF_NUM_INTRAOP_THREADS=TF_NUM_INTEROP_THREADS="
+                     f"{threads or 'TF default'}; niceness {os.nice(0)}; wall {wall / 60:.1f} "
+                     f"min for this invocation (finished runs it reused not counted)"),
         "",
         f"Data: sample_dataset.py --kind={args.dataset} ({DATASETS[args.dataset][0]} classes, "
         f"image sides {DATASETS[args.dataset][1]}..{DATASETS[args.dataset][2]} px), "
@@ -432,51 +425,65 @@ def _header(args: argparse.Namespace, configs: List[Tuple[str, str]], threads: i
     return header, warmup_steps
 
 
+def _configs(args: argparse.Namespace) -> List[Tuple[str, str]]:
+    """The (name, hparams) of every --config (default: DEFAULT_CONFIGS); names unique and
+    --baseline among them."""
+    configs = [parse_config(c) for c in (args.config or DEFAULT_CONFIGS)]
+    names = [n for n, _ in configs]
+    if len(set(names)) != len(names):
+        raise BenchError(f"configuration names must be unique: {names}")
+    if args.baseline not in names:
+        raise BenchError(f"--baseline={args.baseline} is not among the configurations {names}")
+    return configs
+
+
+def train_all(jobs: List[Tuple[str, int, List[str], str]], names: List[str], threads: int,
+              parallel: int) -> Tuple[Curves, Dict[str, List[float]]]:
+    """Run (or reuse) every (name, seed, command, run dir) of `jobs`, `parallel` at a time;
+    returns ({name: {seed: curve}}, {name: [wall seconds per run]})."""
+    env = thread_env(threads)
+    lock = threading.Lock()
+    curves: Curves = {n: {} for n in names}
+    seconds: Dict[str, List[float]] = {n: [] for n in names}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel))
+    try:
+        futures = {pool.submit(train_one, cmd, run_dir, env, lock): (name, seed)
+                   for name, seed, cmd, run_dir in jobs}
+        for fut in concurrent.futures.as_completed(futures):
+            name, seed = futures[fut]
+            result = fut.result()
+            if not result["curve"]:
+                raise BenchError(f"{name} seed {seed}: main.py printed no eval line")
+            curves[name][seed] = result["curve"]
+            seconds[name].append(result["seconds"])
+    finally:
+        # On a failure, start nothing more; runs already going finish and are recorded.
+        pool.shutdown(wait=True, cancel_futures=True)
+    return curves, seconds
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     args.eval_every = args.eval_every or DATASETS[args.dataset][3]
     args.evals = args.evals or DATASETS[args.dataset][4]
-    check_outputs(args, ("out", "plot", "json"))
-
+    machine.check_outputs(args, ("out", "plot", "json"))
     try:
-        configs = [parse_config(c) for c in (args.config or DEFAULT_CONFIGS)]
+        configs = _configs(args)
         names = [n for n, _ in configs]
-        if len(set(names)) != len(names):
-            raise BenchError(f"configuration names must be unique: {names}")
-        if args.baseline not in names:
-            raise BenchError(f"--baseline={args.baseline} is not among the configurations "
-                             f"{names}")
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         threads = (1 if args.jobs > 1 else 0) if args.threads < 0 else args.threads
         data = make_data(os.path.join(args.work_dir, "data"), args.train_images,
                          args.val_images, args.dataset)
-        env = thread_env(threads)
-        lock = threading.Lock()
-        jobs = []
         # Seed-major order: with a partial run (stopped early) every configuration has the
         # same seeds done.
+        jobs = []
         for seed in seeds:
             for name, hparams in configs:
                 run_dir = os.path.join(args.work_dir, "runs", f"{name}-s{seed}")
                 jobs.append((name, seed, run_command(args, data, hparams, seed, run_dir),
                              run_dir))
         start = time.time()
-        curves: Curves = {n: {} for n in names}
-        seconds: Dict[str, List[float]] = {n: [] for n in names}
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs))
-        try:
-            futures = {pool.submit(train_one, cmd, run_dir, env, lock): (name, seed)
-                       for name, seed, cmd, run_dir in jobs}
-            for fut in concurrent.futures.as_completed(futures):
-                name, seed = futures[fut]
-                result = fut.result()
-                if not result["curve"]:
-                    raise BenchError(f"{name} seed {seed}: main.py printed no eval line")
-                curves[name][seed] = result["curve"]
-                seconds[name].append(result["seconds"])
-        finally:
-            # On a failure, start nothing more; runs already going finish and are recorded.
-            pool.shutdown(wait=True, cancel_futures=True)
+        curves, seconds = train_all(jobs, names, threads, args.jobs)
         wall = time.time() - start
     except BenchError as e:
         print(f"bench_learning: {e}", file=sys.stderr)
@@ -485,7 +492,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     header, warmup_steps = _header(args, configs, threads, wall)
     costs = {} if args.no_costs else costs_of(configs, args)
     text = report(curves, names, args.baseline, warmup_steps, seconds, header, costs)
-    print_and_save(text, args.out)
+    machine.print_and_save(text, args.out)
     if args.json:
         import outputs  # the repository root is on sys.path once machine is imported
 

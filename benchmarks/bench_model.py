@@ -10,14 +10,13 @@ median over rounds of each run's mean per-image latency.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import statistics
 import subprocess
 import sys
 
-from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
+import machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINE = re.compile(r"per image mean ([\d.]+) ms, median ([\d.]+) ms, ([\d.]+) FPS; "
@@ -39,19 +38,11 @@ def run_bm(model: str, fpn: str, batch: int, runs: int, threads: int, precision:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="efficientdet-d0,efficientdet-d1")
-    p.add_argument("--batches", default="1,8")
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--precision", default="")
-    p.add_argument("--out", default="")
-    add_overwrite_flag(p)
+    p = machine.parser(__doc__, models="efficientdet-d0,efficientdet-d1", batches="1,8", runs=20,
+                       repeats=3, threads=0)
+    p.add_argument("--precision", default="", help="hparam precision (default float32)")
     args = p.parse_args()
-    check_outputs(args)
-
-    import tensorflow as tf  # only for the version line
+    machine.check_outputs(args)
 
     rows = []
     for model in args.models.split(","):
@@ -65,21 +56,15 @@ def main() -> None:
             for fpn in ("vfpn", "bifpn"):
                 rs = results[fpn]
                 ms = statistics.median(r["mean"] for r in rs)
-                rows.append(f"| {model} | {fpn} | {batch} | {rs[0]['params']:.3f}M | "
-                            f"{rs[0]['flops']:.3f}B | {ms:.1f} | {1000 / ms:.1f} | "
-                            f"{ms / base:.3f} |")
+                rows.append(machine.row(model, fpn, batch, f"{rs[0]['params']:.3f}M",
+                                        f"{rs[0]['flops']:.3f}B", f"{ms:.1f}",
+                                        f"{1000 / ms:.1f}", f"{ms / base:.3f}"))
                 print(rows[-1], flush=True)
-    header = [
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; "
-        f"TF {tf.__version__}; threads={args.threads or 'TF default'}; "
-        f"precision={args.precision or 'float32'}; {args.runs} timed runs after 5 warm-ups, "
-        f"median of {args.repeats} interleaved rounds.",
-        "",
-        "| model | fpn | batch | params | FLOPs/img | ms/img | img/s | vs BiFPN |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    text = "\n".join(header + rows) + "\n"
-    print_and_save(text, args.out)
+    above = machine.line(
+        f"threads={args.threads or 'TF default'}; precision={args.precision or 'float32'}; "
+        f"{args.runs} timed runs after 5 warm-ups, median of {args.repeats} interleaved rounds")
+    columns = ("model", "fpn", "batch", "params", "FLOPs/img", "ms/img", "img/s", "vs BiFPN")
+    machine.print_and_save(machine.table([above], columns, rows), args.out)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,11 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 from typing import List
 
-from bench_train import make_records
-from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import machine
+from bench_train import examples_per_sec, fake_data_training, make_records
+from machine import ROOT
 
 
 def _free_ports(n: int) -> List[int]:
@@ -38,34 +36,15 @@ def _free_ports(n: int) -> List[int]:
             s.close()
 
 
-def _examples_per_sec(model_dir: str) -> float:
-    import tensorflow as tf
-
-    values = []
-    for path in tf.io.gfile.glob(os.path.join(model_dir, "events.out.tfevents*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for v in event.summary.value:
-                if v.tag == "examples/sec":
-                    values.append((event.step, v.simple_value))
-    values = [v for _, v in sorted(values)][1:]
-    if not values:
-        raise RuntimeError(f"{model_dir}: no examples/sec summaries; raise --steps")
-    return statistics.median(values)
-
-
 def run(pattern: str, workers: int, args: argparse.Namespace, model_dir: str) -> float:
     """Train `args.steps` steps with `workers` tasks (1: one plain process); images/s."""
-    cmd = [sys.executable, os.path.join(ROOT, "main.py"), "--mode=train", "--use_fake_data",
-           f"--training_file_pattern={pattern}", "--model_name=efficientdet-d0",
-           f"--model_dir={model_dir}", f"--train_batch_size={args.batch}",
-           f"--num_examples_per_epoch={args.batch * args.steps}", "--num_epochs=1",
-           f"--log_every_n_steps={args.every}", "--log_every_secs=1e9",
-           f"--save_checkpoints_steps={args.steps}",
-           f"--hparams=num_classes=3,image_size={args.image_size},fpn_name={args.fpn}"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, os.path.join(ROOT, "main.py"), *fake_data_training(
+        pattern, model_dir, args.batch, args.steps, args.every,
+        f"image_size={args.image_size},fpn_name={args.fpn}")]
+    env = machine.quiet_env()
     if workers == 1:
         subprocess.run(cmd, check=True, capture_output=True, env=env)
-        return _examples_per_sec(model_dir)
+        return examples_per_sec(model_dir)
     addresses = [f"127.0.0.1:{p}" for p in _free_ports(workers)]
     procs = []
     for i in range(workers):
@@ -79,25 +58,18 @@ def run(pattern: str, workers: int, args: argparse.Namespace, model_dir: str) ->
         _, err = p.communicate()
         if p.returncode:
             raise RuntimeError(f"a task failed:\n{err[-3000:]}")
-    return _examples_per_sec(model_dir)
+    return examples_per_sec(model_dir)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--every", type=int, default=5)
+    p = machine.parser(__doc__, steps=30, every=5, image_size=256, rounds=2)
     p.add_argument("--batch", type=int, default=8, help="global batch (split over the tasks)")
-    p.add_argument("--image_size", type=int, default=256)
-    p.add_argument("--fpn", default="vfpn")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--out", default="")
-    add_overwrite_flag(p)
+    p.add_argument("--fpn", default="vfpn", help="the feature network (hparam fpn_name)")
     args = p.parse_args()
-    check_outputs(args)
-    import tensorflow as tf
+    machine.check_outputs(args)
 
     rates = {1: [], 2: []}
-    with tempfile.TemporaryDirectory() as work:
+    with machine.work_dir(None, "bench_multi_worker_") as work:
         pattern, _ = make_records(work)
         for r in range(args.rounds):
             for workers in rates:
@@ -105,18 +77,16 @@ def main() -> None:
                 rates[workers].append(value)
                 print(f"round {r + 1}: {workers} task(s): {value:.2f} images/s", flush=True)
     single = statistics.median(rates[1])
-    rows = [f"| {w} | {'one process' if w == 1 else f'{w} multi-worker tasks on loopback'} | "
-            f"{statistics.median(v):.2f} | {statistics.median(v) / single:.2f}x | "
-            f"{', '.join(f'{x:.2f}' for x in v)} |" for w, v in rates.items()]
-    text = "\n".join([
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; TF {tf.__version__}; threads: TF "
-        f"default in every process; float32; efficientdet-d0 {args.fpn} at {args.image_size}, "
-        f"global batch {args.batch}; median examples/sec of the chief over {args.steps} steps "
-        f"(every {args.every}, first interval dropped), input pipeline excluded "
-        f"(--use_fake_data); {args.rounds} interleaved rounds.",
-        "", "| tasks | how | train images/s | vs one process | per round |",
-        "|---|---|---|---|---|", *rows]) + "\n"
-    print_and_save(text, args.out)
+    rows = [machine.row(w, "one process" if w == 1 else f"{w} multi-worker tasks on loopback",
+                        f"{statistics.median(v):.2f}", f"{statistics.median(v) / single:.2f}x",
+                        ", ".join(f"{x:.2f}" for x in v)) for w, v in rates.items()]
+    above = machine.line(
+        f"threads: TF default in every process; float32; efficientdet-d0 {args.fpn} at "
+        f"{args.image_size}, global batch {args.batch}; median examples/sec of the chief over "
+        f"{args.steps} steps (every {args.every}, first interval dropped), input pipeline "
+        f"excluded (--use_fake_data); {args.rounds} interleaved rounds")
+    columns = ("tasks", "how", "train images/s", "vs one process", "per round")
+    machine.print_and_save(machine.table([above], columns, rows), args.out)
 
 
 if __name__ == "__main__":

@@ -40,14 +40,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-from machine import add_overwrite_flag, check_outputs, cpu_name, print_and_save
+import machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # the modules, and conftest's parity check
@@ -250,9 +249,8 @@ def openvino_capabilities() -> str:
 
 
 def versions() -> str:
-    import tensorflow as tf
-
-    out = [f"Python {platform.python_version()}", f"TF {tf.__version__}"]
+    """The serving runtimes' versions (Python's and TensorFlow's are on the machine line)."""
+    out = []
     for module, name in (("onnxruntime", "ONNX Runtime"), ("openvino", "OpenVINO")):
         try:
             if module == "openvino":
@@ -264,7 +262,7 @@ def versions() -> str:
             out.append(f"{name} {version}")
         except ImportError:
             pass
-    return ", ".join(out)
+    return ", ".join(out) or "neither ONNX Runtime nor OpenVINO installed"
 
 
 def _child(args: argparse.Namespace, mode: str, directory: str, batch: int) -> Dict:
@@ -296,7 +294,7 @@ def _header(args: argparse.Namespace, first: Dict[str, Dict], with_ap: bool) -> 
                  + (f", the trained one on {args.calibration_images} images of "
                     f"`{args.ap_calibration}`" if with_ap else "") + ".")
     header = [
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; {openvino_capabilities()}.",
+        machine.line(openvino_capabilities()),
         f"Versions: {versions()}. Threads: {args.threads or 'each runtime default'}. "
         f"End to end on {os.path.basename(IMAGE)} (1024x636 uint8, decoded outside the "
         f"timing): median over {args.rounds} interleaved rounds of the median of {args.runs} "
@@ -310,53 +308,37 @@ def _header(args: argparse.Namespace, first: Dict[str, Dict], with_ap: bool) -> 
          f"held-out images of `{args.ap_json}`, trained checkpoint `{args.ap_model_dir}` "
          f"exported at batch 1 with score threshold {args.ap_score_thresh}; parity: "
          f"detections vs the TF SavedModel's (boxes 1 px, scores 1e-3)." if with_ap else ""),
-        "",
-        "| model | fpn | batch | runtime | precision run | ms/img | img/s | vs TF frozen | "
-        "AP | AP50 | detections vs SavedModel |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    return [h for h in header[:6] if h] + header[6:]
+    return [h for h in header if h]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workdir", default="/tmp/bench_runtimes")
-    p.add_argument("--fpns", default="vfpn,bifpn")
-    p.add_argument("--batches", default="1,8")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--export_only", action="store_true")
-    p.add_argument("--ap_model_dir", default="")
-    p.add_argument("--ap_json", default="")
-    p.add_argument("--ap_images", default="")
+COLUMNS = ("model", "fpn", "batch", "runtime", "precision run", "ms/img", "img/s",
+           "vs TF frozen", "AP", "AP50", "detections vs SavedModel")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = machine.parser(__doc__, fpns="vfpn,bifpn", batches="1,8", rounds=3, runs=10, warmup=3,
+                       threads=0)
+    p.add_argument("--workdir", default="/tmp/bench_runtimes",
+                   help="the exports, kept: a later run reuses them")
+    p.add_argument("--export_only", action="store_true", help="export, then stop")
+    p.add_argument("--ap_model_dir", default="", help="trained model whose AP each runtime gets")
+    p.add_argument("--ap_json", default="", help="its held-out ground truth (COCO json)")
+    p.add_argument("--ap_images", default="", help="the directory of that json's images")
     p.add_argument("--ap_score_thresh", type=float, default=0.001)
     p.add_argument("--ap_calibration", default="",
                    help="calibration images of the trained model's int8 exports: its training "
                         "split's TFRecords (or an image glob); needed with --ap_model_dir")
     p.add_argument("--calibration_images", type=int, default=300)
-    p.add_argument("--out", default="")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     p.add_argument("--child_dir", default="", help=argparse.SUPPRESS)
     p.add_argument("--child_batch", type=int, default=1, help=argparse.SUPPRESS)
-    add_overwrite_flag(p)
-    args = p.parse_args()
-    check_outputs(args)
+    return p
 
-    if args.child == "time":
-        result = time_one(args.child_dir, args.child_batch, args.rounds, args.runs,
-                          args.warmup, args.threads)
-        print(json.dumps(result))
-        return
-    if args.child == "ap":
-        print(json.dumps(ap_one(args.child_dir, args.ap_json, args.ap_images, args.threads)))
-        return
 
-    if args.ap_model_dir and not args.ap_calibration:
-        p.error("--ap_model_dir needs --ap_calibration (the training split's TFRecords) for "
-                "its int8 models")
-    combos = [(fpn, int(b)) for b in args.batches.split(",") for fpn in args.fpns.split(",")]
+def _export(args: argparse.Namespace, combos: List[Tuple[str, int]]) -> str:
+    """Every export the run needs (kept in --workdir, reused); returns the trained model's
+    export directory."""
     for fpn, batch in combos:
         print(f"export {fpn} batch {batch}", flush=True)
         export_all(os.path.join(args.workdir, f"{fpn}_b{batch}"), fpn, batch)
@@ -365,18 +347,11 @@ def main() -> None:
         print("export the trained model", flush=True)
         export_all(ap_dir, "", 1, args.ap_model_dir, args.ap_score_thresh,
                    args.ap_calibration, args.calibration_images)
-    if args.export_only:
-        return
+    return ap_dir
 
-    start = time.time()
-    timings = {}
-    for fpn, batch in combos:
-        print(f"timing {fpn} batch {batch}", flush=True)
-        timings[(fpn, batch)] = _child(args, "time", os.path.join(args.workdir,
-                                                                   f"{fpn}_b{batch}"), batch)
-    aps = _child(args, "ap", ap_dir, 1) if args.ap_model_dir else {}
-    print(f"measured in {time.time() - start:.0f} s", flush=True)
 
+def _rows(timings: Dict[Tuple[str, int], Dict], aps: Dict[str, Dict]) -> List[str]:
+    """The table's rows: every runtime of every (fpn, batch), AP on the vfpn batch-1 rows."""
     rows = []
     for (fpn, batch), result in timings.items():
         base = result[BASELINE]["ms"]
@@ -386,11 +361,41 @@ def main() -> None:
                         else " | | ")
             if fpn == "vfpn" and batch == 1 and aps and not ap:
                 ap_cells = "n/a | n/a | one image size only"
-            rows.append(f"| {MODEL} | {fpn} | {batch} | {label} | {r['precision']} | "
-                        f"{r['ms']:.1f} | {1000.0 / r['ms']:.1f} | {r['ms'] / base:.2f} | "
-                        f"{ap_cells} |")
-    text = "\n".join(_header(args, next(iter(timings.values())), bool(aps)) + rows) + "\n"
-    print_and_save(text, args.out)
+            rows.append(machine.row(MODEL, fpn, batch, label, r["precision"], f"{r['ms']:.1f}",
+                                    f"{1000.0 / r['ms']:.1f}", f"{r['ms'] / base:.2f}",
+                                    ap_cells))
+    return rows
+
+
+def main() -> None:
+    p = _parser()
+    args = p.parse_args()
+    machine.check_outputs(args)
+    if args.child == "time":
+        print(json.dumps(time_one(args.child_dir, args.child_batch, args.rounds, args.runs,
+                                  args.warmup, args.threads)))
+        return
+    if args.child == "ap":
+        print(json.dumps(ap_one(args.child_dir, args.ap_json, args.ap_images, args.threads)))
+        return
+    if args.ap_model_dir and not args.ap_calibration:
+        p.error("--ap_model_dir needs --ap_calibration (the training split's TFRecords) for "
+                "its int8 models")
+    combos = [(fpn, int(b)) for b in args.batches.split(",") for fpn in args.fpns.split(",")]
+    ap_dir = _export(args, combos)
+    if args.export_only:
+        return
+    start = time.time()
+    timings = {}
+    for fpn, batch in combos:
+        print(f"timing {fpn} batch {batch}", flush=True)
+        timings[(fpn, batch)] = _child(args, "time", os.path.join(args.workdir,
+                                                                   f"{fpn}_b{batch}"), batch)
+    aps = _child(args, "ap", ap_dir, 1) if args.ap_model_dir else {}
+    print(f"measured in {time.time() - start:.0f} s", flush=True)
+    text = machine.table(_header(args, next(iter(timings.values())), bool(aps)), COLUMNS,
+                         _rows(timings, aps))
+    machine.print_and_save(text, args.out)
 
 
 if __name__ == "__main__":

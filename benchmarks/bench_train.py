@@ -26,13 +26,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Dict, List, Tuple
 
-from machine import add_overwrite_flag, check_outputs, cpu_features, cpu_name, print_and_save
+import machine
+from machine import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = ("moving_average_decay=0,batch_norm_momentum=0.9,train_scale_min=0.8,"
           "train_scale_max=1.2,optimizer=adam,learning_rate=0.032,lr_warmup_init=0.0001,"
           "lr_warmup_epoch=0.5,bn_recalibration_images=32")
@@ -40,7 +39,7 @@ RECIPE = ("moving_average_decay=0,batch_norm_momentum=0.9,train_scale_min=0.8,"
 
 def make_records(work: str, num_images: int = 16) -> Tuple[str, str]:
     """(record pattern, COCO json) of `num_images` sample images of 400..640 px."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = machine.quiet_env()
     subprocess.run([sys.executable, os.path.join(ROOT, "dataset", "sample_dataset.py"),
                     f"--output_dir={work}", f"--num_images={num_images}", "--format=coco",
                     "--min_size=400", "--max_size=640"], check=True, capture_output=True, env=env)
@@ -68,27 +67,38 @@ def _main_py(args: List[str]) -> float:
     """Run main.py with `args`; returns its wall seconds."""
     start = time.perf_counter()
     result = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args],
-                            capture_output=True, text=True,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                            capture_output=True, text=True, env=machine.quiet_env())
     if result.returncode:
         raise RuntimeError(f"main.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - start
 
 
+def fake_data_training(pattern: str, model_dir: str, batch: int, steps: int, every: int,
+                       hparams: str) -> List[str]:
+    """main.py's arguments for `steps` d0 training steps of `batch` on the first batch of
+    `pattern` repeated (--use_fake_data: the input pipeline costs nothing), an examples/sec
+    summary every `every` steps; `hparams` beyond num_classes=3."""
+    return ["--mode=train", "--use_fake_data", f"--training_file_pattern={pattern}",
+            "--model_name=efficientdet-d0", f"--model_dir={model_dir}",
+            f"--train_batch_size={batch}", f"--num_examples_per_epoch={batch * steps}",
+            "--num_epochs=1", f"--log_every_n_steps={every}", "--log_every_secs=1e9",
+            f"--save_checkpoints_steps={steps}", f"--hparams=num_classes=3,{hparams}"]
+
+
+def examples_per_sec(model_dir: str) -> float:
+    """The median of a run's `examples/sec` summaries, the first (warm-up) interval dropped."""
+    rates = [v for _, v in scalars(model_dir, "examples/sec")][1:]
+    if not rates:
+        raise RuntimeError(f"{model_dir}: no examples/sec summaries; raise --steps")
+    return statistics.median(rates)
+
+
 def throughput(pattern: str, fpn: str, size: int, precision: str, args: argparse.Namespace,
                model_dir: str) -> Dict[str, float]:
     """{'images_per_s', 'first_step_s'} of one fake-data training run."""
-    steps = args.steps
-    _main_py(["--mode=train", "--use_fake_data", f"--training_file_pattern={pattern}",
-              "--model_name=efficientdet-d0", f"--model_dir={model_dir}",
-              f"--train_batch_size={args.batch}", f"--num_examples_per_epoch={args.batch * steps}",
-              "--num_epochs=1", f"--log_every_n_steps={args.every}", "--log_every_secs=1e9",
-              f"--save_checkpoints_steps={steps}",
-              f"--hparams=num_classes=3,image_size={size},fpn_name={fpn},precision={precision}"])
-    rates = [v for _, v in scalars(model_dir, "examples/sec")][1:]
-    if not rates:
-        raise RuntimeError("no examples/sec summaries; raise --steps")
-    return {"images_per_s": statistics.median(rates),
+    _main_py(fake_data_training(pattern, model_dir, args.batch, args.steps, args.every,
+                                f"image_size={size},fpn_name={fpn},precision={precision}"))
+    return {"images_per_s": examples_per_sec(model_dir),
             "first_step_s": scalars(model_dir, "first_step_seconds")[0][1]}
 
 
@@ -105,39 +115,25 @@ def overhead_run(pattern: str, json_file: str, epochs: int, args: argparse.Names
         f"--num_epochs={epochs}", f"--log_every_n_steps={max(1, steps // 4)}",
         "--log_every_secs=1e9", "--tf_random_seed=1",
         f"--hparams=num_classes=3,image_size=256,{RECIPE}"])
-    rates = [v for _, v in scalars(model_dir, "examples/sec")][1:]
-    training = epochs * steps * args.batch / statistics.median(rates)
+    training = epochs * steps * args.batch / examples_per_sec(model_dir)
     evals = sum(v for _, v in scalars(os.path.join(model_dir, "eval"), "eval_seconds"))
     return wall - training - evals
 
 
 def precisions() -> List[str]:
     """float32, and mixed_bfloat16 where the CPU computes bf16 natively."""
-    native = "AVX-512 BF16 yes" in cpu_features() or "AMX yes" in cpu_features()
+    native = ("AVX-512 BF16 yes" in machine.cpu_features()
+              or "AMX yes" in machine.cpu_features())
     return ["float32"] + (["mixed_bfloat16"] if native else [])
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=30, help="steps per throughput run")
-    p.add_argument("--every", type=int, default=5, help="steps per examples/sec summary")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--sizes", default="256,512")
-    p.add_argument("--fpns", default="vfpn,bifpn")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--overhead_steps", type=int, default=16, help="steps per epoch")
-    p.add_argument("--eval_images", type=int, default=16)
-    p.add_argument("--out", default="")
-    add_overwrite_flag(p)
-    args = p.parse_args()
-    check_outputs(args)
-    import tensorflow as tf
-
-    configs = [(fpn, int(size), precision) for size in args.sizes.split(",")
-               for fpn in args.fpns.split(",") for precision in precisions()]
+def measure(args: argparse.Namespace, configs: List[Tuple[str, int, str]]
+            ) -> Tuple[Dict[tuple, List[Dict[str, float]]], List[float]]:
+    """--rounds interleaved rounds of every throughput configuration and of the 1- and 3-epoch
+    train_and_eval runs: ({config: [throughput per round]}, [per-epoch overhead per round])."""
     rates: Dict[tuple, List[Dict[str, float]]] = {c: [] for c in configs}
     overhead: Dict[int, List[float]] = {1: [], 3: []}
-    with tempfile.TemporaryDirectory() as work:
+    with machine.work_dir(None, "bench_train_") as work:
         pattern, json_file = make_records(work)
         for r in range(args.rounds):
             for c in configs:
@@ -148,32 +144,43 @@ def main() -> None:
                                                      os.path.join(work, f"o{r}-{epochs}")))
                 print(f"round {r + 1}: train_and_eval x{epochs}: {overhead[epochs][-1]:.1f} s "
                       f"outside steps and eval passes", flush=True)
-    f32 = {(fpn, size): statistics.median(x["images_per_s"] for x in rates[(fpn, size,
-                                                                            "float32")])
-           for fpn, size, _ in configs}
+    return rates, [(three - one) / 2 for one, three in zip(overhead[1], overhead[3])]
+
+
+def main() -> None:
+    p = machine.parser(__doc__, steps=30, every=5, batch=8, fpns="vfpn,bifpn", rounds=2)
+    p.add_argument("--sizes", default="256,512", help="comma-separated image sizes, pixels")
+    p.add_argument("--overhead_steps", type=int, default=16, help="steps per epoch")
+    p.add_argument("--eval_images", type=int, default=16)
+    args = p.parse_args()
+    machine.check_outputs(args)
+
+    configs = [(fpn, int(size), precision) for size in args.sizes.split(",")
+               for fpn in args.fpns.split(",") for precision in precisions()]
+    rates, per_epoch = measure(args, configs)
     rows = []
     for fpn, size, precision in configs:
         ips = statistics.median(x["images_per_s"] for x in rates[(fpn, size, precision)])
+        f32 = statistics.median(x["images_per_s"] for x in rates[(fpn, size, "float32")])
         first = statistics.median(x["first_step_s"] for x in rates[(fpn, size, precision)])
-        rows.append(f"| efficientdet-d0 | {fpn} | {size} | {args.batch} | {precision} | "
-                    f"{ips:.2f} | {ips / f32[(fpn, size)]:.2f}x | {first:.1f} |")
-    per_epoch = [(three - one) / 2 for one, three in zip(overhead[1], overhead[3])]
-    text = "\n".join([
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; Python {sys.version.split()[0]}; TF "
-        f"{tf.__version__}; threads: TF default; median over {args.rounds} interleaved rounds.",
-        "", f"Training throughput: `main.py --mode=train --use_fake_data` (input pipeline "
-            f"excluded), {args.steps} steps, median examples/sec (every {args.every} steps, "
-            f"first interval dropped); first step: graph optimisation, session start and the "
-            f"first update.", "",
-        "| model | fpn | image size | batch | precision | train images/s | vs float32 | "
-        "first step s |", "|---|---|---|---|---|---|---|---|", *rows, "",
-        f"train_and_eval per-epoch overhead (VFPN-d0, 256 px, batch {args.batch}, "
+        rows.append(machine.row("efficientdet-d0", fpn, size, args.batch, precision,
+                                f"{ips:.2f}", f"{ips / f32:.2f}x", f"{first:.1f}"))
+    above = [
+        machine.line(f"threads: TF default; median over {args.rounds} interleaved rounds"), "",
+        f"Training throughput: `main.py --mode=train --use_fake_data` (input pipeline "
+        f"excluded), {args.steps} steps, median examples/sec (every {args.every} steps, first "
+        f"interval dropped); first step: graph optimisation, session start and the first "
+        f"update."]
+    columns = ("model", "fpn", "image size", "batch", "precision", "train images/s",
+               "vs float32", "first step s")
+    text = machine.table(above, columns, rows) + (
+        f"\ntrain_and_eval per-epoch overhead (VFPN-d0, 256 px, batch {args.batch}, "
         f"{args.overhead_steps} steps per epoch, {args.eval_images} eval images, the learning "
         f"benchmark's recipe with bn_recalibration_images=32, real input pipeline): seconds "
         f"per further epoch outside training steps and eval forward passes (3-epoch run minus "
         f"1-epoch run, halved): median {statistics.median(per_epoch):.1f} s "
-        f"(rounds: {', '.join(f'{x:.1f}' for x in per_epoch)})."]) + "\n"
-    print_and_save(text, args.out)
+        f"(rounds: {', '.join(f'{x:.1f}' for x in per_epoch)}).\n")
+    machine.print_and_save(text, args.out)
 
 
 if __name__ == "__main__":

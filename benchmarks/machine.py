@@ -1,18 +1,28 @@
-"""The machine line and table output shared by the benchmark scripts (they run as
-`python benchmarks/<name>.py`, so this module is importable beside them).
+"""What the benchmark scripts share (they run as `python benchmarks/<name>.py`, so this module
+is importable beside them): their flags, the machine line, tables and work directories.
+
+* `parser(doc, out=True, **defaults)`: an argparse parser described by the script's docstring,
+  with the flags every benchmark words alike (`--runs`, `--threads`, `--batches`, ...; see
+  `COMMON_FLAGS`) at the script's own defaults, and `--out` / `--overwrite` for a results file.
+* `line(details)`: the `Machine: ...` line above every table (CPU and its features, CPU count,
+  Python and TensorFlow versions), `row(...)` and `table(...)` the markdown around the numbers.
+* `work_dir(path, prefix)`: the directory a benchmark generates its data in.
 
 Results files follow outputs.py's policy: `check_outputs` refuses, before anything runs, an
-`--out` (or `--plot`) file that exists unless `--overwrite` (`add_overwrite_flag`), and
-`print_and_save` writes atomically.
+`--out` (or `--plot`) file that exists unless `--overwrite`, and `print_and_save` writes
+atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
+import shutil
 import sys
-from typing import Optional, Sequence
+import tempfile
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 # outputs.py and cli.py live in the repository root, one level up.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,10 +65,46 @@ def cpu_name() -> str:
     return f"{name} ({cpu_features()})"
 
 
-def add_overwrite_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing output files (--out, --plot); without it they "
-                             "are refused before anything runs")
+# The flags several benchmarks share, worded once: {name: (type, help)}. Each script gives its
+# own default (`parser(doc, runs=20)`); a flag that means something else in one script (e.g.
+# bench_converters' --threads, a list of worker counts) is that script's own.
+COMMON_FLAGS: Dict[str, Tuple[type, str]] = {
+    "models": (str, "comma-separated model names"),
+    "model_name": (str, "the model preset"),
+    "fpns": (str, "comma-separated feature networks (hparam fpn_name)"),
+    "batches": (str, "comma-separated batch sizes"),
+    "runs": (int, "timed calls per measurement, after the warm-ups"),
+    "warmup": (int, "untimed calls, batches or steps before the timed ones"),
+    "repeats": (int, "interleaved rounds; the table reports the median over them"),
+    "rounds": (int, "interleaved rounds; the table reports the median over them"),
+    "threads": (int, "threads of each timed process (0: the runtime's default)"),
+    "image_size": (int, "the model's input size, pixels"),
+    "batch": (int, "training batch size"),
+    "steps": (int, "training steps"),
+    "every": (int, "steps between two examples/sec summaries (the first interval is dropped)"),
+    "num_images": (int, "images generated with dataset/sample_dataset.py"),
+    "min_size": (int, "smallest side of a generated image, pixels"),
+    "max_size": (int, "largest side of a generated image, pixels"),
+    "noise": (float, "pixel noise std; 0 gives flat, unrealistically cheap JPEGs"),
+    "work_dir": (str, "where the generated data goes (default: a temporary directory, removed "
+                      "afterwards)"),
+}
+
+
+def parser(doc: str, out: bool = True, **defaults: Any) -> argparse.ArgumentParser:
+    """A benchmark's parser: its description is the first line of `doc` (the script's module
+    docstring); one flag per keyword of `defaults`, typed and worded by `COMMON_FLAGS`, with
+    that default; with `out`, `--out` (a markdown results file) and `--overwrite`."""
+    p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    for name, default in defaults.items():
+        kind, text = COMMON_FLAGS[name]
+        p.add_argument(f"--{name}", type=kind, default=default, help=text)
+    if out:
+        p.add_argument("--out", default="", help="markdown results file")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace existing output files (--out, --plot, ...); without it "
+                            "they are refused before anything runs")
+    return p
 
 
 def check_outputs(args: argparse.Namespace, flags: Sequence[str] = ("out",)) -> None:
@@ -76,3 +122,44 @@ def print_and_save(text: str, out: Optional[str]) -> None:
     print(text)
     if out:
         outputs.write_file(out, text)
+
+
+def line(details: str = "") -> str:
+    """`Machine: <CPU (features)>, <n> CPUs; Python <v>; TF <v>; <details>.`: the line above
+    every results table (TensorFlow is imported for its version)."""
+    tf = cli.import_tensorflow()
+    return (f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; Python {platform.python_version()}; "
+            f"TF {tf.__version__}" + (f"; {details}." if details else "."))
+
+
+def row(*cells: Any) -> str:
+    """One markdown table row."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def table(above: Sequence[str], columns: Sequence[str], rows: Sequence[str]) -> str:
+    """A results text: the lines `above` (the machine line, what was measured) and a blank
+    line, when there are any, then the markdown table of `columns` and `rows` (see `row`)."""
+    head = [*above, ""] if above else []
+    return "\n".join([*head, row(*columns), "|" + "---|" * len(columns), *rows]) + "\n"
+
+
+@contextlib.contextmanager
+def work_dir(path: Optional[str], prefix: str) -> Iterator[str]:
+    """`path` when given (created if needed, kept afterwards), else a new temporary directory
+    named `prefix...`, removed with everything in it afterwards."""
+    if path:
+        os.makedirs(path, exist_ok=True)
+        yield path
+        return
+    made = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
+
+
+def quiet_env(**extra: str) -> Dict[str, str]:
+    """The environment of a child process: this one's, with TensorFlow's C++ INFO and WARNING
+    lines off, plus `extra`."""
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **extra)

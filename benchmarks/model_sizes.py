@@ -9,18 +9,11 @@ Nothing is timed, so the machine does not matter.
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
+import machine  # puts the repository root on sys.path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import cli  # noqa: E402
+import cli
 
 tf = cli.import_tensorflow()  # first, so that TF's start-up noise is filtered
-
-from machine import add_overwrite_flag, check_outputs, print_and_save  # noqa: E402
 
 import efficientdet_arch  # noqa: E402
 import hparams_config  # noqa: E402
@@ -41,24 +34,23 @@ def count(model_name: str, fpn_name: str):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--out", default=None)
-    add_overwrite_flag(parser)
-    args = parser.parse_args()
-    check_outputs(args)
-    rows = ["| model | input | VFPN params | VFPN FLOPs | BiFPN params | BiFPN FLOPs | "
-            "VFPN / BiFPN FLOPs |", "|---|---|---|---|---|---|---|"]
+    args = machine.parser(__doc__, models=",".join(MODELS)).parse_args()
+    machine.check_outputs(args)
+    rows = []
     for model in args.models.split(","):
         vp, vf, (h, w) = count(model, "vfpn")
         bp, bf, _ = count(model, "bifpn")
-        rows.append(f"| {model} | {w}x{h} | {vp / 1e6:.2f}M | {vf / 1e9:.2f}B | "
-                    f"{bp / 1e6:.2f}M | {bf / 1e9:.2f}B | {vf / bf:.3f} |")
+        rows.append(machine.row(model, f"{w}x{h}", f"{vp / 1e6:.2f}M", f"{vf / 1e9:.2f}B",
+                                f"{bp / 1e6:.2f}M", f"{bf / 1e9:.2f}B", f"{vf / bf:.3f}"))
         print(rows[-1], flush=True)
+    columns = ("model", "input", "VFPN params", "VFPN FLOPs", "BiFPN params", "BiFPN FLOPs",
+               "VFPN / BiFPN FLOPs")
+    # No machine line: counts do not depend on the machine (the table leads, as in the README).
+    table = machine.table([], columns, rows)
     note = ("\nTrainable parameters at 90 classes; FLOPs are multiply-adds (TF profiler float "
             "ops / 2) for one image at the preset's input size. Made with "
             "`python benchmarks/model_sizes.py`.\n")
-    print_and_save("\n".join(rows) + "\n" + note, args.out)
+    machine.print_and_save(table + note, args.out)
 
 
 if __name__ == "__main__":

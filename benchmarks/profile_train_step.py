@@ -17,19 +17,15 @@ import argparse
 import collections
 import os
 import statistics
-import sys
 import time
-from typing import Dict
+from typing import Dict, List, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import machine  # puts the repository root on sys.path
 
-import cli  # noqa: E402
+import cli
 
 tf = cli.import_tensorflow()
 tf1 = tf.compat.v1
-
-from machine import cpu_name  # noqa: E402
 
 import dataloader  # noqa: E402
 import det_model_fn  # noqa: E402
@@ -70,48 +66,34 @@ def build(args: argparse.Namespace, pattern: str):
     return graph, spec.train_op, init, time.perf_counter() - start
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--image_size", type=int, default=256)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--fpn", default="vfpn")
-    p.add_argument("--hparams", default="", help="extra hparams, e.g. precision=mixed_bfloat16")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--steps", type=int, default=3, help="traced steps")
-    p.add_argument("--timed", type=int, default=10, help="untraced steps for the step time")
-    p.add_argument("--top", type=int, default=25)
-    p.add_argument("--xla", action="store_true", help="XLA auto-clustering (global_jit ON_1)")
-    p.add_argument("--no_grappler", action="store_true", help="session without Grappler")
-    p.add_argument("--work_dir", default="/tmp/profile_train_step")
-    args = p.parse_args()
-
-    os.makedirs(args.work_dir, exist_ok=True)
-    pattern = os.path.join(args.work_dir, "rec", "train-*")
-    if not tf.io.gfile.glob(pattern):
-        pattern = _records(args.work_dir, args.image_size)
-    graph, train_op, init, built = build(args, pattern)
+def _session(graph, init, xla: bool, no_grappler: bool):
+    """(session with the variables initialised, seconds it took)."""
     config = tf1.ConfigProto()
-    if args.xla:
+    if xla:
         config.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
-    if args.no_grappler:
+    if no_grappler:
         config.graph_options.rewrite_options.disable_meta_optimizer = True
     start = time.perf_counter()
     sess = tf1.Session(graph=graph, config=config)
     sess.run(init)
-    created = time.perf_counter() - start
-    start = time.perf_counter()
-    sess.run(train_op)
-    first = time.perf_counter() - start
-    for _ in range(args.warmup):
-        sess.run(train_op)
+    return sess, time.perf_counter() - start
+
+
+def _step_seconds(sess, train_op, runs: int) -> List[float]:
+    """Wall seconds of each of `runs` untraced steps."""
     times = []
-    for _ in range(args.timed):
+    for _ in range(runs):
         start = time.perf_counter()
         sess.run(train_op)
         times.append(time.perf_counter() - start)
+    return times
+
+
+def _op_seconds(sess, train_op, steps: int) -> Tuple[Dict[str, float], Dict[str, int]]:
+    """({op type: seconds}, {op type: ops}) summed over `steps` traced steps."""
     by_type: Dict[str, float] = collections.defaultdict(float)
     count: Dict[str, int] = collections.defaultdict(int)
-    for _ in range(args.steps):
+    for _ in range(steps):
         meta = tf1.RunMetadata()
         sess.run(train_op, options=tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE),
                  run_metadata=meta)
@@ -121,18 +103,45 @@ def main() -> None:
                     node.node_name.split(":")[0]
                 by_type[kind] += node.all_end_rel_micros / 1e6
                 count[kind] += 1
+    return by_type, count
+
+
+def main() -> None:
+    p = machine.parser(__doc__, out=False, image_size=256, batch=8, warmup=5)
+    p.add_argument("--fpn", default="vfpn", help="the feature network (hparam fpn_name)")
+    p.add_argument("--hparams", default="", help="extra hparams, e.g. precision=mixed_bfloat16")
+    p.add_argument("--steps", type=int, default=3, help="traced steps")
+    p.add_argument("--timed", type=int, default=10, help="untraced steps for the step time")
+    p.add_argument("--top", type=int, default=25, help="op types listed")
+    p.add_argument("--xla", action="store_true", help="XLA auto-clustering (global_jit ON_1)")
+    p.add_argument("--no_grappler", action="store_true", help="session without Grappler")
+    p.add_argument("--work_dir", default="/tmp/profile_train_step",
+                   help="the sample records, kept: a later run reuses them")
+    args = p.parse_args()
+
+    os.makedirs(args.work_dir, exist_ok=True)
+    pattern = os.path.join(args.work_dir, "rec", "train-*")
+    if not tf.io.gfile.glob(pattern):
+        pattern = _records(args.work_dir, args.image_size)
+    graph, train_op, init, built = build(args, pattern)
+    sess, created = _session(graph, init, args.xla, args.no_grappler)
+    (first,) = _step_seconds(sess, train_op, 1)
+    _step_seconds(sess, train_op, args.warmup)
+    step = statistics.median(_step_seconds(sess, train_op, args.timed))
+    by_type, count = _op_seconds(sess, train_op, args.steps)
     total = sum(by_type.values())
-    step = statistics.median(times)
-    print(f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; TF {tf.__version__}; d0 {args.fpn} "
-          f"{args.image_size} px, batch {args.batch}, hparams '{args.hparams}', "
-          f"xla={args.xla}, grappler={'off' if args.no_grappler else 'on'}")
-    print(f"graph built in {built:.1f} s, session made and initialised in {created:.1f} s, "
-          f"first step {first:.1f} s; step {step * 1000:.0f} ms median of {args.timed} "
-          f"({args.batch / step:.2f} images/s)")
-    print("\n| op type | ops per step | seconds per step | share of op time |\n|---|---|---|---|")
-    for kind, seconds in sorted(by_type.items(), key=lambda kv: -kv[1])[:args.top]:
-        print(f"| {kind} | {count[kind] // args.steps} | {seconds / args.steps:.3f} | "
-              f"{100 * seconds / total:.1f}% |")
+    above = [
+        machine.line(f"d0 {args.fpn} {args.image_size} px, batch {args.batch}, hparams "
+                     f"'{args.hparams}', xla={args.xla}, grappler="
+                     f"{'off' if args.no_grappler else 'on'}"),
+        f"graph built in {built:.1f} s, session made and initialised in {created:.1f} s, "
+        f"first step {first:.1f} s; step {step * 1000:.0f} ms median of {args.timed} "
+        f"({args.batch / step:.2f} images/s)"]
+    rows = [machine.row(kind, count[kind] // args.steps, f"{seconds / args.steps:.3f}",
+                        f"{100 * seconds / total:.1f}%")
+            for kind, seconds in sorted(by_type.items(), key=lambda kv: -kv[1])[:args.top]]
+    columns = ("op type", "ops per step", "seconds per step", "share of op time")
+    print(machine.table(above, columns, rows), end="")
 
 
 if __name__ == "__main__":

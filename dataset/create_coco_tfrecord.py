@@ -454,22 +454,14 @@ def create_coco_tfrecord(opts: ConvertOptions, progress: bool = True) -> Summary
 
 
 def run(opts: ConvertOptions) -> int:
-    """Convert, print the summary; exit status 0, or `errors.DataError` when no record was
-    written (every listed image was skipped; the summary above says why)."""
+    """Convert and print the summary (images seen, written, skipped by reason); exit status
+    0, or `errors.DataError` when every listed image was skipped."""
     summary = create_coco_tfrecord(opts)
     print(summary.format(), flush=True)
     validation.require_written(summary)
     return 0
 
 
-def main(argv: List[str]) -> int:
-    del argv
-    cli.import_tensorflow()  # keeps TF's start-up noise (CUDA probes) out of the log
-    return cli.run_and_report(PROG, run, cli.options_from_flags(ConvertOptions))
-
-
 if __name__ == "__main__":
-    from absl import app
-
-    cli.define_flags(ConvertOptions)
-    app.run(main)
+    # TensorFlow writes the records; imported first, its start-up noise stays out of the log.
+    cli.run_tool(PROG, run, ConvertOptions, tensorflow=True)

@@ -228,6 +228,46 @@ def _convert_objects(options: VocOptions, objects: List[Dict[str, Any]], xml_pat
     return cols, json_annotations
 
 
+def _read_xml(xml_path: str, image_item: str, problems: List[Problem]
+              ) -> Optional[Dict[str, Any]]:
+    """The parsed annotation xml, or None with the reason added to `problems`."""
+    if not os.path.isfile(xml_path):
+        problems.append(Problem("missing_annotation_file", xml_path, image_item,
+                                "annotation xml not found"))
+        return None
+    try:
+        return parse_voc_xml(xml_path)
+    except Exception as e:  # noqa: BLE001 - lxml raises XMLSyntaxError, OSError, ...
+        problems.append(Problem("bad_annotation_file", xml_path, image_item,
+                                f"cannot parse the xml ({type(e).__name__}: {e})"))
+        return None
+
+
+def _record_values(loaded: validation.LoadedImage, file_name: str,
+                   cols: Dict[str, List[Any]]) -> Dict[str, Any]:
+    """One image's record values (without image/source_id) from its loaded JPEG and the
+    object columns of `_convert_objects`."""
+    return {
+        "image/height": loaded.height,
+        "image/width": loaded.width,
+        "image/filename": file_name,
+        "image/key/sha256": hashlib.sha256(loaded.encoded).hexdigest(),
+        "image/encoded": loaded.encoded,
+        "image/format": "jpeg",
+        "image/object/bbox/xmin": cols["xmin"],
+        "image/object/bbox/xmax": cols["xmax"],
+        "image/object/bbox/ymin": cols["ymin"],
+        "image/object/bbox/ymax": cols["ymax"],
+        "image/object/class/text": cols["text"],
+        "image/object/class/label": cols["label"],
+        "image/object/difficult": cols["difficult"],
+        "image/object/truncated": cols["truncated"],
+        "image/object/view": cols["view"],
+        "image/object/area": cols["area"],
+        "image/object/is_crowd": [0] * len(cols["label"]),
+    }
+
+
 def process_example(options: VocOptions, task: VocTask) -> WorkerResult:
     """Parse, check and convert one VOC image; runs in a worker process (no TensorFlow).
 
@@ -239,15 +279,8 @@ def process_example(options: VocOptions, task: VocTask) -> WorkerResult:
     image_item = f"image '{task.name}' ({task.year})"
     problems: List[Problem] = []
     notes: List[Tuple[str, str]] = []
-    if not os.path.isfile(xml_path):
-        problems.append(Problem("missing_annotation_file", xml_path, image_item,
-                                "annotation xml not found"))
-        return WorkerResult(None, problems, notes)
-    try:
-        data = parse_voc_xml(xml_path)
-    except Exception as e:  # noqa: BLE001 - lxml raises XMLSyntaxError, OSError, ...
-        problems.append(Problem("bad_annotation_file", xml_path, image_item,
-                                f"cannot parse the xml ({type(e).__name__}: {e})"))
+    data = _read_xml(xml_path, image_item, problems)
+    if data is None:
         return WorkerResult(None, problems, notes)
     objects = [o for o in data["object"] if isinstance(o, dict)]
     filename = data.get("filename") if isinstance(data.get("filename"), str) else ""
@@ -275,28 +308,10 @@ def process_example(options: VocOptions, task: VocTask) -> WorkerResult:
         problems.append(Problem("too_many_instances", xml_path, image_item, msg))
         return WorkerResult(None, problems, notes, boxes_in_skipped_image=num_boxes)
     file_name = os.path.basename(image_path)
-    values: Dict[str, Any] = {
-        "image/height": height,
-        "image/width": width,
-        "image/filename": file_name,
-        "image/key/sha256": hashlib.sha256(loaded.encoded).hexdigest(),
-        "image/encoded": loaded.encoded,
-        "image/format": "jpeg",
-        "image/object/bbox/xmin": cols["xmin"],
-        "image/object/bbox/xmax": cols["xmax"],
-        "image/object/bbox/ymin": cols["ymin"],
-        "image/object/bbox/ymax": cols["ymax"],
-        "image/object/class/text": cols["text"],
-        "image/object/class/label": cols["label"],
-        "image/object/difficult": cols["difficult"],
-        "image/object/truncated": cols["truncated"],
-        "image/object/view": cols["view"],
-        "image/object/area": cols["area"],
-        "image/object/is_crowd": [0] * num_boxes,
-    }
     extra = {"file_name": file_name, "width": width, "height": height,
              "annotations": json_annotations}
-    return WorkerResult(values, problems, notes, num_boxes=num_boxes, extra=extra)
+    return WorkerResult(_record_values(loaded, file_name, cols), problems, notes,
+                        num_boxes=num_boxes, extra=extra)
 
 
 def read_image_list(data_dir: str, year: str, set_name: str) -> Tuple[str, List[str]]:
@@ -406,22 +421,14 @@ def create_pascal_tfrecord(opts: ConvertOptions, progress: bool = True) -> Summa
 
 
 def run(opts: ConvertOptions) -> int:
-    """Convert, print the summary; exit status 0, or `errors.DataError` when no record was
-    written (every listed image was skipped; the summary above says why)."""
+    """Convert, write the ground-truth json and print the summary, which names the json;
+    exit status 0, or `errors.DataError` when no image of the lists was written."""
     summary = create_pascal_tfrecord(opts)
     print(summary.format(), flush=True)
     validation.require_written(summary)
     return 0
 
 
-def main(argv: List[str]) -> int:
-    del argv
-    cli.import_tensorflow()  # keeps TF's start-up noise (CUDA probes) out of the log
-    return cli.run_and_report(PROG, run, cli.options_from_flags(ConvertOptions))
-
-
 if __name__ == "__main__":
-    from absl import app
-
-    cli.define_flags(ConvertOptions)
-    app.run(main)
+    # TensorFlow writes the records; imported first, its start-up noise stays out of the log.
+    cli.run_tool(PROG, run, ConvertOptions, tensorflow=True)

@@ -30,6 +30,10 @@ seed is offset per year) with VOC-style names ('000001' for 2007, '2012_000001' 
 
 COCO image ids are 100 + 3 * index, deliberately neither 0-based nor contiguous, so code that
 confuses an index with an id fails the round-trip tests. Generated data is never committed.
+
+Exit status: 0 when the sample was written; 1 for a user error (a bad flag, an --output_dir
+that cannot be written), printed as one line `sample_dataset.py: error: ...` before anything
+is generated.
 """
 
 from __future__ import annotations
@@ -42,10 +46,10 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import re  # noqa: E402
 from typing import Dict, List, Optional, Sequence, Tuple  # noqa: E402
 from xml.sax.saxutils import escape  # noqa: E402
 
@@ -53,6 +57,10 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+import cli  # noqa: E402
+import errors  # noqa: E402
+import outputs  # noqa: E402
+from bounds import Range  # noqa: E402
 from dataset import clutter_dataset, label_maps  # noqa: E402
 
 SHAPE_LABEL_MAP: Dict[int, str] = {1: "circle", 2: "square", 3: "triangle"}
@@ -62,6 +70,45 @@ LABEL_MAPS: Dict[str, Dict[int, str]] = {"shapes": SHAPE_LABEL_MAP,
                                          "clutter": clutter_dataset.CLUTTER_LABEL_MAP}
 VOC_SETS = ("train", "val", "trainval")
 _EXTENSIONS = {"jpg": ("JPEG", ".jpg"), "png": ("PNG", ".png")}
+PROG = "sample_dataset.py"
+FORMATS = ("coco", "voc", "both")
+# Image sides in pixels: the smallest that the shapes' size range fits into, and the largest
+# any preset's input takes (hparams_config.MAX_IMAGE_SIZE).
+SIDES = "[16, 4096]"
+_VOC_YEAR = re.compile(r"VOC\d{4}")
+
+
+@dataclasses.dataclass
+class SampleOptions:
+    """The tool's flags; their defaults are also those of the library functions below."""
+
+    output_dir: str = cli.field("", "Where to write (created; required).")
+    num_images: int = cli.field(16, "Images (per VOC year).", bounds="[1, inf)")
+    format: str = cli.field("both", "Which layouts to write.", choices=FORMATS)
+    seed: int = cli.field(0, "Random seed: the same options give the same bytes.",
+                          bounds="[0, inf)")
+    image_format: str = cli.field("jpg", "Image file format.", choices=tuple(_EXTENSIONS))
+    min_size: int = cli.field(64, "Smallest image side, pixels.", bounds=SIDES)
+    max_size: int = cli.field(160, "Largest image side, pixels.", bounds=SIDES)
+    voc_years: str = cli.field("VOC2012", "Comma-separated VOC years, e.g. VOC2007,VOC2012 "
+                                          "(for the VOC converter's --year=merged).")
+    noise: float = cli.field(0.0, "Gaussian pixel noise std in 0..255 units (photo-like JPEG "
+                                  "decoding cost); shapes and boxes are unchanged.",
+                             bounds="[0, 255]")
+    voc_class_names: bool = cli.field(False, "Name class i after VOC class i, so the VOC "
+                                             "converter's built-in label map applies.")
+    kind: str = cli.field("shapes", "shapes: 3 classes, plain (this module); clutter: 10 "
+                                    "classes of shape x texture at many scales, occluded, on "
+                                    "textured backgrounds (dataset/clutter_dataset.py).",
+                          choices=tuple(LABEL_MAPS))
+
+
+DEFAULTS = SampleOptions()
+
+
+def voc_years(opts: SampleOptions) -> List[str]:
+    """The years of --voc_years, in order."""
+    return [y.strip() for y in opts.voc_years.split(",") if y.strip()]
 
 
 @dataclasses.dataclass
@@ -153,11 +200,45 @@ def _clutter_images(num_images: int, seed: int, min_size: int, max_size: int, id
     return out
 
 
-def generate_images(num_images: int, seed: int = 0, min_size: int = 64, max_size: int = 160,
+def _place_shapes(rng: np.random.Generator, pixels: np.ndarray, bg: Tuple[int, int, int],
+                  max_objects: int) -> List[SampleObject]:
+    """Draw 0..max_objects non-touching shapes into `pixels` (HxWx3, in place) on the solid
+    background `bg`; returns their ground truth."""
+    height, width = pixels.shape[:2]
+    # About one image in ten has no objects, as some COCO images do.
+    n_objects = 0 if rng.random() < 0.1 else int(rng.integers(1, max_objects + 1))
+    taken: List[Tuple[int, int, int, int]] = []
+    objects: List[SampleObject] = []
+    lo, hi = max(6, min(width, height) // 8), max(8, min(width, height) // 2)
+    for _ in range(n_objects):
+        for _attempt in range(20):
+            class_id = int(rng.integers(1, 4))
+            w = int(rng.integers(lo, hi + 1))
+            h = w if class_id in (1, 2) else int(rng.integers(lo, hi + 1))
+            x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+            # Shapes never touch (2 px gap), so each is fully visible.
+            if all(x + w + 2 <= tx or tx + tw + 2 <= x or y + h + 2 <= ty or ty + th + 2 <= y
+                   for tx, ty, tw, th in taken):
+                break
+        else:
+            continue
+        mask, polygon = _shape_mask(class_id, x, y, w, h, (width, height))
+        ys, xs = np.nonzero(mask)
+        box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
+               int(ys.max() - ys.min() + 1))
+        pixels[mask] = _color(rng, avoid=bg)
+        taken.append((x, y, w, h))
+        objects.append(SampleObject(class_id, box, int(mask.sum()), polygon,
+                                    difficult=bool(rng.random() < 0.15)))
+    return objects
+
+
+def generate_images(num_images: int, seed: int = DEFAULTS.seed,
+                    min_size: int = DEFAULTS.min_size, max_size: int = DEFAULTS.max_size,
                     max_objects: int = 4, id_fn=lambda i: 100 + 3 * i,
-                    name_fn=lambda image_id: f"{image_id:012d}", image_format: str = "jpg",
-                    noise: float = 0.0, kind: str = "shapes"
-                    ) -> List[Tuple[SampleImage, Image.Image]]:
+                    name_fn=lambda image_id: f"{image_id:012d}",
+                    image_format: str = DEFAULTS.image_format, noise: float = DEFAULTS.noise,
+                    kind: str = DEFAULTS.kind) -> List[Tuple[SampleImage, Image.Image]]:
     """`num_images` (ground truth, RGB image) pairs; the same arguments give the same output.
 
     `noise` > 0 adds Gaussian pixel noise of that standard deviation (in 0..255 units), which
@@ -165,8 +246,10 @@ def generate_images(num_images: int, seed: int = 0, min_size: int = 64, max_size
     `kind='clutter'` makes the harder set of clutter_dataset.py (`max_objects` and `noise`
     do not apply to it).
     """
-    if num_images < 0 or min_size < 16 or max_size < min_size:
-        raise ValueError(f"need num_images >= 0 and 16 <= min_size <= max_size, got "
+    sides = Range.parse(SIDES)
+    if num_images < 0 or sides.problem(min_size) or sides.problem(max_size) or (
+            max_size < min_size):
+        raise ValueError(f"need num_images >= 0 and min_size <= max_size, both in {SIDES}, got "
                          f"{num_images}, {min_size}, {max_size}.")
     if kind not in LABEL_MAPS:
         raise ValueError(f"unknown kind {kind!r}; valid: {', '.join(LABEL_MAPS)}")
@@ -180,31 +263,7 @@ def generate_images(num_images: int, seed: int = 0, min_size: int = 64, max_size
         bg = _color(rng)
         pixels = np.empty((height, width, 3), np.uint8)
         pixels[:] = bg
-        # About one image in ten has no objects, as some COCO images do.
-        n_objects = 0 if rng.random() < 0.1 else int(rng.integers(1, max_objects + 1))
-        taken: List[Tuple[int, int, int, int]] = []
-        objects: List[SampleObject] = []
-        lo, hi = max(6, min(width, height) // 8), max(8, min(width, height) // 2)
-        for _ in range(n_objects):
-            for _attempt in range(20):
-                class_id = int(rng.integers(1, 4))
-                w = int(rng.integers(lo, hi + 1))
-                h = w if class_id in (1, 2) else int(rng.integers(lo, hi + 1))
-                x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
-                # Shapes never touch (2 px gap), so each is fully visible.
-                if all(x + w + 2 <= tx or tx + tw + 2 <= x or y + h + 2 <= ty or ty + th + 2 <= y
-                       for tx, ty, tw, th in taken):
-                    break
-            else:
-                continue
-            mask, polygon = _shape_mask(class_id, x, y, w, h, (width, height))
-            ys, xs = np.nonzero(mask)
-            box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
-                   int(ys.max() - ys.min() + 1))
-            pixels[mask] = _color(rng, avoid=bg)
-            taken.append((x, y, w, h))
-            objects.append(SampleObject(class_id, box, int(mask.sum()), polygon,
-                                        difficult=bool(rng.random() < 0.15)))
+        objects = _place_shapes(rng, pixels, bg, max_objects)
         if noise > 0:
             # A separate stream, so the shapes do not depend on the noise setting.
             noisy = np.random.default_rng([seed, i]).normal(0.0, noise, pixels.shape)
@@ -226,9 +285,10 @@ def _caption(info: SampleImage, names: Dict[int, str]) -> str:
     return "a picture of " + ", ".join(f"a {names[o.class_id]}" for o in info.objects)
 
 
-def write_coco(output_dir: str, num_images: int, seed: int = 0, image_format: str = "jpg",
-               min_size: int = 64, max_size: int = 160, noise: float = 0.0,
-               kind: str = "shapes") -> CocoSample:
+def write_coco(output_dir: str, num_images: int, seed: int = DEFAULTS.seed,
+               image_format: str = DEFAULTS.image_format, min_size: int = DEFAULTS.min_size,
+               max_size: int = DEFAULTS.max_size, noise: float = DEFAULTS.noise,
+               kind: str = DEFAULTS.kind) -> CocoSample:
     """Write the COCO layout under `<output_dir>/coco` (see the module docstring)."""
     names = LABEL_MAPS[kind]
     root = os.path.join(output_dir, "coco")
@@ -287,10 +347,12 @@ def _voc_xml(info: SampleImage, year: str, names: Dict[int, str]) -> str:
             f"</annotation>\n")
 
 
-def write_voc(output_dir: str, num_images: int, seed: int = 0,
-              years: Sequence[str] = ("VOC2012",), image_format: str = "jpg",
-              voc_class_names: bool = False, min_size: int = 64, max_size: int = 160,
-              noise: float = 0.0, kind: str = "shapes") -> VocSample:
+def write_voc(output_dir: str, num_images: int, seed: int = DEFAULTS.seed,
+              years: Sequence[str] = voc_years(DEFAULTS),
+              image_format: str = DEFAULTS.image_format,
+              voc_class_names: bool = DEFAULTS.voc_class_names,
+              min_size: int = DEFAULTS.min_size, max_size: int = DEFAULTS.max_size,
+              noise: float = DEFAULTS.noise, kind: str = DEFAULTS.kind) -> VocSample:
     """Write `<output_dir>/VOCdevkit/<year>/...` for each year (see the module docstring).
     With `voc_class_names`, class i is named after VOC class i."""
     names = ({i: label_maps.VOC_LABEL_MAP[i] for i in LABEL_MAPS[kind]} if voc_class_names
@@ -298,38 +360,12 @@ def write_voc(output_dir: str, num_images: int, seed: int = 0,
     data_dir = os.path.join(output_dir, "VOCdevkit")
     all_images: Dict[str, List[SampleImage]] = {}
     for k, year in enumerate(years):
-        base = os.path.join(data_dir, year)
-        dirs = {d: os.path.join(base, d) for d in ("JPEGImages", "Annotations",
-                                                   os.path.join("ImageSets", "Main"))}
-        for d in dirs.values():
-            os.makedirs(d, exist_ok=True)
         name_fn = ((lambda image_id: f"{image_id:06d}") if year == "VOC2007"
                    else (lambda image_id, y=year: f"{y[3:]}_{image_id:06d}"))
         pairs = generate_images(num_images, seed + 1000 * k, min_size, max_size,
                                 id_fn=lambda i: i + 1, name_fn=name_fn,
                                 image_format=image_format, noise=noise, kind=kind)
-        splits: Dict[str, List[SampleImage]] = {"train": [], "val": []}
-        for i, (info, image) in enumerate(pairs):
-            _save(image, os.path.join(dirs["JPEGImages"], info.file_name), image_format)
-            stem = os.path.splitext(info.file_name)[0]
-            with open(os.path.join(dirs["Annotations"], stem + ".xml"), "w",
-                      encoding="utf-8") as f:
-                f.write(_voc_xml(info, year, names))
-            splits["val" if i % 4 == 3 else "train"].append(info)
-        splits["trainval"] = [info for info, _ in pairs]
-        main_dir = dirs[os.path.join("ImageSets", "Main")]
-        class_files = sorted(set(names.values()) | {"aeroplane"})
-        for set_name in VOC_SETS:
-            stems = [os.path.splitext(i.file_name)[0] for i in splits[set_name]]
-            with open(os.path.join(main_dir, f"{set_name}.txt"), "w", encoding="utf-8") as f:
-                f.write("".join(s + "\n" for s in stems))
-            for cls in class_files:
-                with open(os.path.join(main_dir, f"{cls}_{set_name}.txt"), "w",
-                          encoding="utf-8") as f:
-                    for info in splits[set_name]:
-                        present = any(names[o.class_id] == cls for o in info.objects)
-                        f.write(f"{os.path.splitext(info.file_name)[0]} "
-                                f"{1 if present else -1:2d}\n")
+        _write_voc_year(os.path.join(data_dir, year), year, pairs, names, image_format)
         all_images[year] = [info for info, _ in pairs]
     label_map_file = None
     if not voc_class_names:
@@ -339,41 +375,91 @@ def write_voc(output_dir: str, num_images: int, seed: int = 0,
     return VocSample(data_dir, label_map_file, dict(names), all_images)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", required=True, help="where to write (created)")
-    parser.add_argument("--num_images", type=int, default=16, help="images (per VOC year)")
-    parser.add_argument("--format", choices=("coco", "voc", "both"), default="both")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image_format", choices=tuple(_EXTENSIONS), default="jpg")
-    parser.add_argument("--min_size", type=int, default=64, help="smallest side, pixels")
-    parser.add_argument("--max_size", type=int, default=160, help="largest side, pixels")
-    parser.add_argument("--voc_years", default="VOC2012",
-                        help="comma-separated, e.g. VOC2007,VOC2012 (for --year=merged)")
-    parser.add_argument("--noise", type=float, default=0.0,
-                        help="Gaussian pixel noise std (photo-like JPEG cost), default 0")
-    parser.add_argument("--voc_class_names", action="store_true",
-                        help="name class i after VOC class i (built-in VOC map)")
-    parser.add_argument("--kind", choices=tuple(LABEL_MAPS), default="shapes",
-                        help="shapes: 3 classes, plain (this module); clutter: 10 classes of "
-                             "shape x texture at many scales, occluded, on textured backgrounds "
-                             "(dataset/clutter_dataset.py)")
-    args = parser.parse_args(argv)
-    if args.format in ("coco", "both"):
-        coco = write_coco(args.output_dir, args.num_images, args.seed, args.image_format,
-                          args.min_size, args.max_size, args.noise, args.kind)
+def _write_voc_year(base: str, year: str, pairs: List[Tuple[SampleImage, Image.Image]],
+                    names: Dict[int, str], image_format: str) -> None:
+    """One year's JPEGImages, Annotations and ImageSets/Main under `base`; every 4th image
+    is in val, the others in train."""
+    image_dir, ann_dir = os.path.join(base, "JPEGImages"), os.path.join(base, "Annotations")
+    main_dir = os.path.join(base, "ImageSets", "Main")
+    for d in (image_dir, ann_dir, main_dir):
+        os.makedirs(d, exist_ok=True)
+    splits: Dict[str, List[SampleImage]] = {"train": [], "val": []}
+    for i, (info, image) in enumerate(pairs):
+        _save(image, os.path.join(image_dir, info.file_name), image_format)
+        stem = os.path.splitext(info.file_name)[0]
+        with open(os.path.join(ann_dir, stem + ".xml"), "w", encoding="utf-8") as f:
+            f.write(_voc_xml(info, year, names))
+        splits["val" if i % 4 == 3 else "train"].append(info)
+    splits["trainval"] = [info for info, _ in pairs]
+    class_files = sorted(set(names.values()) | {"aeroplane"})
+    for set_name in VOC_SETS:
+        stems = [os.path.splitext(i.file_name)[0] for i in splits[set_name]]
+        with open(os.path.join(main_dir, f"{set_name}.txt"), "w", encoding="utf-8") as f:
+            f.write("".join(s + "\n" for s in stems))
+        for cls in class_files:
+            with open(os.path.join(main_dir, f"{cls}_{set_name}.txt"), "w",
+                      encoding="utf-8") as f:
+                for info in splits[set_name]:
+                    present = any(names[o.class_id] == cls for o in info.objects)
+                    f.write(f"{os.path.splitext(info.file_name)[0]} "
+                            f"{1 if present else -1:2d}\n")
+
+
+def check_options(opts: SampleOptions) -> None:
+    """Flag-only checks, creating nothing; each error names the flag."""
+    if not opts.output_dir:
+        raise errors.UsageError("--output_dir is required: the directory to write the sample "
+                                "into (created).")
+    cli.check_bounds(opts)
+    if opts.max_size < opts.min_size:
+        raise errors.UsageError(f"--max_size={opts.max_size} is smaller than --min_size="
+                                f"{opts.min_size}; give max_size >= min_size.")
+    if opts.format != "coco":
+        years = voc_years(opts)
+        if not years:
+            raise errors.UsageError("--voc_years is empty; give e.g. --voc_years=VOC2012 (or "
+                                    "--format=coco).")
+        bad = [y for y in years if not _VOC_YEAR.fullmatch(y)]
+        if bad:
+            raise errors.UsageError(f"--voc_years: '{bad[0]}' is not a VOC year; write VOC and "
+                                    f"four digits, e.g. --voc_years=VOC2007,VOC2012.")
+        if len(set(years)) < len(years):
+            raise errors.UsageError(f"--voc_years={opts.voc_years} names a year twice; name "
+                                    f"each once.")
+    outputs.check_locations([outputs.Planned("output_dir", opts.output_dir, (),
+                                             directory=True)])
+
+
+def write_sample(opts: SampleOptions) -> Tuple[Optional[CocoSample], Optional[VocSample]]:
+    """The layouts of --format under --output_dir: (COCO sample or None, VOC sample or None).
+
+    Raises `errors.UsageError` for a bad flag and `errors.OutputError` for an --output_dir that
+    cannot be written, before anything is generated.
+    """
+    check_options(opts)
+    coco = voc = None
+    if opts.format in ("coco", "both"):
+        coco = write_coco(opts.output_dir, opts.num_images, opts.seed, opts.image_format,
+                          opts.min_size, opts.max_size, opts.noise, opts.kind)
+    if opts.format in ("voc", "both"):
+        voc = write_voc(opts.output_dir, opts.num_images, opts.seed, voc_years(opts),
+                        opts.image_format, opts.voc_class_names, opts.min_size, opts.max_size,
+                        opts.noise, opts.kind)
+    return coco, voc
+
+
+def run(opts: SampleOptions) -> int:
+    """Write the sample and say where it is; exit status 0."""
+    coco, voc = write_sample(opts)
+    if coco:
         print(f"COCO: {len(coco.images)} images in {coco.image_dir}, boxes in "
               f"{coco.instances_file}")
-    if args.format in ("voc", "both"):
-        years = [y.strip() for y in args.voc_years.split(",") if y.strip()]
-        voc = write_voc(args.output_dir, args.num_images, args.seed, years, args.image_format,
-                        args.voc_class_names, args.min_size, args.max_size, args.noise,
-                        args.kind)
+    if voc:
         extra = (f" (pass --label_map_json_path={voc.label_map_file})"
                  if voc.label_map_file else "")
-        print(f"VOC: {', '.join(years)} under {voc.data_dir}{extra}")
+        print(f"VOC: {', '.join(voc.images)} under {voc.data_dir}{extra}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_tool(PROG, run, SampleOptions)

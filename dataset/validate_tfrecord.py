@@ -165,14 +165,6 @@ def run(opts: ValidateOptions) -> int:
     return PROBLEMS_FOUND
 
 
-def main(argv: List[str]) -> int:
-    del argv
-    cli.import_tensorflow()  # keeps TF's start-up noise (CUDA probes) out of the log
-    return cli.run_and_report(PROG, run, cli.options_from_flags(ValidateOptions))
-
-
 if __name__ == "__main__":
-    from absl import app
-
-    cli.define_flags(ValidateOptions)
-    app.run(main)
+    # TensorFlow reads the records; imported first, its start-up noise stays out of the log.
+    cli.run_tool(PROG, run, ValidateOptions, tensorflow=True)

@@ -3,10 +3,15 @@
 import hashlib
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from badinput import check, run_in_process, snapshot
+from conftest import ROOT
 from dataset import create_pascal_tfrecord, label_maps, sample_dataset
 
 
@@ -116,11 +121,87 @@ def test_voc_class_names_option_uses_builtin_voc_names(tmp_path):
     assert "circle" not in text
 
 
-def test_cli(tmp_path, capsys):
-    rc = sample_dataset.main([f"--output_dir={tmp_path}", "--num_images=3", "--format=both",
-                              "--seed=0", "--image_format=png", "--voc_years=VOC2007,VOC2012"])
-    assert rc == 0
+def _run(argv):
+    """The tool's command line, in-process (tests/badinput.py)."""
+    return run_in_process(sample_dataset.PROG, sample_dataset.SampleOptions, sample_dataset.run,
+                          argv)
+
+
+def test_cli(tmp_path):
+    outcome = _run([f"--output_dir={tmp_path}", "--num_images=3", "--format=both", "--seed=0",
+                    "--image_format=png", "--voc_years=VOC2007,VOC2012"])
+    assert outcome.status == 0
     assert len(os.listdir(tmp_path / "coco" / "images")) == 3
     assert sorted(os.listdir(tmp_path / "VOCdevkit" / "VOC2007" / "JPEGImages"))[0].endswith(
         ".png")
-    assert "--label_map_json_path=" in capsys.readouterr().out
+    assert "--label_map_json_path=" in outcome.stdout
+
+
+def test_library_defaults_are_the_flags_defaults(tmp_path):
+    """The flags' defaults are the library's: the tool with only --output_dir writes what
+    write_coco and write_voc write with only the directory and the count."""
+    assert _run([f"--output_dir={tmp_path / 'cli'}"]).status == 0
+    sample_dataset.write_coco(str(tmp_path / "lib"), sample_dataset.DEFAULTS.num_images)
+    sample_dataset.write_voc(str(tmp_path / "lib"), sample_dataset.DEFAULTS.num_images)
+    assert _tree_digest(tmp_path / "cli") == _tree_digest(tmp_path / "lib")
+
+
+BAD_FLAGS = [
+    ("no-output-dir", [], r"--output_dir is required"),
+    ("no-images", ["--num_images=0"], r"--num_images must be >= 1, got 0"),
+    ("sizes-crossed", ["--min_size=200", "--max_size=100"],
+     r"--max_size=100 is smaller than --min_size=200"),
+    ("side-too-small", ["--min_size=8"], r"--min_size must be >= 16, got 8"),
+    ("side-too-large", ["--max_size=100000"], r"--max_size must be <= 4096"),
+    ("negative-noise", ["--noise=-1"], r"--noise must be >= 0"),
+    ("negative-seed", ["--seed=-3"], r"--seed must be >= 0"),
+    ("year-not-voc", ["--voc_years=2012"], r"--voc_years: '2012' is not a VOC year"),
+    ("year-twice", ["--voc_years=VOC2007,VOC2007"], r"--voc_years=VOC2007,VOC2007 names a "
+                                                    r"year twice"),
+    ("no-years", ["--format=voc", "--voc_years=,"], r"--voc_years is empty"),
+    ("unknown-kind", ["--kind=stripes"], r"--kind=stripes: value should be one of"),
+    ("unknown-format", ["--format=yolo"], r"--format=yolo: value should be one of"),
+    ("count-not-a-number", ["--num_images=many"], r"--num_images=many"),
+    ("output-is-a-file", ["--output_dir={tmp}/a_file"], r"--output_dir '.*a_file' is a file"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_FLAGS, ids=[c[0] for c in BAD_FLAGS])
+def test_bad_flags_are_one_line_and_write_nothing(case, tmp_path):
+    _, args, pattern = case
+    (tmp_path / "a_file").write_text("the user's")
+    out = f"--output_dir={tmp_path / 'out'}"
+    argv = [a.format(tmp=tmp_path) for a in args]
+    if args and not any(a.startswith("--output_dir") for a in args):
+        argv.append(out)
+    before = snapshot(str(tmp_path))
+    check(_run(argv), 1, pattern, before, str(tmp_path), may_add=False)
+
+
+def test_voc_years_apply_only_to_the_voc_layout(tmp_path):
+    outcome = _run([f"--output_dir={tmp_path}", "--format=coco", "--voc_years=", "--num_images=2"])
+    assert outcome.status == 0
+    assert os.listdir(tmp_path) == ["coco"]
+
+
+def test_the_script_runs_as_a_user_runs_it(tmp_path):
+    """`python dataset/sample_dataset.py ...` from the repository root, without PYTHONPATH: the
+    flags, the exit statuses and the one error line of the real entry point."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "dataset/sample_dataset.py", *args], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    ok = run(f"--output_dir={tmp_path}", "--num_images=2", "--format", "voc", "--kind=clutter",
+             "--voc_class_names")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == f"VOC: VOC2012 under {tmp_path / 'VOCdevkit'}"
+    assert len(os.listdir(tmp_path / "VOCdevkit" / "VOC2012" / "JPEGImages")) == 2
+    for args, line in (([f"--output_dir={tmp_path}", "--num_images=-1"],
+                        "sample_dataset.py: error: --num_images must be >= 1, got -1."),
+                       ([f"--output_dir={tmp_path}", "extra"],
+                        "sample_dataset.py: error: unexpected argument 'extra'; every option is "
+                        "a --flag=value (see --help).")):
+        bad = run(*args)
+        assert (bad.returncode, bad.stderr.strip(), bad.stdout) == (1, line, "")
