@@ -14,8 +14,9 @@ The work is done by the modules below it, one job each:
 * `checkpoint_io`: find a checkpoint, restore variables (EMA-aware).
 * `serving`: the raw network, pre-processing, the serving graph (uint8 images in, detections
   out), restoring weights into them and freezing them.
-* `detectors`: `Detections` and one `Detector` class per format (checkpoint, SavedModel, frozen
-  graph, TFLite, ONNX, OpenVINO); `load_detector` picks one for an exported model.
+* `detectors`: one `Detector` class per format (checkpoint, SavedModel, frozen graph, TFLite,
+  ONNX, OpenVINO), each returning `detections.Detections`; `load_detector` picks one for an
+  exported model.
 * `export`: dry run, frozen network, SavedModel (+ frozen graph, TFLite, OpenVINO), TFLite,
   ONNX, OpenVINO, checkpoint re-export, export settings.
 * `visualize`: reading images (upright, 16-bit ones scaled to 8 bits), drawing and writing them.
@@ -48,7 +49,8 @@ import outputs
 import serving
 import utils
 import visualize
-from detectors import Detections, Detector, SessionDetector
+from detections import Detections
+from detectors import Detector, SessionDetector
 
 tf1 = tf.compat.v1
 
