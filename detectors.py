@@ -28,6 +28,7 @@ import errors
 import export
 import hparams_config
 import serving
+import sessions
 from detections import Detections, split_detections
 
 tf1 = tf.compat.v1
@@ -135,7 +136,7 @@ class SessionDetector(Detector):
 
 
 def _session(graph: tf.Graph, threads: int) -> tf1.Session:
-    return tf1.Session(graph=graph, config=serving.session_config(threads))
+    return sessions.new_session(graph, threads=threads)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -422,7 +423,7 @@ class OpenVinoDetector(Detector):
             model = core.read_model(path)
         except RuntimeError as e:
             raise errors.ModelFileError(f"'{path}' is not a loadable OpenVINO model: "
-                                        f"{export.openvino_error(e)}") from None
+                                        f"{errors.first_line(str(e))}") from None
         names = {name for port in model.inputs for name in port.get_names()}
         self.input_name = f"{serving.IMAGE_ARRAYS}:0"
         self.thresh_name = f"{serving.SCORE_THRESH}:0"
@@ -446,7 +447,7 @@ class OpenVinoDetector(Detector):
             compiled = core.compile_model(model, "CPU", options)
         except RuntimeError as e:
             raise errors.ModelFileError(f"OpenVINO cannot compile '{path}': "
-                                        f"{export.openvino_error(e)}") from None
+                                        f"{errors.first_line(str(e))}") from None
         self.request = compiled.create_infer_request()
         self.outputs = {key: port for port in compiled.outputs for key in serving.OUTPUT_KEYS
                         if f"{key}:0" in port.get_names()}

@@ -47,6 +47,7 @@ import errors
 import hparams_config
 import outputs
 import serving
+import sessions
 import utils
 import visualize
 from detections import Detections
@@ -164,7 +165,7 @@ def benchmark_network(config: hparams_config.Config, batch_size: int = 1, runs: 
     net = serving.build_raw_network(config, batch_size)
     params = utils.num_trainable_params(net.graph)
     flops = utils.num_flops(net.graph) // batch_size
-    with tf1.Session(graph=net.graph) as sess:
+    with sessions.new_session(net.graph) as sess:
         serving.restore_or_init(net, sess, ckpt_path, config)
         frozen = serving.freeze(sess, net.graph, net.output_names)
     graph = tf.Graph()
@@ -172,7 +173,7 @@ def benchmark_network(config: hparams_config.Config, batch_size: int = 1, runs: 
         tf1.import_graph_def(frozen, name="")
     fetches = [f"{n}:0" for n in net.output_names]
     feed = {f"{serving.INPUT_NAME}:0": serving.random_images(net, batch_size)}
-    with tf1.Session(graph=graph, config=serving.session_config(threads, xla)) as sess:
+    with sessions.new_session(graph, threads=threads, jit_level=2 if xla else 0) as sess:
         times = time_calls(lambda: sess.run(fetches, feed), runs, warmup)
         if trace_filename:
             write_trace(sess, fetches, feed, trace_filename)
