@@ -33,6 +33,7 @@ import dataloader
 import efficientdet_arch
 import errors
 import hparams_config
+import sessions
 import utils
 from hparams_config import Config
 
@@ -44,7 +45,7 @@ def _count_records(files: Sequence[str], limit: int) -> int:
     with tf.Graph().as_default():
         count = tf.data.TFRecordDataset(list(files)).take(limit).reduce(
             tf.constant(0, tf.int64), lambda n, _: n + 1)
-        with tf1.Session() as sess:
+        with sessions.new_session() as sess:
             return int(sess.run(count))
 
 
@@ -101,7 +102,7 @@ class Recalibrator:
             self._saver = tf1.train.Saver([v for v in tf1.global_variables()
                                            if v not in moving])
             self.graph.finalize()
-        self._session = tf1.Session(graph=self.graph)
+        self._session = sessions.new_session(self.graph)
 
     def statistics(self, checkpoint: str) -> Dict[str, np.ndarray]:
         """{moving variable name: value} from one training-mode pass over the images, with the

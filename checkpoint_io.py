@@ -30,6 +30,7 @@ import tensorflow as tf
 
 import errors
 import hparams_config
+import sessions
 
 if TYPE_CHECKING:
     from hparams_config import Config
@@ -221,7 +222,7 @@ class _CheckpointWriter:
             self._save = tf.raw_ops.SaveV2(prefix=self._prefix, tensor_names=names,
                                            shape_and_slices=[""] * len(names),
                                            tensors=[self._inputs[n] for n in names])
-        self._session = tf1.Session(graph=self.graph)
+        self._session = sessions.new_session(self.graph)
 
     def write(self, tensors: Mapping[str, np.ndarray], prefix: str) -> None:
         feed = {self._inputs[name]: value for name, value in tensors.items()}

@@ -189,5 +189,5 @@ def run_and_report(prog: str, fn: Callable[..., T], *args: Any) -> T:
     try:
         return fn(*args)
     except errors.UserError as e:
-        message = " ".join(str(e).split("\n")[0].split()) or type(e).__name__
+        message = errors.first_line(str(e)) or type(e).__name__
         sys.exit(f"{prog}: error: {message}")

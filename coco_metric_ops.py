@@ -6,20 +6,35 @@ op that runs `result()` once and yields every metric as a float32 scalar. Becaus
 lives in Python, an eval runs as one replica (no eval_distribute strategy); on TPU the ops
 belong in the host-side metric_fn.
 
-An input error raised by `update_state` (`coco_metric.CocoMetricError`) reaches the caller as
-a tf.errors.InvalidArgumentError with a TF stack around it; `metric_error_message` recovers the
-one line.
+An input error raised by `update_state` (a `errors.DataError`) reaches the caller as a
+tf.errors.InvalidArgumentError with a TF stack around it; its line is marked
+(`errors.graph_message`) so that `errors.from_tf_error` recovers it.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple, Union
+import functools
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
 import coco_metric
-from coco_metric import CocoMetricError, EvaluationMetric, LabelMap
+import errors
+from coco_metric import EvaluationMetric, LabelMap
+
+
+def _marked(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """`fn` (run by a numpy_function op) with its data errors marked for errors.from_tf_error:
+    they cross TensorFlow as text."""
+    @functools.wraps(fn)
+    def run(*args: np.ndarray) -> np.ndarray:
+        try:
+            return fn(*args)
+        except errors.DataError as e:
+            raise errors.DataError(errors.graph_message("DataError", str(e))) from None
+
+    return run
 
 
 def metric_ops(metric: EvaluationMetric, detections: tf.Tensor,
@@ -41,10 +56,12 @@ def metric_ops(metric: EvaluationMetric, detections: tf.Tensor,
     has_gt, has_ids = groundtruth_data is not None, source_ids is not None
     names = metric.metric_names
 
+    @_marked
     def update(dets: np.ndarray, *rest: np.ndarray) -> np.ndarray:
         metric.update_state(dets, rest[0] if has_gt else None, rest[-1] if has_ids else None)
         return np.zeros([], np.int32)
 
+    @_marked
     def result() -> np.ndarray:
         values = metric.result()
         # Emptied for the next pass: a graph that is evaluated again (evaluator.Evaluator)
@@ -91,15 +108,3 @@ def estimator_metric_fn(detections: tf.Tensor, groundtruth_data: Optional[tf.Ten
                               label_map=label_map, num_classes=num_classes)
     return metric_ops(metric, detections, groundtruth_data, source_ids)
 
-
-def metric_error_message(error: BaseException) -> Optional[str]:
-    """The `CocoMetricError` text inside `error` (itself, or the InvalidArgumentError of a
-    failed update op), else None: the one line a CLI prints."""
-    if isinstance(error, CocoMetricError):
-        return str(error)
-    marker = CocoMetricError.__name__ + ": "
-    text = str(getattr(error, "message", "") or error)
-    start = text.find(marker)
-    if start < 0:
-        return None
-    return text[start + len(marker):].split("\n", 1)[0].strip()

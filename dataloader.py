@@ -47,6 +47,7 @@ import tensorflow as tf
 from absl import logging
 
 import anchors
+import errors
 import hparams_config
 from dataset import tfrecord_util, validation
 from record_files import InputError, list_record_files
@@ -63,8 +64,8 @@ READ_BUFFER_BYTES = 8 * 1024 * 1024  # per open file; large sequential reads hel
 # object, and their log-size box targets would be huge (a cause of NaN losses).
 MIN_TRAIN_BOX_SIDE = 0.5
 
-# Starts every record-check message, so that a caller can find it inside TensorFlow's error text.
-RECORD_CHECK_MARKER = "[record check] "
+# Starts every record-check message: errors.from_tf_error finds it in TensorFlow's error text.
+RECORD_CHECK_MARKER = errors.graph_message("DataError")
 
 # The map functions are graph code already (tf.cond, no Python control flow on tensors), so
 # AutoGraph's source conversion is skipped: it only cost seconds of start-up per pipeline.

@@ -37,9 +37,6 @@ tf1 = tf.compat.v1
 # Variables never taken from a --ckpt: the step and optimizer state belong to the new run.
 _NEVER_RESTORED = re.compile(r"(^|.*/)(global_step|Momentum|Adam(_\d+)?|beta[12]_power|"
                              r"loss_scale|good_steps)(/.*|$)")
-# Kept importable from here: the NaN guard's error is part of what training raises.
-NonFiniteLossError = train_hooks.NonFiniteLossError
-
 
 @dataclasses.dataclass(frozen=True)
 class RunContext:

@@ -1,11 +1,11 @@
-"""One detector interface over every model format, and per-image detections.
+"""One detector interface over every model format.
 
-`Detector.predict` takes uint8 RGB images [n, h, w, 3] and returns one `Detections` per image,
-whatever runs underneath: the serving graph (see serving.py) built from a checkpoint
-(`CheckpointDetector`), or an export (see export.py) loaded by `load_detector`: a SavedModel
-directory (`SavedModelDetector`), its frozen graph `.pb` (`FrozenGraphDetector`), a `.tflite`
-file (`TFLiteDetector`), an `.onnx` file (`OnnxDetector`) or OpenVINO IR `.xml` + `.bin`
-(`OpenVinoDetector`). All run the same graph, so they agree (boxes within a pixel, scores
+`Detector.predict` takes uint8 RGB images [n, h, w, 3] and returns one `Detections` per image
+(detections.py), whatever runs underneath: the serving graph (see serving.py) built from a
+checkpoint (`CheckpointDetector`), or an export (see export.py) loaded by `load_detector`: a
+SavedModel directory (`SavedModelDetector`), its frozen graph `.pb` (`FrozenGraphDetector`), a
+`.tflite` file (`TFLiteDetector`), an `.onnx` file (`OnnxDetector`) or OpenVINO IR `.xml` +
+`.bin` (`OpenVinoDetector`). All run the same graph, so they agree (boxes within a pixel, scores
 within 1e-3).
 
 Adding a format is one `Detector` subclass taking `(path, threads)` plus one entry in
@@ -17,7 +17,6 @@ A model that cannot be loaded is an `errors.ModelFileError` naming its path.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import os
 import struct
 from typing import Any, Dict, List, Optional, Type
@@ -29,50 +28,10 @@ import errors
 import export
 import hparams_config
 import serving
+import sessions
+from detections import Detections, split_detections
 
 tf1 = tf.compat.v1
-
-
-# -------------------------------------------------------------------------------------------------
-# Detections
-# -------------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Detections:
-    """Detections of one image, best first.
-
-    boxes: [n, 4] float32 yxyx in original-image pixels; scores: [n] float32; classes: [n] int32
-    class ids 1..num_classes.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    def filter(self, score_thresh: Optional[float] = None,
-               max_output_size: Optional[int] = None) -> Detections:
-        """Keep scores > score_thresh (as the NMS threshold does), then the first
-        max_output_size."""
-        keep = np.ones(len(self), bool) if score_thresh is None else self.scores > score_thresh
-        boxes, scores, classes = self.boxes[keep], self.scores[keep], self.classes[keep]
-        if max_output_size is not None:
-            boxes = boxes[:max_output_size]
-            scores, classes = scores[:max_output_size], classes[:max_output_size]
-        return Detections(boxes, scores, classes)
-
-
-def split_detections(outputs: Dict[str, np.ndarray], count: Optional[int] = None
-                     ) -> List[Detections]:
-    """Per-image `Detections` from batched outputs (boxes, scores, classes, num_detections) of
-    the serving graph; only the first `count` images (default: all)."""
-    nums = np.asarray(outputs["num_detections"]).reshape(-1).astype(int)
-    count = len(nums) if count is None else count
-    return [Detections(np.asarray(outputs["boxes"][i, :n], np.float32),
-                       np.asarray(outputs["scores"][i, :n], np.float32),
-                       np.asarray(outputs["classes"][i, :n]).astype(np.int32))
-            for i, n in zip(range(count), nums)]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -177,7 +136,7 @@ class SessionDetector(Detector):
 
 
 def _session(graph: tf.Graph, threads: int) -> tf1.Session:
-    return tf1.Session(graph=graph, config=serving.session_config(threads))
+    return sessions.new_session(graph, threads=threads)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -464,7 +423,7 @@ class OpenVinoDetector(Detector):
             model = core.read_model(path)
         except RuntimeError as e:
             raise errors.ModelFileError(f"'{path}' is not a loadable OpenVINO model: "
-                                        f"{export.openvino_error(e)}") from None
+                                        f"{errors.first_line(str(e))}") from None
         names = {name for port in model.inputs for name in port.get_names()}
         self.input_name = f"{serving.IMAGE_ARRAYS}:0"
         self.thresh_name = f"{serving.SCORE_THRESH}:0"
@@ -488,7 +447,7 @@ class OpenVinoDetector(Detector):
             compiled = core.compile_model(model, "CPU", options)
         except RuntimeError as e:
             raise errors.ModelFileError(f"OpenVINO cannot compile '{path}': "
-                                        f"{export.openvino_error(e)}") from None
+                                        f"{errors.first_line(str(e))}") from None
         self.request = compiled.create_infer_request()
         self.outputs = {key: port for port in compiled.outputs for key in serving.OUTPUT_KEYS
                         if f"{key}:0" in port.get_names()}

@@ -20,6 +20,8 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
+import sessions
+
 tf1 = tf.compat.v1
 
 
@@ -30,7 +32,7 @@ class Evaluator:
       model_fn: the detector's model_fn (det_model_fn.make_model_fn), called once in EVAL mode.
       input_fn: returns the eval `tf.data.Dataset` of (images, labels) batches (one pass).
       steps: batches per evaluation (the dataset may end sooner).
-      session_config: the `ConfigProto` of the session.
+      session_config: the `ConfigProto` of the session (default: sessions.session_config()).
       summary_dir: where metric summaries are written (None: none are).
     """
 
@@ -53,7 +55,8 @@ class Evaluator:
             self._saver = saver or tf1.train.Saver()
             self._reset = tf1.local_variables_initializer()
             self.graph.finalize()
-        self._session = tf1.Session(graph=self.graph, config=session_config)
+        self._session = tf1.Session(graph=self.graph,
+                                    config=session_config or sessions.session_config())
         self._writer = None
         if summary_dir:
             with tf.Graph().as_default():  # the writer is graph-free; this only passes its check

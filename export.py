@@ -46,6 +46,7 @@ import outputs
 import postprocess
 import run_dir
 import serving
+import sessions
 import utils
 from dataset import label_maps
 
@@ -206,7 +207,7 @@ def save_dry_run(config: hparams_config.Config, logdir: str, model_name: str,
         logdir, model_name, frozen=False)), directory=True)], ckpt_path, overwrite)
     outputs.ensure_dir(logdir)
     net = serving.build_raw_network(config, batch_size)
-    with net.graph.as_default(), tf1.Session(graph=net.graph) as sess:
+    with net.graph.as_default(), sessions.new_session(net.graph) as sess:
         serving.restore_or_init(net, sess, ckpt_path, config)
         sess.run(net.outputs, {net.inputs: serving.random_images(net, batch_size)})
         prefix = tf1.train.Saver().save(sess, os.path.join(logdir, model_name),
@@ -230,7 +231,7 @@ def save_frozen(config: hparams_config.Config, logdir: str, model_name: str,
     _check([outputs.Planned("logdir", logdir, tuple(raw_network_outputs(
         logdir, model_name, frozen=True)), directory=True)], ckpt_path, overwrite)
     net = serving.build_raw_network(config, batch_size)
-    with tf1.Session(graph=net.graph) as sess:
+    with sessions.new_session(net.graph) as sess:
         serving.restore_or_init(net, sess, ckpt_path, config)
         frozen = serving.freeze(sess, net.graph, net.output_names)
     return outputs.write_file(os.path.join(logdir, f"{model_name}_frozen.pb"),
@@ -277,7 +278,7 @@ def _save_saved_model(graph: serving.ServingGraph, frozen: tf1.GraphDef,
                                                graph.inputs[serving.IMAGE_FILES]}),
                                          same(graph.base64_outputs)),
         }
-        with tf1.Session(graph=constants) as sess:
+        with sessions.new_session(constants) as sess:
             builder = tf1.saved_model.Builder(saved_model_dir)
             builder.add_meta_graph_and_variables(
                 sess, [tf1.saved_model.tag_constants.SERVING], signature_def_map=signatures,
@@ -320,7 +321,7 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
         _check_onnx_nms(config, "OpenVINO")
     graph = serving.build_serving_graph(config, batch_size, score_thresh, max_output_size)
     settings = export_settings(graph, ckpt_path)
-    with tf1.Session(graph=graph.graph) as sess:
+    with sessions.new_session(graph.graph) as sess:
         serving.restore_or_init(graph, sess, ckpt_path, config)
         frozen = serving.freeze(sess, graph.graph, graph.output_node_names())
     _save_saved_model(graph, frozen, saved_model_dir)
@@ -461,7 +462,7 @@ def _frozen_image_arrays_graph(config: hparams_config.Config, ckpt_path: Optiona
     graph = serving.build_serving_graph(config, batch_size, score_thresh, max_output_size,
                                         with_base64=False)
     settings = export_settings(graph, ckpt_path)
-    with tf1.Session(graph=graph.graph) as sess:
+    with sessions.new_session(graph.graph) as sess:
         serving.restore_or_init(graph, sess, ckpt_path, config)
         frozen = serving.freeze(sess, graph.graph, graph.output_node_names(with_base64=False))
     return frozen, settings
@@ -535,13 +536,6 @@ def import_openvino():
     return openvino
 
 
-def openvino_error(e: BaseException) -> str:
-    """The informative line of an OpenVINO exception (they start with source locations)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '"))]
-    return (useful or lines or [type(e).__name__])[0]
-
-
 def openvino_serving_graph(frozen: tf1.GraphDef) -> tf1.GraphDef:
     """A copy of the frozen `image_arrays` serving graph whose `score_thresh` is a plain
     placeholder: converters fold a placeholder-with-default into a constant, while the
@@ -594,7 +588,7 @@ def write_openvino(frozen: tf1.GraphDef, xml_path: str, settings: Dict[str, Any]
             model = ov.Core().read_model(source)
         except RuntimeError as e:
             raise errors.ModelFileError(f"OpenVINO conversion for '{xml_path}' failed: "
-                                        f"{openvino_error(e)}") from None
+                                        f"{errors.first_line(str(e))}") from None
         model.set_rt_info(str(settings["score_thresh"]), list(OPENVINO_RT_INFO))
         # save_model writes one local pair: saved in the temporary directory, then each file
         # is put in place atomically (the .bin first, so an .xml never lacks its weights).
@@ -602,7 +596,7 @@ def write_openvino(frozen: tf1.GraphDef, xml_path: str, settings: Dict[str, Any]
         try:
             ov.save_model(model, local, compress_to_fp16=False)
         except RuntimeError as e:
-            raise errors.OutputError(f"cannot write '{xml_path}': {openvino_error(e)}"
+            raise errors.OutputError(f"cannot write '{xml_path}': {errors.first_line(str(e))}"
                                      ) from None
         for suffix in (".bin", ".xml"):
             with outputs.atomic_path(os.path.splitext(xml_path)[0] + suffix) as part:
@@ -662,7 +656,7 @@ def eval_ckpt(config: hparams_config.Config, ckpt_path: str, export_ckpt: Option
                                 tuple(checkpoint_outputs(export_ckpt)))], ckpt_path, overwrite)
     net = serving.build_raw_network(config, 1)
     use_ema = checkpoint_io.use_ema(config)
-    with net.graph.as_default(), tf1.Session(graph=net.graph) as sess:
+    with net.graph.as_default(), sessions.new_session(net.graph) as sess:
         prefix = serving.restore_or_init(net, sess, ckpt_path, config)
         if prefix is None:
             raise errors.CheckpointError("restoring a checkpoint needs a checkpoint path, "

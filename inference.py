@@ -14,8 +14,9 @@ The work is done by the modules below it, one job each:
 * `checkpoint_io`: find a checkpoint, restore variables (EMA-aware).
 * `serving`: the raw network, pre-processing, the serving graph (uint8 images in, detections
   out), restoring weights into them and freezing them.
-* `detectors`: `Detections` and one `Detector` class per format (checkpoint, SavedModel, frozen
-  graph, TFLite, ONNX, OpenVINO); `load_detector` picks one for an exported model.
+* `detectors`: one `Detector` class per format (checkpoint, SavedModel, frozen graph, TFLite,
+  ONNX, OpenVINO), each returning `detections.Detections`; `load_detector` picks one for an
+  exported model.
 * `export`: dry run, frozen network, SavedModel (+ frozen graph, TFLite, OpenVINO), TFLite,
   ONNX, OpenVINO, checkpoint re-export, export settings.
 * `visualize`: reading images (upright, 16-bit ones scaled to 8 bits), drawing and writing them.
@@ -46,9 +47,11 @@ import errors
 import hparams_config
 import outputs
 import serving
+import sessions
 import utils
 import visualize
-from detectors import Detections, Detector, SessionDetector
+from detections import Detections
+from detectors import Detector, SessionDetector
 
 tf1 = tf.compat.v1
 
@@ -162,7 +165,7 @@ def benchmark_network(config: hparams_config.Config, batch_size: int = 1, runs: 
     net = serving.build_raw_network(config, batch_size)
     params = utils.num_trainable_params(net.graph)
     flops = utils.num_flops(net.graph) // batch_size
-    with tf1.Session(graph=net.graph) as sess:
+    with sessions.new_session(net.graph) as sess:
         serving.restore_or_init(net, sess, ckpt_path, config)
         frozen = serving.freeze(sess, net.graph, net.output_names)
     graph = tf.Graph()
@@ -170,7 +173,7 @@ def benchmark_network(config: hparams_config.Config, batch_size: int = 1, runs: 
         tf1.import_graph_def(frozen, name="")
     fetches = [f"{n}:0" for n in net.output_names]
     feed = {f"{serving.INPUT_NAME}:0": serving.random_images(net, batch_size)}
-    with tf1.Session(graph=graph, config=serving.session_config(threads, xla)) as sess:
+    with sessions.new_session(graph, threads=threads, jit_level=2 if xla else 0) as sess:
         times = time_calls(lambda: sess.run(fetches, feed), runs, warmup)
         if trace_filename:
             write_trace(sess, fetches, feed, trace_filename)

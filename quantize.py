@@ -6,7 +6,7 @@ code (`dataloader.parse_record`) or from image files as inference reads them
 (`visualize.read_image`). The model does its own resize, normalisation and padding.
 
 * `read_calibration`: a `CalibrationSet`, read and checked whole before any graph is built (no
-  match, no image, a corrupt record or image: a `CalibrationError` naming the flag).
+  match, no image, a corrupt record or image: an `errors.DataError` naming the flag).
 * `quantize_openvino`: NNCF post-training quantisation of OpenVINO IR written by
   `export.write_openvino`, into `<name>_int8.xml` beside it (`int8_path`). The network, from
   its first convolution to the class and box predictors, runs in int8; pre-processing (resize,
@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import logging
 import os
-import re
 import shutil
 import tempfile
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
@@ -49,10 +48,6 @@ INT8_SUFFIX = "_int8"
 # in OpenVINO and in TFLite.
 _CONVOLUTIONS = ("Convolution", "GroupConvolution")
 _TFLITE_CONVOLUTIONS = ("CONV_2D", "DEPTHWISE_CONV_2D")
-
-
-class CalibrationError(errors.DataError):
-    """A calibration set that cannot be used: no match, no image, a corrupt file or record."""
 
 
 # -------------------------------------------------------------------------------------------------
@@ -126,7 +121,7 @@ def _read_images(pattern: str, paths: Sequence[str], count: int, flag: str) -> C
         try:
             visualize.read_image(path)
         except visualize.ImageReadError as e:
-            raise CalibrationError(f"--{flag}: {e}; remove it from the calibration set"
+            raise errors.DataError(f"--{flag}: {e}; remove it from the calibration set"
                                    ) from None
     return CalibrationSet(pattern, "images", chosen)
 
@@ -157,31 +152,19 @@ def _read_records(pattern: str, count: int, config: hparams_config.Config,
 def _checked(dataset: tf.data.Dataset, files: Sequence[str], pattern: str,
              flag: str) -> Iterator[tf.Tensor]:
     """Iterate `dataset` (read from the record `files`); a broken file or record is a
-    CalibrationError naming the flag and, where TensorFlow does not, the file."""
+    errors.DataError naming the flag and, where TensorFlow does not, the file."""
     from record_files import find_broken_record_file
 
     try:
         yield from dataset
     except tf.errors.DataLossError as e:
         broken = find_broken_record_file(files)
-        where = f"{broken[0]}: {broken[1]}" if broken else str(e).splitlines()[0]
-        raise CalibrationError(f"--{flag}={pattern}: {where}; re-create the records or narrow "
+        where = f"{broken[0]}: {broken[1]}" if broken else errors.first_line(str(e))
+        raise errors.DataError(f"--{flag}={pattern}: {where}; re-create the records or narrow "
                                f"the pattern") from None
     except tf.errors.InvalidArgumentError as e:  # parse_record's checks and image decoding
-        raise CalibrationError(f"--{flag}={pattern}: {_what_failed(e)}") from None
-
-
-def _what_failed(error: tf.errors.OpError) -> str:
-    """The message of a failed tf.data step without TensorFlow's wrapping: a record check's
-    (dataloader.RECORD_CHECK_MARKER), else the first line without the function's name."""
-    import dataloader
-
-    text = error.message or str(error)
-    marker = dataloader.RECORD_CHECK_MARKER
-    if marker in text:
-        line = text[text.index(marker) + len(marker):].splitlines()[0]
-        return line[:-1] if line.endswith("]") else line  # Assert prints its data as a list
-    return re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text.splitlines()[0])
+        what = errors.from_tf_error(e) or errors.first_line(e.message)
+        raise errors.DataError(f"--{flag}={pattern}: {what}") from None
 
 
 def read_calibration(pattern: str, count: int, config: hparams_config.Config,
@@ -193,24 +176,24 @@ def read_calibration(pattern: str, count: int, config: hparams_config.Config,
     training split's, parsed with `config`'s num_classes and max_instances_per_image as
     training does): the first `count` records, taking one shard after another in turn. Every
     chosen image is decoded once here, so that a set that cannot be used fails before any
-    graph is built or file written: `CalibrationError` (or record_files.InputError for a
+    graph is built or file written: `errors.DataError` (or record_files.InputError for a
     shard pattern) naming `--flag`.
     """
     if not pattern or not pattern.strip():
-        raise CalibrationError(f"--{flag} is empty: give a glob of TFRecord shards of the "
+        raise errors.DataError(f"--{flag} is empty: give a glob of TFRecord shards of the "
                                f"training split or of image files")
     if count < 1:
-        raise CalibrationError(f"--calibration_images must be >= 1, got {count}")
+        raise errors.DataError(f"--calibration_images must be >= 1, got {count}")
     paths = calibration_files(pattern)
     if not paths:
-        raise CalibrationError(f"--{flag}={pattern} matches no file; check the path (quote the "
+        raise errors.DataError(f"--{flag}={pattern} matches no file; check the path (quote the "
                                f"glob so the shell does not expand it)")
     if all(p.lower().endswith(IMAGE_SUFFIXES) for p in paths):
         calib = _read_images(pattern, paths, count, flag)
     else:
         calib = _read_records(pattern, count, config, flag)
     if not len(calib):
-        raise CalibrationError(f"--{flag}={pattern} holds no image (the matching record files "
+        raise errors.DataError(f"--{flag}={pattern} holds no image (the matching record files "
                                f"are empty); give the training split's shards or images")
     return calib
 
@@ -308,7 +291,7 @@ def _write_ir(ov, model, xml_path: str) -> None:
         try:
             ov.save_model(model, local, compress_to_fp16=False)
         except RuntimeError as e:
-            raise errors.OutputError(f"cannot write '{xml_path}': {export.openvino_error(e)}"
+            raise errors.OutputError(f"cannot write '{xml_path}': {errors.first_line(str(e))}"
                                      ) from None
         for suffix in (".bin", ".xml"):
             with outputs.atomic_path(os.path.splitext(xml_path)[0] + suffix) as part:
@@ -340,7 +323,7 @@ def quantize_openvino(xml_path: str, calibration: CalibrationSet,
         model = ov.Core().read_model(xml_path)
     except RuntimeError as e:
         raise errors.ModelFileError(f"'{xml_path}' is not a loadable OpenVINO model: "
-                                    f"{export.openvino_error(e)}") from None
+                                    f"{errors.first_line(str(e))}") from None
     settings = export.read_export_settings(xml_path)
     kept = float_op_names(model)
     quantized = nncf.quantize(

@@ -1,6 +1,8 @@
 """The checks main.py runs on records before it trains or evaluates (trainer.prepare calls
 them; nothing is created or recorded before they pass).
 
+* Classes: the records' largest class id against num_classes, and the label map resolved to
+  {id: name} (`check_records_and_label_map`).
 * Training: the first `TRAIN_SAMPLE_RECORDS` records through dataset/validate_tfrecord.py's
   rules (`validation.check_records`), so a conversion's systematic mistake stops the run at
   once; the input pipeline (dataloader.py) applies the same rules to every record it reads.
@@ -15,7 +17,7 @@ index and source id.
 
 from __future__ import annotations
 
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import tensorflow as tf
 
@@ -23,7 +25,7 @@ import coco_json
 import dataloader
 import errors
 import record_files
-from dataset import tfrecord_util, validation
+from dataset import label_maps, tfrecord_util, validation
 from hparams_config import Config
 from run_options import RunOptions
 
@@ -73,7 +75,7 @@ def _eval_record_images(config: Config, opts: RunOptions, files: List[str]
     except tf.errors.DataLossError as e:
         broken = record_files.find_broken_record_file(files)
         detail = (f"{broken[0]}: {broken[1]}" if broken
-                  else (e.message or str(e)).splitlines()[0])
+                  else errors.first_line(e.message or str(e)))
         raise errors.DataError(f"{detail}; re-create the records with the dataset "
                                f"converters.") from None
 
@@ -89,3 +91,63 @@ def check_eval_records(config: Config, opts: RunOptions, files: List[str]) -> No
     else:
         for _ in images:
             pass
+
+
+# -------------------------------------------------------------------------------------------------
+# Classes
+# -------------------------------------------------------------------------------------------------
+def _max_label_and_names(files: List[str], limit: int = 2000) -> Tuple[int, Dict[int, str]]:
+    """The largest class label and the {label: class text} seen in the first `limit` records."""
+    best, names, count = 0, {}, 0
+    for path in files:
+        for raw in _records(path, limit - count):
+            feature = tf.train.Example.FromString(raw).features.feature
+            labels = list(feature["image/object/class/label"].int64_list.value)
+            texts = list(feature["image/object/class/text"].bytes_list.value)
+            if labels:
+                best = max(best, max(labels))
+            for label, text in zip(labels, texts):
+                names.setdefault(int(label), text.decode("utf-8", "replace"))
+            count += 1
+        if count >= limit:
+            break
+    return best, names
+
+
+def _records(path: str, limit: int):
+    """The first `limit` serialized records of `path`; a broken file is a DataError naming it."""
+    try:
+        yield from tf.data.TFRecordDataset(path).take(limit).as_numpy_iterator()
+    except tf.errors.DataLossError as e:
+        broken = record_files.find_broken_record_file([path])
+        detail = broken[1] if broken else errors.first_line(e.message)
+        raise errors.DataError(f"{path}: {detail}; re-create it with the dataset "
+                               f"converters.") from None
+
+
+def _json_categories(val_json_file: Optional[str]) -> Dict[int, str]:
+    """{id: name} of the json's categories; a json that is not a COCO json is a DataError."""
+    if not val_json_file:
+        return {}
+    categories = coco_json.load_gt_json(val_json_file).dataset["categories"]
+    return {c["id"]: str(c["name"]) for c in categories
+            if isinstance(c, dict) and isinstance(c.get("id"), int) and "name" in c}
+
+
+def check_records_and_label_map(config: Config, opts: RunOptions, files: List[str]) -> None:
+    """Check num_classes against the records' labels; resolve the label map to {id: name}.
+
+    A path or built-in name given as `label_map` is read here, once, and the mapping is what
+    config.yaml stores, so a model directory runs anywhere after a move. With no label map,
+    the classes are named from the validation json or the records' class texts.
+    """
+    top, record_names = _max_label_and_names(files)
+    if top > config.num_classes:
+        raise errors.DataError(
+            f"records {files[0]} ... hold class id {top} but num_classes is "
+            f"{config.num_classes}; pass --hparams=num_classes={top} (ids run 1..num_classes, no "
+            f"background entry).")
+    if not isinstance(config.label_map, dict):
+        found = [(f"--val_json_file={opts.val_json_file}", _json_categories(opts.val_json_file)),
+                 (f"the class texts of {files[0]} ...", record_names)]
+        config.label_map = label_maps.resolve(config.label_map, config.num_classes, found)

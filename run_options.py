@@ -1,7 +1,8 @@
 """main.py's options: one dataclass whose fields are the flags (name, default, help).
 
 Kept free of TensorFlow so that `python main.py --help` and flag errors return at once. Tests
-and notebooks build `RunOptions(...)` and call `trainer.run` with it.
+and notebooks build `RunOptions(...)` and call `trainer.run` with it. `check_options` checks
+the flags alone (no I/O) before trainer.run reads or writes anything.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import dataclasses
 from typing import List, Optional
 
 import cli
+import errors
 
 field = cli.field
 
@@ -98,3 +100,27 @@ class RunOptions:
     input_partition_dims: List[int] = field([1, 4, 2, 1], "Partition dims of images and "
                                                           "per-level targets (TPU).",
                                             bounds="[1, 4096]")
+
+
+def check_options(opts: RunOptions) -> None:
+    """Flag-only checks (no I/O); each error names the flag."""
+    if not opts.model_dir:
+        raise errors.UsageError("--model_dir is required (checkpoints, summaries and "
+                                "config.yaml).")
+    if opts.ckpt and opts.backbone_ckpt:
+        raise errors.UsageError("--backbone_ckpt and --ckpt cannot be used together: "
+                                "--backbone_ckpt starts from a classifier, --ckpt from a "
+                                "detector.")
+    cli.check_bounds(opts)  # every number against its field's range
+    if opts.strategy == "multi_worker" and opts.mode == "eval":
+        raise errors.UsageError("--strategy=multi_worker trains (--mode=train or "
+                                "train_and_eval, which evaluates on the chief); run --mode=eval "
+                                "as one process without --strategy.")
+    needs_train = opts.mode in ("train", "train_and_eval")
+    needs_eval = opts.mode in ("eval", "train_and_eval") or opts.eval_after_training
+    if needs_train and not opts.training_file_pattern:
+        raise errors.UsageError(f"--training_file_pattern is required for --mode={opts.mode}.")
+    if needs_eval and not opts.validation_file_pattern:
+        raise errors.UsageError(f"--validation_file_pattern is required for --mode={opts.mode}"
+                                + (" with --eval_after_training" if opts.mode == "train"
+                                   else "") + ".")

@@ -90,19 +90,8 @@ def random_images(net: RawNetwork, batch_size: int, seed: int = 0) -> np.ndarray
 
 
 # -------------------------------------------------------------------------------------------------
-# Sessions: options, weights, freezing
+# Sessions: weights, freezing
 # -------------------------------------------------------------------------------------------------
-def session_config(threads: int = 0, xla: bool = False) -> tf1.ConfigProto:
-    """Session options: `threads` intra-op threads (0 = TF default), optional XLA JIT."""
-    config = tf1.ConfigProto()
-    if threads > 0:
-        config.intra_op_parallelism_threads = threads
-        config.inter_op_parallelism_threads = 1
-    if xla:
-        config.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_2
-    return config
-
-
 def has_checkpoint(ckpt_path: Optional[str]) -> bool:
     """False for None, '' and '_', which mean random weights."""
     return bool(ckpt_path) and ckpt_path != "_"

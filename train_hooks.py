@@ -1,8 +1,8 @@
 """What a training run shows and guards: progress lines, throughput summaries, the NaN guard.
 
 * `assert_finite_losses` makes the update depend on finite losses, so a NaN/Inf step changes
-  nothing and is never checkpointed; `parse_nonfinite` turns its failure into a
-  `NonFiniteLossError` naming the step and the bad loss.
+  nothing and is never checkpointed; its failure is a TrainingError naming the step and the bad
+  loss (errors.from_tf_error).
 * `ProgressHook` logs one line every `every_n_steps` steps or `every_secs` seconds, whichever
   comes first: step / total, total loss, class and box loss, learning rate, images/s and ETA; it
   writes the TensorBoard summaries every `every_n_steps` steps and an `examples/sec` summary
@@ -29,43 +29,42 @@ import errors
 
 tf1 = tf.compat.v1
 
-NONFINITE_TAG = "VFPN_NONFINITE_LOSS"
 PROGRESS_COLLECTION = "vfpn_progress_tensors"
-
-
-class NonFiniteLossError(errors.TrainingError):
-    """Training produced a NaN or Inf loss."""
+# What follows the bad losses in the NaN guard's message.
+_NONFINITE_ADVICE = (
+    ". The last good checkpoint is kept in model_dir. Bad boxes are the usual cause: check the "
+    "records with `python dataset/validate_tfrecord.py --file_pattern=... --model_name=...`; "
+    "also consider a lower learning_rate for small batches.")
 
 
 def assert_finite_losses(losses: Dict[str, tf.Tensor], global_step: tf.Tensor) -> tf.Operation:
     """An op that fails the training step, before any variable changes, when a loss is NaN/Inf.
 
     The update depends on it, so the step that produced the bad loss applies nothing and is
-    never checkpointed: the last checkpoint on disk is the last good one.
+    never checkpointed: the last checkpoint on disk is the last good one. Its message, a
+    TrainingError for errors.from_tf_error, names the step and the bad losses
+    ('non-finite loss at step 7: box_loss=nan. ...'); it is built only when a loss is bad.
     """
     names = sorted(losses)
-    finite = tf.reduce_all([tf.math.is_finite(losses[n]) for n in names])
-    data = [NONFINITE_TAG, "step", global_step]
-    for n in names:
-        data += [n, losses[n]]
-    return tf.debugging.Assert(finite, data, summarize=4 * len(data), name="finite_losses")
+    values = [tf.cast(losses[n], tf.float32) for n in names]
+    finite = tf.stack([tf.math.is_finite(v) for v in values])
 
+    def message() -> tf.Tensor:
+        shown = tf.strings.join([tf.constant([f"{n}=" for n in names]),
+                                 tf.strings.as_string(tf.stack(values), shortest=True)])
+        return tf.strings.join([
+            errors.graph_message("TrainingError", "non-finite loss at step "),
+            tf.strings.as_string(global_step), ": ",
+            tf.strings.reduce_join(tf.boolean_mask(shown, tf.logical_not(finite)),
+                                   separator=", "),
+            _NONFINITE_ADVICE])
 
-def parse_nonfinite(message: str) -> Optional[NonFiniteLossError]:
-    """The `NonFiniteLossError` behind an `assert_finite_losses` failure, else None."""
-    if NONFINITE_TAG not in message:
-        return None
-    body = message.split(NONFINITE_TAG, 1)[1].split("\n")[0]
-    tokens = [t.strip(" []") for t in body.split("] [")]
-    tokens = [t for t in tokens if t]
-    step = tokens[1] if len(tokens) > 1 else "?"
-    pairs = dict(zip(tokens[2::2], tokens[3::2]))
-    bad = [f"{k}={v}" for k, v in pairs.items() if v.lower() in ("nan", "inf", "-inf")]
-    return NonFiniteLossError(
-        f"non-finite loss at step {step}: {', '.join(bad) or body}. The last good checkpoint "
-        f"is kept in model_dir. Bad boxes are the usual cause: check the records with `python "
-        f"dataset/validate_tfrecord.py --file_pattern=... --model_name=...`; also consider a "
-        f"lower learning_rate for small batches.")
+    def fail() -> tf.Tensor:
+        with tf.control_dependencies([tf.debugging.Assert(False, [message()])]):
+            return tf.constant(False)
+
+    ok = tf.cond(tf.reduce_all(finite), lambda: tf.constant(True), fail)
+    return tf.identity(ok, name="finite_losses").op
 
 
 def add_progress_tensor(name: str, tensor: tf.Tensor) -> None:

@@ -16,16 +16,14 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 from absl import logging
 
 import bn_calibration
 import checkpoint_io
-import cli
 import cluster
-import coco_json
 import coco_metric
 import dataloader
 import det_model_fn
@@ -35,8 +33,9 @@ import outputs
 import record_checks
 import record_files
 import run_dir
+import run_options
+import sessions
 import train_hooks
-from dataset import label_maps
 from hparams_config import Config
 from run_options import RunOptions
 
@@ -75,30 +74,6 @@ class Prepared:
 # -------------------------------------------------------------------------------------------------
 # Checks before anything is read or written
 # -------------------------------------------------------------------------------------------------
-def check_options(opts: RunOptions) -> None:
-    """Flag-only checks (no I/O); each error names the flag."""
-    if not opts.model_dir:
-        raise errors.UsageError("--model_dir is required (checkpoints, summaries and "
-                                "config.yaml).")
-    if opts.ckpt and opts.backbone_ckpt:
-        raise errors.UsageError("--backbone_ckpt and --ckpt cannot be used together: "
-                                "--backbone_ckpt starts from a classifier, --ckpt from a "
-                                "detector.")
-    cli.check_bounds(opts)  # every number against its flag's range (run_options.py)
-    if opts.strategy == "multi_worker" and opts.mode == "eval":
-        raise errors.UsageError("--strategy=multi_worker trains (--mode=train or "
-                                "train_and_eval, which evaluates on the chief); run --mode=eval "
-                                "as one process without --strategy.")
-    needs_train = opts.mode in ("train", "train_and_eval")
-    needs_eval = opts.mode in ("eval", "train_and_eval") or opts.eval_after_training
-    if needs_train and not opts.training_file_pattern:
-        raise errors.UsageError(f"--training_file_pattern is required for --mode={opts.mode}.")
-    if needs_eval and not opts.validation_file_pattern:
-        raise errors.UsageError(f"--validation_file_pattern is required for --mode={opts.mode}"
-                                + (" with --eval_after_training" if opts.mode == "train"
-                                   else "") + ".")
-
-
 def check_outputs(opts: RunOptions) -> None:
     """The one file main.py writes outside --model_dir, the test-dev results json, follows
     outputs.py's policy: an existing one is replaced only with --overwrite. No I/O but stats."""
@@ -108,63 +83,6 @@ def check_outputs(opts: RunOptions) -> None:
     inputs = [("val_json_file", opts.val_json_file)] if opts.val_json_file else []
     outputs.check_plan([outputs.Planned("testdev_dir", opts.testdev_dir, (path,),
                                         directory=True)], inputs, opts.overwrite)
-
-
-def _max_label_and_names(files: List[str], limit: int = 2000) -> Tuple[int, Dict[int, str]]:
-    """The largest class label and the {label: class text} seen in the first `limit` records."""
-    best, names, count = 0, {}, 0
-    for path in files:
-        for raw in _records(path, limit - count):
-            feature = tf.train.Example.FromString(raw).features.feature
-            labels = list(feature["image/object/class/label"].int64_list.value)
-            texts = list(feature["image/object/class/text"].bytes_list.value)
-            if labels:
-                best = max(best, max(labels))
-            for label, text in zip(labels, texts):
-                names.setdefault(int(label), text.decode("utf-8", "replace"))
-            count += 1
-        if count >= limit:
-            break
-    return best, names
-
-
-def _records(path: str, limit: int):
-    """The first `limit` serialized records of `path`; a broken file is a DataError naming it."""
-    try:
-        yield from tf.data.TFRecordDataset(path).take(limit).as_numpy_iterator()
-    except tf.errors.DataLossError as e:
-        broken = record_files.find_broken_record_file([path])
-        detail = broken[1] if broken else relevant_line(e.message)
-        raise errors.DataError(f"{path}: {detail}; re-create it with the dataset "
-                               f"converters.") from None
-
-
-def _json_categories(val_json_file: Optional[str]) -> Dict[int, str]:
-    """{id: name} of the json's categories; a json that is not a COCO json is a DataError."""
-    if not val_json_file:
-        return {}
-    categories = coco_json.load_gt_json(val_json_file).dataset["categories"]
-    return {c["id"]: str(c["name"]) for c in categories
-            if isinstance(c, dict) and isinstance(c.get("id"), int) and "name" in c}
-
-
-def check_records_and_label_map(config: Config, opts: RunOptions, files: List[str]) -> None:
-    """Check num_classes against the records' labels; resolve the label map to {id: name}.
-
-    A path or built-in name given as `label_map` is read here, once, and the mapping is what
-    config.yaml stores, so a model directory runs anywhere after a move. With no label map,
-    the classes are named from the validation json or the records' class texts.
-    """
-    top, record_names = _max_label_and_names(files)
-    if top > config.num_classes:
-        raise errors.DataError(
-            f"records {files[0]} ... hold class id {top} but num_classes is "
-            f"{config.num_classes}; pass --hparams=num_classes={top} (ids run 1..num_classes, no "
-            f"background entry).")
-    if not isinstance(config.label_map, dict):
-        found = [(f"--val_json_file={opts.val_json_file}", _json_categories(opts.val_json_file)),
-                 (f"the class texts of {files[0]} ...", record_names)]
-        config.label_map = label_maps.resolve(config.label_map, config.num_classes, found)
 
 
 def check_start_checkpoint(config: Config, opts: RunOptions) -> None:
@@ -231,7 +149,7 @@ def prepare(opts: RunOptions) -> Prepared:
                                      training=training)
     if opts.num_epochs is not None:
         config.num_epochs = opts.num_epochs
-    check_records_and_label_map(config, opts, train_files or eval_files)
+    record_checks.check_records_and_label_map(config, opts, train_files or eval_files)
     if train_files:
         record_checks.check_training_records(config, opts, train_files)
     if eval_files:
@@ -328,12 +246,8 @@ def save_interval(p: Prepared) -> int:
 def session_config(opts: RunOptions, replicas: int = 1) -> tf1.ConfigProto:
     """The ConfigProto of the run's sessions (training, and evaluation with replicas=1)."""
     # Replicas block in all-reduce while holding an inter-op thread: leave room for all of them.
-    config = tf1.ConfigProto(allow_soft_placement=True,
-                             inter_op_parallelism_threads=max(2, 2 * replicas)
-                             if replicas > 1 else 0)
-    if opts.use_xla:
-        config.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
-    return config
+    return sessions.session_config(jit_level=1 if opts.use_xla else 0, soft_placement=True,
+                                   inter_op_threads=max(2, 2 * replicas) if replicas > 1 else 0)
 
 
 def build_estimator(p: Prepared):
@@ -478,39 +392,12 @@ def _train(p: Prepared, estimator, max_steps: int,
 # -------------------------------------------------------------------------------------------------
 # TensorFlow errors we can attribute to the user's input
 # -------------------------------------------------------------------------------------------------
-_NOISE_LINES = ("Graph execution error", "Detected at node", "Defined at", "File \"",
-                "[[{{node", "Stack trace", "\t")
-
-
-def relevant_line(message: str) -> str:
-    """The line of a TensorFlow error message that says what went wrong."""
-    lines = [ln.strip() for ln in (message or "").splitlines()]
-    for line in lines:
-        if not line or line.startswith(_NOISE_LINES) or "root error(s) found" in line:
-            continue
-        line = line.split("\t [[", 1)[0].split(" [[", 1)[0].strip()
-        if line.startswith("(0) "):
-            line = line[4:]
-        return line
-    return lines[0] if lines else ""
-
-
 def attribute_tf_error(error: tf.errors.OpError, p: Prepared) -> Optional[errors.UserError]:
-    """The user error behind a TensorFlow runtime error, or None when it is not one we know."""
-    import coco_metric_ops
-
-    message = error.message or str(error)
-    nonfinite = train_hooks.parse_nonfinite(message)
-    if nonfinite:
-        return nonfinite
-    ours = coco_metric_ops.metric_error_message(error)
-    if ours:
-        return errors.DataError(ours)
-    marker = dataloader.RECORD_CHECK_MARKER
-    if marker in message:  # the input pipeline's record checks
-        line = relevant_line(message[message.index(marker) + len(marker):])
-        # tf.debugging.Assert prints its data as a list: drop the closing bracket.
-        return errors.DataError(line[:-1] if line.endswith("]") else line)
+    """The user error behind a TensorFlow runtime error, or None when it is not one we know: a
+    check in the graph (errors.from_tf_error), a corrupted record file, memory."""
+    marked = errors.from_tf_error(error)
+    if marked is not None:
+        return marked
     if isinstance(error, tf.errors.DataLossError):
         files = (p.train_files or []) + (p.eval_files or [])
         broken = record_files.find_broken_record_file(files)
@@ -519,7 +406,7 @@ def attribute_tf_error(error: tf.errors.OpError, p: Prepared) -> Optional[errors
                                 f"re-create it with the dataset converters.")
     if isinstance(error, tf.errors.ResourceExhaustedError):
         return errors.TrainingError(
-            f"out of memory ({relevant_line(message)}); lower --train_batch_size or "
+            f"out of memory ({errors.first_line(error.message)}); lower --train_batch_size or "
             f"--eval_batch_size, the image_size hparam, or use precision=mixed_float16 on a GPU.")
     return None
 
@@ -793,7 +680,7 @@ def run(opts: RunOptions) -> Optional[Dict[str, Any]]:
     """Run `opts.mode`; returns the last eval metrics, if any."""
     if opts.mode not in MODES:
         raise errors.UsageError(f"unknown --mode={opts.mode}; valid: {', '.join(MODES)}.")
-    check_options(opts)
+    run_options.check_options(opts)
     check_outputs(opts)
     task = None
     if opts.strategy == "multi_worker":

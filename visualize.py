@@ -25,7 +25,7 @@ import numpy as np
 import errors
 import outputs
 from dataset import validation
-from detectors import Detections
+from detections import Detections
 
 # Box colours by class id (RGB).
 COLORS = [(255, 56, 56), (56, 56, 255), (56, 255, 56), (255, 157, 151), (255, 178, 29),

@@ -8,10 +8,10 @@ as is.
 
 Speed (the suite runs on 2 cores with pytest-xdist, `-n auto` in pyproject.toml):
 
-* In-process sessions skip Grappler, TensorFlow's graph rewriting at session start. It changes
-  no result, only how kernels are fused, and it costs seconds per session (a quarter of a
-  small train-and-eval run). Commands run as subprocesses (CLI smoke tests, docs tests) keep
-  it, as users have it.
+* In-process sessions skip Grappler, TensorFlow's graph rewriting at session start, through the
+  project's one switch (`sessions.fast_graph_setup`). It changes no result, only how kernels
+  are fused, and it costs seconds per session (a quarter of a small train-and-eval run).
+  Commands run as subprocesses (CLI smoke tests, docs tests) keep it, as users have it.
 * Tests that share an expensive fixture (`exported_models`, test_trainer's `trained`) run in
   one xdist group, so the fixture is built once, not once per worker.
 """
@@ -41,31 +41,15 @@ def pytest_collection_modifyitems(config, items):
                 break
 
 
-def _sessions_without_grappler() -> None:
-    """Every tf.compat.v1 Session made in this process gets Grappler's meta optimizer off."""
-    import cli
-
-    cli.import_tensorflow()  # without the start-up noise
-    from tensorflow.python.client import session as tf_session
-
-    base_init = tf_session.Session.__init__
-
-    def init(self, target="", graph=None, config=None):
-        import tensorflow as tf
-
-        quick = tf.compat.v1.ConfigProto()
-        if config is not None:
-            quick.CopyFrom(config)
-        quick.graph_options.rewrite_options.disable_meta_optimizer = True
-        base_init(self, target, graph, quick)
-
-    tf_session.Session.__init__ = init
-
-
 def pytest_configure(config):
     # Only where tests run: an xdist worker, or the one process of -n 0 (not the controller).
     if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
-        _sessions_without_grappler()
+        import cli
+
+        cli.import_tensorflow()  # without the start-up noise
+        import sessions
+
+        sessions.fast_graph_setup(True)
 
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")

@@ -20,6 +20,7 @@ from pycocotools.cocoeval import COCOeval
 import coco_json
 import coco_metric
 import coco_metric_ops
+import errors
 
 PAD = -1.0
 
@@ -487,11 +488,11 @@ def test_graph_mode_error_keeps_the_clear_message(tmp_path):
         with tf.compat.v1.Session() as sess:
             with pytest.raises(tf.errors.InvalidArgumentError) as err:
                 sess.run(ops["AP"][1])
-    message = coco_metric_ops.metric_error_message(err.value)
+    message = str(errors.from_tf_error(err.value))
     assert message.startswith("1 evaluated image id(s) are not image ids of the ground-truth "
                               f"json {gt_path} (e.g. 999)")
     assert "\n" not in message
-    assert coco_metric_ops.metric_error_message(ValueError("unrelated")) is None
+    assert errors.from_tf_error(ValueError("unrelated")) is None
 
 
 def test_estimator_evaluate_with_metric_fn(tmp_path):

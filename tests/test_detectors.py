@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import detections
 import detectors
 import errors
 import export
@@ -98,7 +99,7 @@ def test_base64_signature_matches_arrays_for_every_image_kind(exported_models, l
         sig = meta.signature_def["serving_base64"]
         out = sess.run({k: v.name for k, v in sig.outputs.items()},
                        {sig.inputs["image_files"].name: np.array(encoded, object)})
-    got = detectors.split_detections(out)
+    got = detections.split_detections(out)
     for i, im in enumerate(images):
         rgb = im if im.ndim == 3 else np.repeat(im[..., None], 3, axis=2)
         want = loaded["saved_model"].predict(rgb[None])[0]

@@ -2,7 +2,6 @@
 endpoints, and restoring weights (EMA-aware) or initialising them."""
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 import serving
@@ -68,11 +67,3 @@ def test_restore_or_init_reads_ema_shadows(test_checkpoint):
     assert prefix.endswith("model.ckpt-0")
     np.testing.assert_array_equal(values[0.0], -20.0)  # the raw bias
     assert (values[config.moving_average_decay] > -10).all()  # its EMA shadow
-
-
-@pytest.mark.parametrize("threads,xla", [(0, False), (2, True)])
-def test_session_config(threads, xla):
-    config = serving.session_config(threads, xla)
-    assert config.intra_op_parallelism_threads == threads
-    on = config.graph_options.optimizer_options.global_jit_level == tf1.OptimizerOptions.ON_2
-    assert on == xla

@@ -20,6 +20,7 @@ import tensorflow as tf
 import cli
 import errors
 import run_dir
+import run_options
 import trainer
 from conftest import make_classifier_checkpoint, tiny_hparams
 from run_options import RunOptions
@@ -375,7 +376,7 @@ def test_comma_separated_globs_are_one_pattern_policy(voc_records, tmp_path):
     tf_dir = voc_records / "tfrecord"
     opts = _opts(voc_records, tmp_path / "m", mode="train", training_file_pattern=(
         f"{tf_dir}/pascal-00000-*.tfrecord,{tf_dir}/pascal-00001-*.tfrecord"))
-    trainer.check_options(opts)
+    run_options.check_options(opts)
     prepared = trainer.prepare(opts)
     assert [os.path.basename(f) for f in prepared.train_files] == [
         "pascal-00000-of-00002.tfrecord", "pascal-00001-of-00002.tfrecord"]

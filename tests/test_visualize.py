@@ -10,7 +10,7 @@ from PIL import Image
 import errors
 import visualize
 from conftest import STREET, sideways_photo
-from detectors import Detections
+from detections import Detections
 
 
 def test_read_image_converts_every_kind_to_uint8_rgb(tmp_path):
