@@ -217,7 +217,7 @@ def save_dry_run(config: hparams_config.Config, logdir: str, model_name: str,
         writer = tf1.summary.FileWriter(logdir, net.graph)
         writer.flush()
         writer.close()
-    outputs.write_file(run_dir.config_path(logdir), str(config))
+    run_dir.write_config(logdir, config)
     return {"checkpoint": prefix, "graph": graph_path}
 
 
@@ -327,7 +327,7 @@ def export_saved_model(config: hparams_config.Config, saved_model_dir: str, mode
     _save_saved_model(graph, frozen, saved_model_dir)
     frozen_path = outputs.write_file(os.path.join(saved_model_dir, f"{model_name}_frozen.pb"),
                                      frozen.SerializeToString())
-    outputs.write_file(run_dir.config_path(saved_model_dir), str(config))
+    run_dir.write_config(saved_model_dir, config)
     write_export_settings(saved_model_dir, settings)
     write_export_settings(frozen_path, settings)
     tflite = None

@@ -251,11 +251,12 @@ class Config:
 
     # -- yaml ------------------------------------------------------------------------------------
     def save_to_yaml(self, path: str) -> None:
-        """Write the whole config as YAML (tuples become lists; `load` accepts them back)."""
+        """Write the whole config as a config file (`config_file_text`; tuples become lists,
+        `load_from_yaml` accepts them back)."""
         import tensorflow as tf  # local: gfile handles gs:// model dirs
 
         with tf.io.gfile.GFile(path, "w") as f:
-            f.write(str(self))
+            f.write(config_file_text(self))
 
     @classmethod
     def load_from_yaml(cls, path: str) -> Config:
@@ -277,7 +278,33 @@ def to_yamlable(value: Any) -> Any:
     return value
 
 
+# A saved config file (a model directory's or an export's config.yaml) starts with the
+# top-level key `version: CONFIG_VERSION`, the layout it is written in, so that a later layout
+# can be told apart instead of misread. A file without the key (written before it existed) is
+# version 1; a version this code does not know is refused.
+VERSION_KEY = "version"
+CONFIG_VERSION = 1
+
+
+def config_file_text(config: Config) -> str:
+    """`config` as the text of a config file: `version: CONFIG_VERSION`, then every key."""
+    return f"{VERSION_KEY}: {CONFIG_VERSION}\n{config}"
+
+
+def _pop_version(data: Dict[str, Any], path: str) -> None:
+    """Take the file layout key out of `data`, the mapping read from `path`; refuse a
+    version this code does not read (older directories have none: version 1)."""
+    version = data.pop(VERSION_KEY, CONFIG_VERSION)
+    if type(version) is not int or version != CONFIG_VERSION:
+        raise HparamsError(
+            f"'{path}': key '{VERSION_KEY}' is {version!r}, a config file layout this code "
+            f"does not read (it reads {VERSION_KEY}: {CONFIG_VERSION}); use the code that wrote "
+            f"the file.")
+
+
 def read_yaml(path: str) -> Dict[str, Any]:
+    """The mapping in YAML file `path` (an hparams file or a saved config), without its
+    `version` key (checked by `_pop_version`)."""
     import tensorflow as tf
 
     if not tf.io.gfile.exists(path):
@@ -292,6 +319,7 @@ def read_yaml(path: str) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise HparamsError(f"hparams file '{path}' must hold a mapping of key: value, "
                            f"got {type(data).__name__}.")
+    _pop_version(data, path)
     return data
 
 

@@ -1,8 +1,8 @@
 """A model directory's contract: what runs may create, read and write there.
 
-* `config.yaml` — the resolved config (label map included), written by the training run that
-  creates the directory (or the first one to train in it) and never overwritten afterwards.
-  Eval, export and inference only read it.
+* `config.yaml` — the resolved config (label map included) after a `version: 1` line,
+  written by the training run that creates the directory (or the first one to train in it)
+  and never overwritten afterwards. Eval, export and inference only read it.
 * `eval_history.json` — every evaluation, keyed by what was evaluated: the validation set
   (`EvalSet`: record files by name and size, the ground-truth json by content hash, and
   `eval_samples`) and the checkpoint step. An evaluation on another set gets its own entry and
@@ -70,6 +70,12 @@ _RETIRED_KEYS = ("use_tpu", "strategy")
 def config_path(model_dir: str) -> str:
     """Where a model directory keeps the config it was trained with."""
     return os.path.join(model_dir, CONFIG_FILE)
+
+
+def write_config(directory: str, config: Config) -> str:
+    """Write `directory`/config.yaml (`hparams_config.config_file_text`: `version: 1`, then
+    every key); returns its path. Callers decide whether a file may be written there."""
+    return outputs.write_file(config_path(directory), hparams_config.config_file_text(config))
 
 
 def read_saved_config(model_dir: Optional[str], model_name: Optional[str] = None
@@ -298,7 +304,7 @@ def create_for_training(model_dir: str, config: Config) -> bool:
     path = config_path(model_dir)
     if tf.io.gfile.exists(path):
         return False
-    outputs.write_file(path, str(config))
+    write_config(model_dir, config)
     return True
 
 

@@ -237,3 +237,18 @@ def test_cross_field_rules_name_both_values(override, message):
     for piece in override.split(","):
         key, value = piece.split("=")
         assert f"{key}={float(value)!r}" in str(e.value)
+
+
+def test_a_config_file_names_its_version(tmp_path):
+    """save_to_yaml writes `version: 1` first; the file reads back as a config and as an
+    --hparams file, and a file of a version this code does not know is refused, naming it."""
+    config = hparams_config.get_detection_config("efficientdet-d0", "num_classes=5")
+    path = tmp_path / "config.yaml"
+    config.save_to_yaml(str(path))
+    assert path.read_text() == f"version: 1\n{config}"
+    assert "version" not in hparams_config.Config.load_from_yaml(str(path))
+    assert hparams_config.get_detection_config("efficientdet-d0", str(path)) == config
+    path.write_text("version: 2\nnum_classes: 5\n")
+    with pytest.raises(HparamsError, match=rf"^'{re.escape(str(path))}': key 'version' is 2, "
+                                           r"a config file layout this code does not read"):
+        hparams_config.get_detection_config("efficientdet-d0", str(path))

@@ -266,3 +266,32 @@ def test_started_files_removes_a_directory_it_made(tmp_path):
     _write(os.path.join(model_dir, "someone-else.txt"))
     assert started.remove() == ["config.yaml"]
     assert os.listdir(model_dir) == ["someone-else.txt"]
+
+
+def test_config_yaml_carries_its_version_and_is_never_rewritten(tmp_path):
+    """A new directory's config.yaml starts with `version: 1` and reads back as the config it
+    was written from; a directory from before the key keeps its file byte for byte (version 1
+    is implied) through a resumed training run."""
+    config = tiny_config(num_classes=7)
+    new, old = str(tmp_path / "new"), tmp_path / "old"
+    assert run_dir.create_for_training(new, config)
+    text = open(run_dir.config_path(new)).read()
+    assert text.startswith("version: 1\n") and text.count("version:") == 1
+    assert run_dir.load_run_config(None, None, new) == config
+    old.mkdir()
+    (old / "config.yaml").write_text(str(config))  # as written before the version key
+    before = (old / "config.yaml").read_bytes()
+    resumed = run_dir.load_run_config("efficientdet-d0", None, str(old), training=True)
+    assert resumed == config
+    assert not run_dir.create_for_training(str(old), resumed)
+    assert (old / "config.yaml").read_bytes() == before
+
+
+@pytest.mark.parametrize("version", ["2", "0", "'1'", "1.0", "true", "null"])
+def test_config_yaml_of_an_unknown_version_is_refused(tmp_path, version):
+    (tmp_path / "config.yaml").write_text(f"version: {version}\n{tiny_config()}")
+    with pytest.raises(HparamsError) as e:
+        run_dir.load_run_config(None, None, str(tmp_path))
+    message = str(e.value)
+    assert message.startswith(f"'{tmp_path / 'config.yaml'}': key 'version' is ")
+    assert "\n" not in message and "use the code that wrote the file" in message
