@@ -31,20 +31,20 @@ class CocoMetricError(errors.DataError):
 
 
 def parse_image_ids(values: Any, what: str) -> np.ndarray:
-    """Integer image ids from numeric or (byte) string source ids, as int64 [N]."""
+    """Integer image ids from numeric or (byte) string source ids, as int64 [N]. A string id
+    is a record's image/source_id and follows its rule (`tfrecord_util.source_id_problem`)."""
     arr = np.asarray(values).reshape(-1)
     if arr.dtype.kind in "SUO":
         out = []
         for v in arr:
             text = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-            try:
-                out.append(int(text.strip()))
-            except ValueError:
+            problem = tfrecord_util.source_id_problem(text)
+            if problem:
                 raise CocoMetricError(
-                    f"{what}: source_id '{text}' is not an integer. COCO eval needs numeric "
-                    "image/source_id values equal to the json image ids; regenerate the records "
-                    "with dataset/create_coco_tfrecord.py or dataset/create_pascal_tfrecord.py."
-                ) from None
+                    f"{what}: source_id {problem}. COCO eval needs image/source_id values equal "
+                    "to the json image ids, in digits; regenerate the records with "
+                    "dataset/create_coco_tfrecord.py or dataset/create_pascal_tfrecord.py.")
+            out.append(int(text))
         return np.asarray(out, np.int64)
     arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)):
@@ -68,6 +68,17 @@ def xywh_from_yxyx(boxes: Any, xp: Any = np) -> Any:
     the same units. `xp` is the array module: numpy, or `tf` for a graph tensor (eval's rows)."""
     ymin, xmin, ymax, xmax = (boxes[..., i] for i in range(4))
     return xp.stack([xmin, ymin, xmax - xmin, ymax - ymin], axis=-1)
+
+
+def detection_rows(source_ids: tf.Tensor, boxes: tf.Tensor, scores: tf.Tensor,
+                   classes: tf.Tensor) -> tf.Tensor:
+    """Detection rows [B, K, 7] (source_id, x, y, w, h, score, class), float32, in a graph
+    (eval's): from source ids [B], boxes [B, K, 4] (ymin, xmin, ymax, xmax) in original-image
+    pixels, scores [B, K] and classes [B, K]."""
+    xywh = xywh_from_yxyx(boxes, tf)
+    source = tf.tile(tf.cast(source_ids, tf.float32)[:, None], [1, tf.shape(xywh)[1]])
+    return tf.concat([source[..., None], xywh, scores[..., None],
+                      tf.cast(classes, tf.float32)[..., None]], axis=-1)
 
 
 def valid_detection_rows(dets: np.ndarray) -> Tuple[np.ndarray, int]:

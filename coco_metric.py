@@ -292,7 +292,8 @@ class EvaluationMetric:
             are accepted too (then the images seen are those of `source_ids`, or of the rows).
           groundtruth_data: [B, M, 7] rows (ymin, xmin, ymax, xmax, is_crowd, area, class) in
             original image pixels, padded with -1; needed when there is no json.
-          source_ids: [B] image ids of the batch (numeric, or numeric strings). They define the
+          source_ids: [B] image ids of the batch (numbers, or the records' image/source_id
+            strings, which follow `tfrecord_util.source_id_problem`). They define the
             images evaluated, including images with no detection at all. Images with id
             PADDING_IMAGE_ID (the dataloader's fill of the last batch) are skipped.
         """
@@ -376,8 +377,7 @@ class EvaluationMetric:
         rows = gt.reshape(-1, 7).astype(np.float64)
         keep = np.repeat(keep_image, gt.shape[1]) & np.isfinite(rows).all(-1) & (rows[:, 6] > 0)
         ids, rows = ids[keep], rows[keep]
-        ymin, xmin, ymax, xmax = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
-        xywh = np.stack([xmin, ymin, xmax - xmin, ymax - ymin], axis=-1)
+        xywh = coco_json.xywh_from_yxyx(rows[:, :4])
         area = np.where(rows[:, 5] > 0, rows[:, 5], xywh[:, 2] * xywh[:, 3])
         self._gt.append((ids, xywh, (rows[:, 4] > 0).astype(np.int64), area,
                          rows[:, 6].astype(np.int64)))

@@ -387,11 +387,8 @@ def _eval_metric_ops(cls_outputs, box_outputs, labels, config: Config, run: RunC
     dets = postprocess.generate_detections(
         cls_outputs, box_outputs, config, labels["image_scales"], score_thresh=0.0,
         max_output_size=config.nms_configs.max_output_size)
-    xywh = coco_json.xywh_from_yxyx(dets["boxes"], tf)  # [B, K, 4] original pixels
-    source = tf.tile(tf.cast(labels["source_ids"], tf.float32)[:, None], [1, tf.shape(xywh)[1]])
-    # [B, K, 7] detection rows (source_id, x, y, w, h, score, class), coco_json's layout
-    rows = tf.concat([source[..., None], xywh, dets["scores"][..., None],
-                      tf.cast(dets["classes"], tf.float32)[..., None]], axis=-1)
+    rows = coco_json.detection_rows(labels["source_ids"], dets["boxes"], dets["scores"],
+                                    dets["classes"])
     metrics = coco_metric_ops.estimator_metric_fn(
         rows, labels["groundtruth_data"], labels["source_ids"],
         val_json_file=run.val_json_file, testdev_dir=run.testdev_dir,

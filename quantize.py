@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set,
 import numpy as np
 import tensorflow as tf
 
+import bounds
 import errors
 import export
 import hparams_config
@@ -68,7 +69,7 @@ class CalibrationSet:
     kind: str
     items: List[Any]
     num_classes: int = 0
-    max_instances: int = 0
+    max_instances: int = bounds.DEFAULT_MAX_INSTANCES
 
     def __len__(self) -> int:
         return len(self.items)

@@ -42,9 +42,10 @@ def branch_variables(variables: Sequence[tf.Variable]) -> List[tf.Variable]:
 
 def branch_steps(config: Config, total_steps: int) -> Tuple[int, int]:
     """(first step that updates the branch, steps its update ramps over) in a run of
-    `total_steps` steps."""
-    return (int(round(config.vfpn_branch_start * total_steps)),
-            int(round(config.vfpn_branch_warmup * total_steps)))
+    `total_steps` steps. The ramp ends by the run's last step, as validate's rule
+    vfpn_branch_start + vfpn_branch_warmup <= 1 promises, whichever way the two round."""
+    start = int(round(config.vfpn_branch_start * total_steps))
+    return start, min(int(round(config.vfpn_branch_warmup * total_steps)), total_steps - start)
 
 
 def branch_update_scale(config: Config, total_steps: int, global_step: tf.Tensor

@@ -181,12 +181,6 @@ def test_cli_reports_problems_and_exit_codes(tmp_path):
 # -------------------------------------------------------------------------------------------------
 # One verdict: the validator, the converters, training and eval apply the same rules
 # -------------------------------------------------------------------------------------------------
-# (image/source_id, usable?): the rule is digits only, 0..2**24 (tfrecord_util.source_id_problem).
-SOURCE_IDS = [("0", True), ("7", True), ("007", True), ("16777216", True), ("16777217", False),
-              ("-5", False), ("abc", False), (" 5", False), ("5 ", False), ("5.0", False),
-              ("1e3", False), ("\u0663", False)]  # an Arabic-Indic 3: str.isdigit() says yes
-
-
 def _graph_verdict(values, training):
     """True when the input pipeline's checks pass the record (dataloader.parse_record)."""
     import dataloader
@@ -214,34 +208,6 @@ def _trainer_verdict(path, training):
     except errors.DataError:
         return False
     return True
-
-
-@pytest.mark.parametrize("sid, usable", SOURCE_IDS + [("", None)], ids=repr)
-def test_every_consumer_gives_a_source_id_one_verdict(tmp_path, sid, usable):
-    """The same id through the rule, the converters' json-id check, the validator, the input
-    pipeline (training and eval) and main.py's up-front checks. An empty id is refused by
-    everything that evaluates and accepted by training, which does not use it."""
-    from dataset import validation
-
-    values = _record(1, **{"image/source_id": sid})
-    path = _write(tmp_path / "r.tfrecord", [values])
-    for_eval = {
-        "rule": tfrecord_util.source_id_problem(sid) is None,
-        "validator": validate_tfrecord.validate_tfrecords(path, num_classes=3).ok,
-        "pipeline (eval)": _graph_verdict(values, training=False),
-        "main.py (eval)": _trainer_verdict(path, training=False),
-    }
-    for_training = {
-        "pipeline (training)": _graph_verdict(values, training=True),
-        "main.py (training)": _trainer_verdict(path, training=True),
-    }
-    if usable is None:
-        assert set(for_eval.values()) == {False} and set(for_training.values()) == {True}, (
-            for_eval, for_training)
-        return
-    for_eval["converters (json image id)"] = validation.check_image_id(sid) is None
-    verdicts = {**for_eval, **for_training}
-    assert set(verdicts.values()) == {usable}, verdicts
 
 
 # Bad records, (name, record values): the validator, training's up-front sample and the input
@@ -281,31 +247,3 @@ def test_the_validator_and_training_give_a_record_one_verdict(tmp_path, name, va
         "input pipeline": _graph_verdict(values, training=True),
     }
     assert set(verdicts.values()) == {name.startswith("good")}, verdicts
-
-
-@pytest.mark.parametrize("extra", [0, 1])
-def test_the_default_instance_limit_is_one_number(tmp_path, extra):
-    """max_instances_per_image by default: the hparam, the converters' and the validator's
-    limit are one number; an image with that many boxes passes the validator, main.py's
-    up-front check and the input pipeline, one more box fails all three."""
-    import dataloader
-    from conftest import tiny_config
-    from dataset import validation
-
-    limit = tiny_config().max_instances_per_image
-    assert limit == validation.DEFAULT_MAX_INSTANCES
-    count = limit + extra
-    values = _record(1, boxes=[(0.1, 0.1, 0.2, 0.2)] * count, labels=[1] * count)
-    path = _write(tmp_path / "r.tfrecord", [values])
-    serialized = tf.constant(tfrecord_util.make_example(values).SerializeToString())
-
-    def pipeline():
-        try:
-            dataloader.parse_record(serialized, 3, limit, require_source_id=False)
-        except tf.errors.InvalidArgumentError:
-            return False
-        return True
-
-    verdicts = {"validator": validate_tfrecord.validate_tfrecords(path, num_classes=3).ok,
-                "main.py": _trainer_verdict(path, training=True), "pipeline": pipeline()}
-    assert set(verdicts.values()) == {not extra}, verdicts
