@@ -21,7 +21,9 @@ import detectors
 import errors
 import export
 import hparams_config
+import inspect_options as inspect_opts  # conftest.inspect_options builds its options
 import model_inspect
+import run_dir
 import serving
 from conftest import (
     SHARED,
@@ -92,15 +94,25 @@ def test_every_flag_keeps_its_name_and_default():
         "saved_model_benchmark", "saved_model_video", "onnx", "openvino", "saved_model_eval")
 
 
+def test_every_flag_a_runmode_record_names_is_a_flag():
+    """The records name flags as strings: each must be an InspectOptions field."""
+    flags = {f.name for f in dataclasses.fields(model_inspect.InspectOptions)}
+    for name, mode in inspect_opts.RUNMODE_OPTIONS.items():
+        named = set(mode.needs) | {o.flag for o in mode.writes} | set(mode.calibrates)
+        named |= {target for target in mode.calibrates.values() if target}
+        assert named and named <= flags, (name, named - flags)
+        assert mode.default_suffix == "" or len(mode.writes) == 1, name
+
+
 def test_config_comes_from_the_model_directory(test_checkpoint, exported_models, tmp_path,
                                                caplog):
     ckpt_dir, config = test_checkpoint
-    assert model_inspect.config_dir(ckpt_dir) == ckpt_dir
-    assert model_inspect.config_dir(os.path.join(ckpt_dir, "model.ckpt-0")) == ckpt_dir
-    assert model_inspect.config_dir(exported_models["frozen"]) == exported_models["saved_model"]
-    assert model_inspect.config_dir(exported_models["tflite"]) is None  # no config.yaml beside
-    assert model_inspect.config_dir(str(tmp_path)) is None
-    assert model_inspect.config_dir("_") is None and model_inspect.config_dir(None) is None
+    assert run_dir.config_dir(ckpt_dir) == ckpt_dir
+    assert run_dir.config_dir(os.path.join(ckpt_dir, "model.ckpt-0")) == ckpt_dir
+    assert run_dir.config_dir(exported_models["frozen"]) == exported_models["saved_model"]
+    assert run_dir.config_dir(exported_models["tflite"]) is None  # no config.yaml beside
+    assert run_dir.config_dir(str(tmp_path)) is None
+    assert run_dir.config_dir("_") is None and run_dir.config_dir(None) is None
     caplog.set_level("DEBUG", logger="absl")
     loaded = model_inspect.load_config(options("--runmode=bm", f"--ckpt_path={ckpt_dir}"))
     assert loaded.num_classes == 3 and loaded.fpn_num_filters == 16
