@@ -75,6 +75,12 @@ class _PerImageTiming:
     def fps(self) -> float:
         return self.batch_size / self.mean_batch_s
 
+    def as_dict(self) -> Dict[str, Any]:
+        """The result as JSON values, for scripts (model_inspect.py --results_json): its fields
+        (dataclasses.asdict; times in seconds) and mean_image_ms, median_image_ms and fps."""
+        return {**dataclasses.asdict(self), "mean_image_ms": self.mean_image_ms,
+                "median_image_ms": self.median_image_ms, "fps": self.fps}
+
 
 @dataclasses.dataclass
 class BenchmarkResult(_PerImageTiming):

@@ -61,7 +61,7 @@ class Runmode:
     default_suffix: str = ""
 
 
-_TIMING = (Output("trace_filename", "file"),)
+_TIMING = (Output("trace_filename", "file"), Output("results_json", "file"))
 _PICTURES = Output("output_image_dir", "pictures")
 # One record per runmode, in the order --help lists them.
 RUNMODE_OPTIONS: Dict[str, Runmode] = {
@@ -175,6 +175,10 @@ class InspectOptions:
     image_dir: Optional[str] = cli.field(
         None, "saved_model_eval: the directory holding --val_json_file's images (by "
         "file_name).")
+    results_json: Optional[str] = cli.field(
+        None, "bm, saved_model_benchmark: also write the timing result here as JSON, for "
+        "scripts: the printed line's numbers (mean_image_ms, median_image_ms, fps; bm: params, "
+        "flops_per_image) and the run's settings.")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -199,6 +203,7 @@ def check_options(opts: InspectOptions) -> None:
     mode = RUNMODE_OPTIONS[opts.runmode]
     _check_numbers(opts, mode)
     tflite_input_size(opts)
+    _check_results_json(opts, mode)
     _check_inputs(opts, mode)
     _check_int8(opts, mode)
     _check_eval(opts)
@@ -241,6 +246,14 @@ def tflite_input_size(opts: InspectOptions) -> Optional[Tuple[int, int]]:
         raise errors.UsageError(f"--tflite_input_size '{opts.tflite_input_size}': each side "
                                 f"must be <= {hparams_config.MAX_IMAGE_SIZE}, as image_size's")
     return height, width
+
+
+def _check_results_json(opts: InspectOptions, mode: Runmode) -> None:
+    """A script waits for --results_json: a runmode that writes none says so at once."""
+    if opts.results_json and not _writes(mode, "results_json"):
+        runs = " or ".join(f"--runmode={name}" for name, m in RUNMODE_OPTIONS.items()
+                           if _writes(m, "results_json"))
+        raise errors.UsageError(f"--results_json applies to {runs}")
 
 
 def _check_inputs(opts: InspectOptions, mode: Runmode) -> None:

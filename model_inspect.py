@@ -15,14 +15,16 @@ when some inputs failed; the others are processed).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from typing import TYPE_CHECKING, Callable, Dict, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Sequence, Union
 
 from absl import app, logging
 
 import cli
 import inspect_options
+import outputs
 from inspect_options import (
     OPENVINO_INT8,
     RUNMODE_OPTIONS,
@@ -35,6 +37,7 @@ from inspect_options import (
 if TYPE_CHECKING:
     from detectors import Detector
     from hparams_config import Config
+    from inference import BenchmarkResult, EndToEndResult
 
 PROG = "model_inspect.py"
 
@@ -75,6 +78,14 @@ def _report_failures(problems: Sequence[str]) -> int:
     return 1 if problems else 0
 
 
+def _write_results_json(opts: InspectOptions,
+                        result: Union[BenchmarkResult, EndToEndResult]) -> None:
+    """--results_json: a timing result (inference.BenchmarkResult or EndToEndResult) as JSON,
+    for scripts such as benchmarks/; the file was checked by outputs.py's policy up front."""
+    if opts.results_json:
+        outputs.write_file(opts.results_json, json.dumps(result.as_dict(), indent=1) + "\n")
+
+
 def _dry(opts: InspectOptions) -> int:
     import export
 
@@ -100,6 +111,7 @@ def _bm(opts: InspectOptions) -> int:
         load_config(opts), opts.batch_size, opts.bm_runs, threads=opts.threads, xla=opts.xla,
         ckpt_path=opts.ckpt_path, trace_filename=opts.trace_filename, overwrite=opts.overwrite)
     print(result.summary())
+    _write_results_json(opts, result)
     return 0
 
 
@@ -260,6 +272,7 @@ def _benchmark_exported(opts: InspectOptions, det: Detector, config: Config) -> 
         name=opts.saved_model_dir, trace_filename=opts.trace_filename,
         score_thresh=opts.min_score_thresh, overwrite=opts.overwrite)
     print(result.summary())
+    _write_results_json(opts, result)
     if opts.output_image_dir:
         out, count = inference.draw_one(
             det, paths, *images[0], opts.output_image_dir, label_maps.for_config(config),

@@ -1,18 +1,22 @@
-"""The machine line and table output shared by the benchmark scripts (they run as
-`python benchmarks/<name>.py`, so this module is importable beside them).
+"""The machine line, table output and model_inspect.py runs shared by the benchmark scripts
+(they run as `python benchmarks/<name>.py`, so this module is importable beside them).
 
 Results files follow outputs.py's policy: `check_outputs` refuses, before anything runs, an
 `--out` (or `--plot`) file that exists unless `--overwrite` (`add_overwrite_flag`), and
-`print_and_save` writes atomically.
+`print_and_save` writes atomically. `model_inspect_results` runs a timing runmode in its own
+process and reads its numbers from the --results_json file, not from the printed line.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
 import sys
-from typing import Optional, Sequence
+import tempfile
+from typing import Any, Dict, Optional, Sequence
 
 # outputs.py and cli.py live in the repository root, one level up.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,6 +57,27 @@ def cpu_name() -> str:
     name = (_cpuinfo("model name")
             or f"{platform.machine()} {platform.processor()}".strip() or "unknown CPU")
     return f"{name} ({cpu_features()})"
+
+
+def run_model_inspect(args: Sequence[str]) -> None:
+    """Run `model_inspect.py <args>` in its own process (a fresh runtime per measurement);
+    RuntimeError with the end of its stderr if it fails."""
+    cmd = [sys.executable, os.path.join(ROOT, "model_inspect.py"), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+
+
+def model_inspect_results(args: Sequence[str]) -> Dict[str, Any]:
+    """The timing result of `model_inspect.py <args>` (--runmode=bm or saved_model_benchmark),
+    read from the --results_json file it writes into a temporary directory: the fields of
+    inference.BenchmarkResult or EndToEndResult, plus mean_image_ms, median_image_ms and fps."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "results.json")
+        run_model_inspect([*args, f"--results_json={path}"])
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
 
 
 def add_overwrite_flag(parser: argparse.ArgumentParser) -> None:
