@@ -91,6 +91,17 @@ def checkpoint_outputs(prefix: str) -> List[str]:
     return [f"{prefix}.index", f"{prefix}.data-00000-of-00001"]
 
 
+def exported_model_files(path: str) -> List[str]:
+    """The files of an exported model at `path`, which a run reading it reads: a SavedModel
+    directory's every file, or a model file and what an export leaves beside it (settings,
+    OpenVINO weights)."""
+    if os.path.isdir(path):
+        return [os.path.join(d, n) for d, _, names in os.walk(path) for n in names]
+    if path.lower().endswith(".xml"):
+        return openvino_outputs(path)
+    return model_file_outputs(path)
+
+
 def _ckpt_inputs(ckpt_path: Optional[str]) -> List[Tuple[str, str]]:
     """(flag, file) of every file restoring `ckpt_path` reads ([] for random weights)."""
     if not serving.has_checkpoint(ckpt_path):

@@ -75,6 +75,12 @@ class _PerImageTiming:
     def fps(self) -> float:
         return self.batch_size / self.mean_batch_s
 
+    def as_dict(self) -> Dict[str, Any]:
+        """The result as JSON values, for scripts (model_inspect.py --results_json): its fields
+        (dataclasses.asdict; times in seconds) and mean_image_ms, median_image_ms and fps."""
+        return {**dataclasses.asdict(self), "mean_image_ms": self.mean_image_ms,
+                "median_image_ms": self.median_image_ms, "fps": self.fps}
+
 
 @dataclasses.dataclass
 class BenchmarkResult(_PerImageTiming):
@@ -296,6 +302,36 @@ def detect_images(detector: Detector, paths: Sequence[str], output_dir: Optional
             written[path] = out
             log(_describe(path, det, label_map, out))
     return ImageRunSummary(written, found, failed)
+
+
+def read_same_size(paths: Sequence[str]) -> Tuple[List[Tuple[int, np.ndarray]], List[str]]:
+    """(index in `paths`, image) of the readable images that have the first readable image's
+    size (a batch holds one size), and the problems of the files that could not be read."""
+    images, failed = [], []
+    for index, path in enumerate(paths):
+        try:
+            images.append((index, visualize.read_image(path)))
+        except visualize.ImageReadError as e:
+            failed.append(str(e))
+    same = [(i, im) for i, im in images if im.shape == images[0][1].shape] if images else []
+    return same, failed
+
+
+def draw_one(detector: Detector, paths: Sequence[str], index: int, image: np.ndarray,
+             output_dir: str, label_map: Dict[int, str], score_thresh: Optional[float] = None,
+             max_output_size: Optional[int] = None, line_thickness: Optional[int] = None,
+             overwrite: bool = False) -> Tuple[str, int]:
+    """Draw the detections of `paths[index]` (read already: `image`) into the picture
+    `detect_images(paths, output_dir)` would give it, checked by outputs.check_plan here
+    too; returns (the picture, detections drawn)."""
+    plan, inputs = image_plan(paths, output_dir)
+    out = plan[0].files[index]
+    outputs.check_plan([dataclasses.replace(plan[0], files=(out,))], inputs, overwrite)
+    found = detector.predict(image[None], score_thresh)[0]
+    thresh = detector.score_thresh if score_thresh is None else score_thresh
+    visualize.write_image(visualize.draw_detections(
+        image, found, label_map, thresh, max_output_size, line_thickness), out)
+    return out, len(found.filter(thresh))
 
 
 class CocoImage(NamedTuple):

@@ -181,6 +181,34 @@ def _resolve_label_map(config: Config) -> Config:
     return config
 
 
+def config_dir(path: Optional[str]) -> Optional[str]:
+    """The directory whose config.yaml describes `path` (a model or SavedModel directory, or a
+    checkpoint prefix or model file inside one), or None. Read through tf.io.gfile (gs:// too).
+    """
+    if not path or path == "_":
+        return None
+    directory = path if tf.io.gfile.isdir(path) else os.path.dirname(path) or "."
+    return directory if tf.io.gfile.exists(config_path(directory)) else None
+
+
+def inference_config(model_name: Optional[str], overrides: Optional[str],
+                     ckpt_path: Optional[str] = None, exported_model: Optional[str] = None,
+                     restores: bool = False) -> Config:
+    """The config of a run on a trained or exported model, for inference (batch norm frozen):
+    `model_name`'s preset, or the config.yaml beside `exported_model` (an export knows its
+    model, whatever `model_name` says), else in `ckpt_path`'s directory; then `overrides`;
+    validated. When the run `restores` `ckpt_path`, the checkpoint is compared with the config
+    (one line naming the model it looks like). All before any graph is built."""
+    beside = config_dir(exported_model) if exported_model else None
+    config = load_run_config(None if beside else model_name, overrides,
+                             beside or config_dir(ckpt_path))
+    if restores and ckpt_path and ckpt_path != "_":
+        checkpoint_io.check_detector_fits(checkpoint_io.resolve_checkpoint(ckpt_path), config,
+                                          f"--ckpt_path={ckpt_path}")
+    config.is_training_bn = False
+    return config
+
+
 # -------------------------------------------------------------------------------------------------
 # Where a model directory may be
 # -------------------------------------------------------------------------------------------------

@@ -22,52 +22,34 @@ the README, never in tests.
 from __future__ import annotations
 
 import os
-import re
 import statistics
-import subprocess
 import sys
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import machine
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMAGE = os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "images", "street.jpg")
-LATENCY = re.compile(r"per image mean ([\d.]+) ms, median ([\d.]+) ms, ([\d.]+) FPS")
+IMAGE = os.path.join(os.path.dirname(machine.ROOT), "shared", "fixtures", "images", "street.jpg")
 
 
-def _run(args: List[str]) -> str:
-    cmd = [sys.executable, os.path.join(ROOT, "model_inspect.py"), *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    return proc.stdout
-
-
-def _median_ms(out: str) -> float:
-    """The median per-image latency of a bm / saved_model_benchmark report (robust to the odd
-    slow run on a shared machine)."""
-    m = LATENCY.search(out)
-    if not m:
-        raise RuntimeError(f"unexpected output: {out}")
-    return float(m.group(2))
-
-
+def _median_ms(args: Sequence[str]) -> float:
+    """The median per-image latency of a bm / saved_model_benchmark run, from its
+    --results_json (robust to the odd slow run on a shared machine)."""
+    return machine.model_inspect_results(args)["median_image_ms"]
 
 
 def measure(model: str, fpn: str, batch: int, runs: int, threads: int, image: str,
             workdir: str) -> Dict[str, float]:
     common = [f"--model_name={model}", f"--hparams=fpn_name={fpn}", f"--batch_size={batch}"]
     timing = [f"--bm_runs={runs}", f"--threads={threads}"]
-    network = _median_ms(_run(["--runmode=bm", *common, *timing]))
+    network = _median_ms(["--runmode=bm", *common, *timing])
     export = os.path.join(workdir, f"{fpn}_b{batch}")
     if not os.path.exists(export):
-        _run(["--runmode=saved_model", *common, f"--saved_model_dir={export}"])
+        machine.run_model_inspect(["--runmode=saved_model", *common, f"--saved_model_dir={export}"])
     frozen = os.path.join(export, f"{model}_frozen.pb")
     bench = ["--runmode=saved_model_benchmark", f"--saved_model_dir={frozen}",
              f"--input_image={image}", f"--batch_size={batch}", *timing]
-    end_to_end = _median_ms(_run(bench))
-    worst = _median_ms(_run([*bench, "--min_score_thresh=0"]))
+    end_to_end = _median_ms(bench)
+    worst = _median_ms([*bench, "--min_score_thresh=0"])
     return {"network": network, "e2e": end_to_end, "worst": worst}
 
 

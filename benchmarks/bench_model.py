@@ -10,31 +10,26 @@ median over rounds of each run's mean per-image latency.
 
 from __future__ import annotations
 
-import os
-import re
 import statistics
-import subprocess
-import sys
+from typing import Any, Dict
 
 import machine
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LINE = re.compile(r"per image mean ([\d.]+) ms, median ([\d.]+) ms, ([\d.]+) FPS; "
-                  r"params ([\d.]+)M, FLOPs ([\d.]+)B")
+
+def row_values(result: Dict[str, Any]) -> Dict[str, float]:
+    """The numbers a table row needs from a bm --results_json: per-image mean and median ms,
+    FPS, params in millions and FLOPs per image in billions."""
+    return dict(mean=result["mean_image_ms"], median=result["median_image_ms"],
+                fps=result["fps"], params=result["params"] / 1e6,
+                flops=result["flops_per_image"] / 1e9)
 
 
-def run_bm(model: str, fpn: str, batch: int, runs: int, threads: int, precision: str) -> dict:
+def run_bm(model: str, fpn: str, batch: int, runs: int, threads: int, precision: str
+           ) -> Dict[str, float]:
     hparams = f"fpn_name={fpn}" + (f",precision={precision}" if precision else "")
-    cmd = [sys.executable, "model_inspect.py", "--runmode=bm", f"--model_name={model}",
-           f"--hparams={hparams}", f"--batch_size={batch}", f"--bm_runs={runs}",
-           f"--threads={threads}"]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True,
-                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")).stdout
-    m = LINE.search(out)
-    if not m:
-        raise RuntimeError(f"unexpected bm output: {out}")
-    mean, median, fps, params, flops = map(float, m.groups())
-    return dict(mean=mean, median=median, fps=fps, params=params, flops=flops)
+    return row_values(machine.model_inspect_results([
+        "--runmode=bm", f"--model_name={model}", f"--hparams={hparams}",
+        f"--batch_size={batch}", f"--bm_runs={runs}", f"--threads={threads}"]))
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ is importable beside them): their flags, the machine line, tables and work direc
 * `line(details)`: the `Machine: ...` line above every table (CPU and its features, CPU count,
   Python and TensorFlow versions), `row(...)` and `table(...)` the markdown around the numbers.
 * `work_dir(path, prefix)`: the directory a benchmark generates its data in.
+* `model_inspect_results(args)`: runs a timing runmode of model_inspect.py in its own process
+  and reads its numbers from the `--results_json` file, not from the printed line.
 
 Results files follow outputs.py's policy: `check_outputs` refuses, before anything runs, an
 `--out` (or `--plot`) file that exists unless `--overwrite`, and `print_and_save` writes
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
@@ -105,6 +109,27 @@ def parser(doc: str, out: bool = True, **defaults: Any) -> argparse.ArgumentPars
                        help="replace existing output files (--out, --plot, ...); without it "
                             "they are refused before anything runs")
     return p
+
+
+def run_model_inspect(args: Sequence[str]) -> None:
+    """Run `model_inspect.py <args>` in its own process (a fresh runtime per measurement);
+    RuntimeError with the end of its stderr if it fails."""
+    cmd = [sys.executable, os.path.join(ROOT, "model_inspect.py"), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+
+
+def model_inspect_results(args: Sequence[str]) -> Dict[str, Any]:
+    """The timing result of `model_inspect.py <args>` (--runmode=bm or saved_model_benchmark),
+    read from the --results_json file it writes into a temporary directory: the fields of
+    inference.BenchmarkResult or EndToEndResult, plus mean_image_ms, median_image_ms and fps."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "results.json")
+        run_model_inspect([*args, f"--results_json={path}"])
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
 
 
 def check_outputs(args: argparse.Namespace, flags: Sequence[str] = ("out",)) -> None:

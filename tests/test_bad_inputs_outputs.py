@@ -57,6 +57,7 @@ def _layout(tmp):
     text(f"{tmp}/ov2/m.xml")
     text(f"{tmp}/sm_nonempty/keep.txt")
     text(f"{tmp}/trace.json", "{}")
+    text(f"{tmp}/results.json", "{}")
     text(f"{tmp}/ck/e.data-00000-of-00001")
     text(f"{tmp}/logs/efficientdet-d0_train.pb")
     text(f"{tmp}/frz/efficientdet-d0_frozen.pb")
@@ -226,6 +227,15 @@ EXPORTS = [
           "--overwrite"], INPUT.format("ckpt_path")),
     Case("bm-trace-onto-a-directory",
          ["--runmode=bm", "--trace_filename={tmp}/frames"], r"is a directory, not a file"),
+    Case("bm-results-json-exists", ["--runmode=bm", "--results_json={tmp}/results.json"],
+         r"--results_json '.*results.json' already exists; pass --overwrite"),
+    Case("bm-results-json-onto-the-checkpoint",
+         ["--runmode=bm", "--ckpt_path={model}", "--results_json={model}/checkpoint",
+          "--overwrite"], INPUT.format("ckpt_path")),
+    Case("benchmark-results-json-exists",
+         ["--runmode=saved_model_benchmark", "--saved_model_dir={model}",
+          "--input_image={tmp}/frames/0.jpg", "--results_json={tmp}/results.json"],
+         r"--results_json '.*results.json' already exists"),
     Case("benchmark-trace-exists",
          ["--runmode=saved_model_benchmark", "--saved_model_dir={model}",
           "--input_image={tmp}/frames/0.jpg", "--trace_filename={tmp}/trace.json"],

@@ -4,6 +4,7 @@ before any graph is built (one line naming the flag), never writing over another
 subprocess smoke tests of the real command line (exit status, one-line errors)."""
 
 import dataclasses
+import json
 import os
 import re
 import shlex
@@ -21,7 +22,9 @@ import detectors
 import errors
 import export
 import hparams_config
+import inspect_options as inspect_opts  # conftest.inspect_options builds its options
 import model_inspect
+import run_dir
 import serving
 from conftest import (
     SHARED,
@@ -74,11 +77,11 @@ SEED_FLAGS = {
     "tflite_path": None, "onnx_path": None,
 }
 # Flags added after the seed: OpenVINO export and its inference precision, TFLite's fixed size,
-# --overwrite, int8 calibration and saved_model_eval's.
+# --overwrite, int8 calibration, saved_model_eval's and the timing results for scripts.
 NEW_FLAGS = {"openvino_path": None, "openvino_precision": None, "tflite_input_size": None,
              "overwrite": False, "openvino_int8_calibration": None,
              "tflite_int8_calibration": None, "calibration_images": 300, "compare_to": None,
-             "val_json_file": None, "image_dir": None}
+             "val_json_file": None, "image_dir": None, "results_json": None}
 
 
 def test_every_flag_keeps_its_name_and_default():
@@ -92,15 +95,25 @@ def test_every_flag_keeps_its_name_and_default():
         "saved_model_benchmark", "saved_model_video", "onnx", "openvino", "saved_model_eval")
 
 
+def test_every_flag_a_runmode_record_names_is_a_flag():
+    """The records name flags as strings: each must be an InspectOptions field."""
+    flags = {f.name for f in dataclasses.fields(model_inspect.InspectOptions)}
+    for name, mode in inspect_opts.RUNMODE_OPTIONS.items():
+        named = set(mode.needs) | {o.flag for o in mode.writes} | set(mode.calibrates)
+        named |= {target for target in mode.calibrates.values() if target}
+        assert named and named <= flags, (name, named - flags)
+        assert mode.default_suffix == "" or len(mode.writes) == 1, name
+
+
 def test_config_comes_from_the_model_directory(test_checkpoint, exported_models, tmp_path,
                                                caplog):
     ckpt_dir, config = test_checkpoint
-    assert model_inspect.config_dir(ckpt_dir) == ckpt_dir
-    assert model_inspect.config_dir(os.path.join(ckpt_dir, "model.ckpt-0")) == ckpt_dir
-    assert model_inspect.config_dir(exported_models["frozen"]) == exported_models["saved_model"]
-    assert model_inspect.config_dir(exported_models["tflite"]) is None  # no config.yaml beside
-    assert model_inspect.config_dir(str(tmp_path)) is None
-    assert model_inspect.config_dir("_") is None and model_inspect.config_dir(None) is None
+    assert run_dir.config_dir(ckpt_dir) == ckpt_dir
+    assert run_dir.config_dir(os.path.join(ckpt_dir, "model.ckpt-0")) == ckpt_dir
+    assert run_dir.config_dir(exported_models["frozen"]) == exported_models["saved_model"]
+    assert run_dir.config_dir(exported_models["tflite"]) is None  # no config.yaml beside
+    assert run_dir.config_dir(str(tmp_path)) is None
+    assert run_dir.config_dir("_") is None and run_dir.config_dir(None) is None
     caplog.set_level("DEBUG", logger="absl")
     loaded = model_inspect.load_config(options("--runmode=bm", f"--ckpt_path={ckpt_dir}"))
     assert loaded.num_classes == 3 and loaded.fpn_num_filters == 16
@@ -159,6 +172,8 @@ def test_bad_hparams_are_one_clear_line(args, message, no_graphs):
       "--tflite_input_size=1024x636"], "--tflite_input_size needs --batch_size >= 1"),
     (["--runmode=saved_model", "--tflite_path=/tmp/x/m.tflite", "--tflite_input_size=big"],
      "--tflite_input_size 'big' must look like WxH, e.g. 1280x720"),
+    (["--runmode=dry", "--results_json=/tmp/x/r.json"],
+     "--results_json applies to --runmode=bm or --runmode=saved_model_benchmark"),
 ])
 def test_bad_options_are_one_clear_line(args, message, no_graphs):
     with pytest.raises(errors.UsageError) as e:
@@ -178,6 +193,8 @@ def test_bad_options_are_one_clear_line(args, message, no_graphs):
     ("output_video", "saved_model_video", "file name"),
     ("trace_filename", "bm", "file name"),
     ("trace_filename", "saved_model_benchmark", "file name"),
+    ("results_json", "bm", "file name"),
+    ("results_json", "saved_model_benchmark", "file name"),
 ])
 def test_unwritable_outputs_name_the_flag(flag, runmode, kind, exported_models, tmp_path,
                                           no_graphs):
@@ -473,6 +490,47 @@ def test_bm_with_checkpoint_batch_and_trace(test_checkpoint, tmp_path, capsys):
                    f"--ckpt_path={test_checkpoint[0]}", f"--trace_filename={trace}") == 0
     assert "efficientdet-d0 (vfpn, float32, batch 2, 2 runs)" in capsys.readouterr().out
     assert trace.read_text().startswith("{")
+
+
+def test_bm_results_json_holds_the_printed_numbers_and_is_never_replaced_unasked(tmp_path,
+                                                                               capsys):
+    results = tmp_path / "bm.json"
+    assert inspect("--runmode=bm", f"--hparams={TINY}", "--batch_size=2", "--bm_runs=2",
+                   f"--results_json={results}") == 0
+    line = capsys.readouterr().out
+    got = json.loads(results.read_text())
+    assert set(got) == {"model_name", "fpn_name", "precision", "batch_size", "runs",
+                        "mean_batch_s", "median_batch_s", "params", "flops_per_image",
+                        "mean_image_ms", "median_image_ms", "fps"}
+    assert (got["model_name"], got["fpn_name"], got["batch_size"], got["runs"]) == (
+        "efficientdet-d0", "vfpn", 2, 2)
+    assert got["median_image_ms"] == pytest.approx(1000 * got["median_batch_s"] / 2)
+    assert (f"per image mean {got['mean_image_ms']:.2f} ms, median "
+            f"{got['median_image_ms']:.2f} ms, {got['fps']:.2f} FPS; params "
+            f"{got['params'] / 1e6:.3f}M, FLOPs {got['flops_per_image'] / 1e9:.3f}B") in line
+    before = results.read_text()
+    with pytest.raises(errors.OutputError, match=f"--results_json '{results}' already exists; "
+                                                 f"pass --overwrite"):
+        inspect("--runmode=bm", f"--hparams={TINY}", "--bm_runs=1", f"--results_json={results}")
+    assert results.read_text() == before
+    assert inspect("--runmode=bm", f"--hparams={TINY}", "--bm_runs=1", "--overwrite",
+                   f"--results_json={results}") == 0
+    assert json.loads(results.read_text())["runs"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["bm.json"]  # no temporary file left
+
+
+def test_saved_model_benchmark_results_json(exported_models, tmp_path, capsys):
+    results = tmp_path / "sub" / "e2e.json"
+    assert inspect("--runmode=saved_model_benchmark",
+                   f"--saved_model_dir={exported_models['frozen']}", f"--input_image={STREET}",
+                   "--bm_runs=1", f"--results_json={results}") == 0
+    line = capsys.readouterr().out
+    got = json.loads(results.read_text())
+    assert set(got) == {"model", "batch_size", "runs", "mean_batch_s", "median_batch_s",
+                        "image_size", "note", "mean_image_ms", "median_image_ms", "fps"}
+    assert (got["model"], got["batch_size"], got["runs"], got["image_size"]) == (
+        exported_models["frozen"], 1, 1, [636, 1024])
+    assert f"median {got['median_image_ms']:.2f} ms, {got['fps']:.2f} FPS" in line
 
 
 def test_infer_reports_bad_inputs_by_name_and_processes_the_rest(test_checkpoint, tmp_path,
