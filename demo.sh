@@ -30,7 +30,7 @@ else
     NUM_TRAIN=512; NUM_VAL=64; BATCH=8; EPOCHS=5; SHARDS=4
     SIZE="image_size=256"
 fi
-# The short-run recipe (README, Quick start, "A recipe for short runs from scratch"): a short
+# The short-run recipe (docs/configuration.md, "A recipe for short runs from scratch"): a short
 # from-scratch run needs a quick warm-up, Adam and batch-norm statistics that keep up.
 HPARAMS="num_classes=3,$SIZE,moving_average_decay=0,batch_norm_momentum=0.9"
 HPARAMS="$HPARAMS,train_scale_min=0.8,train_scale_max=1.2,optimizer=adam,learning_rate=0.032"

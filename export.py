@@ -444,8 +444,8 @@ def export_tflite(saved_model_dir: str, tflite_path: str,
     The model takes images of any size. Its pre-processing then computes the resize and pad
     sizes at run time, which makes those tensors dynamic, and TFLite applies its XNNPACK
     delegate only to graphs without dynamic tensors: the whole model runs on TFLite's own
-    kernels. `export_tflite_fixed_size` makes a static model that XNNPACK runs (README,
-    section 3, for the measured difference).
+    kernels. `export_tflite_fixed_size` makes a static model that XNNPACK runs
+    (benchmarks/results_runtimes.md, for the measured difference).
     """
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model_dir, signature_keys=[serving.SERVING_DEFAULT])

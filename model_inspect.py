@@ -6,7 +6,7 @@ r"""Inspect, export and run a detector: the command line over inference.py, expo
     python model_inspect.py --runmode=saved_model_infer --saved_model_dir=/tmp/saved_model \
         --input_image='imgs/*.jpg' --output_image_dir=/tmp/out
 
-README sections 3-5 describe the runmodes and their flags. Every flag, input and output is
+README.md and docs/serving.md describe the runmodes and their flags. Every flag, input and output is
 checked before any graph is built; an existing file is replaced only with --overwrite, an input
 never. In Python, `run(InspectOptions(...))` runs one runmode (`RUNMODES`; what it needs, writes
 and restores is its record in inspect_options.RUNMODE_OPTIONS) and returns the exit status (1

@@ -7,7 +7,7 @@ Topology is data: `bifpn_nodes` returns a list of nodes ``{'feat_level': l, 'inp
 [i, j, ...]}`` where an offset indexes the growing list of features (the input levels first, then
 one entry per node already built). `build_fpn_cell` walks such a list and never names a variant.
 
-VFPN (README.md, section 1) runs the same BiFPN cells, then adds a *vertical* stage: for every
+VFPN (docs/architecture.md) runs the same BiFPN cells, then adds a *vertical* stage: for every
 level l it concatenates what each of the R cells produced at l, mixes it with a 1x1 conv (R*W -> W)
 + BN + act, refines it with full 3x3 convs (+ BN, act between them) and adds the result to the last
 cell's output. With `vfpn_zero_init` the branch's last BN starts at gamma 0, so a fresh VFPN

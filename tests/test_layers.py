@@ -29,7 +29,7 @@ LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("training", ("vfpn_training.py", "train_hooks.py", "cluster.py", "det_model_fn.py",
                   "evaluator.py", "bn_calibration.py", "record_checks.py", "trainer.py")),
     ("serving", ("serving.py", "export.py", "detectors.py", "visualize.py", "quantize.py",
-                 "inference.py")),
+                 "inference.py", "inspect_options.py")),
     ("command line", ("main.py", "model_inspect.py", "dataset/create_coco_tfrecord.py",
                       "dataset/create_pascal_tfrecord.py", "dataset/sample_dataset.py",
                       "dataset/validate_tfrecord.py", "docs/draw_fpn.py")),
