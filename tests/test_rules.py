@@ -153,6 +153,15 @@ def _lr(config, run, step) -> float:
 RUNS = list(itertools.product((1, 7, 49, 100), (1, 3, 8), (1, 2, 30)))
 
 
+def verdict(consume) -> bool:
+    """True when `consume()` accepts its input, False when it refuses it with a ConfigError."""
+    try:
+        consume()
+    except errors.ConfigError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("images, batch, epochs", RUNS)
 def test_every_consumer_of_the_run_length_ends_at_one_step(tmp_path, images, batch, epochs):
     """The steps main.py trains, train_and_eval's last evaluation, the end of the LR schedule
@@ -289,13 +298,6 @@ def test_every_consumer_gives_a_label_map_one_verdict(tmp_path, ids, num_classes
     path = tmp_path / "names.yaml"
     path.write_text(yaml.safe_dump(names))
 
-    def verdict(consume):
-        try:
-            consume()
-        except errors.ConfigError:
-            return False
-        return True
-
     overrides = {"num_classes": num_classes}
     verdicts = {
         "rule": not any(bounds.class_ids(num_classes).problem(i) for i in ids),
@@ -398,13 +400,6 @@ def test_the_default_instance_limit_gives_one_verdict(tmp_path, extra):
 # -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["vfpn", "bifpn", "bifpn_sum", "fpn", "VFPN", "", None])
 def test_validate_and_the_registry_give_an_fpn_name_one_verdict(name):
-    def verdict(consume):
-        try:
-            consume()
-        except errors.ConfigError:
-            return False
-        return True
-
     verdicts = {
         "validate": verdict(lambda: hparams_config.get_detection_config(
             "efficientdet-d0", {"fpn_name": name})),
