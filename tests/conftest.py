@@ -11,7 +11,9 @@ Speed (the suite runs on 2 cores with pytest-xdist, `-n auto` in pyproject.toml)
 * In-process sessions skip Grappler, TensorFlow's graph rewriting at session start, through the
   project's one switch (`sessions.fast_graph_setup`). It changes no result, only how kernels
   are fused, and it costs seconds per session (a quarter of a small train-and-eval run).
-  Commands run as subprocesses (CLI smoke tests, docs tests) keep it, as users have it.
+  Commands run as subprocesses (CLI smoke tests, docs tests) keep it, as users have it; the
+  runs of test_main.py whose point is several processes turn it off too
+  (tests/main_without_grappler.py).
 * Tests that share an expensive fixture (`exported_models`, test_trainer's `trained`) run in
   one xdist group, so the fixture is built once, not once per worker.
 """

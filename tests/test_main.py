@@ -1,6 +1,10 @@
 """main.py as a command: the CLI smoke tests (flags, output, exit status) and what only a
 separate process can show (a SIGKILL mid-run, several processes). The behaviour behind each
 mode is tested in-process in test_trainer.py.
+
+The runs that train start main.py through tests/main_without_grappler.py (Grappler off, as
+in-process tests have it): their point is the processes, and Grappler costs each of them tens
+of seconds.
 """
 
 import json
@@ -18,11 +22,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT)
 ENV.pop("TF_CPP_MIN_LOG_LEVEL", None)  # main.py must quiet TensorFlow by itself
 PATTERN = "--training_file_pattern=tfrecord/pascal*.tfrecord"
+MAIN = [sys.executable, os.path.join(ROOT, "main.py")]
+# main.py with Grappler off, for the runs that train (see the module docstring).
+MAIN_TRAINING = [sys.executable, os.path.join(ROOT, "tests", "main_without_grappler.py")]
 
 
-def _main(args, cwd, timeout=420, env=None):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=cwd,
-                          env=env or ENV, capture_output=True, text=True, timeout=timeout)
+def _main(args, cwd, timeout=420, env=None, command=MAIN):
+    return subprocess.run([*command, *args], cwd=cwd, env=env or ENV, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def test_user_error_is_one_line_and_nothing_is_created(voc_records, tmp_path):
@@ -48,8 +55,8 @@ def test_resume_after_sigkill_no_replayed_eval(voc_records, tmp_path):
             "--save_checkpoints_steps=1", "--log_every_n_steps=1",
             f"--hparams={tiny_hparams(num_classes=20, moving_average_decay=0)}"]
     log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args],
-                            cwd=voc_records, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([*MAIN_TRAINING, *args], cwd=voc_records, env=ENV, stdout=log,
+                            stderr=subprocess.STDOUT)
     history = model_dir / "eval_history.json"
 
     def evaluated():
@@ -73,7 +80,7 @@ def test_resume_after_sigkill_no_replayed_eval(voc_records, tmp_path):
     assert before[0] == "2"
     first = (tmp_path / "first.log").read_text()
     assert "step 1/4, loss " in first and "step 2/4, loss " in first  # progress lines
-    r = _main(args, voc_records)
+    r = _main(args, voc_records, command=MAIN_TRAINING)
     assert r.returncode == 0, r.stderr[-3000:]
     # The result is not buried under TensorFlow's start-up noise; a closing line per mode.
     assert "Unable to register" not in r.stderr and "cuda" not in r.stderr.lower()
@@ -88,7 +95,7 @@ def test_mirrored_on_two_cpu_replicas(voc_records, tmp_path):
     r = _main(["--mode=train", "--strategy=mirrored", "--cpu_replicas=2", PATTERN,
                "--model_name=efficientdet-d0", f"--model_dir={tmp_path}",
                "--train_batch_size=4", "--num_examples_per_epoch=8", "--num_epochs=1",
-               f"--hparams={tiny_hparams(num_classes=20)}"], voc_records)
+               f"--hparams={tiny_hparams(num_classes=20)}"], voc_records, command=MAIN_TRAINING)
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt = tf.train.latest_checkpoint(str(tmp_path))
     assert ckpt.endswith("model.ckpt-2")
@@ -118,9 +125,8 @@ def _tasks(args, cwd, cluster, tasks):
     for kind, index in tasks:
         env = dict(ENV, TF_CONFIG=json.dumps({"cluster": cluster,
                                               "task": {"type": kind, "index": index}}))
-        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args],
-                                      cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        procs.append(subprocess.Popen([*MAIN_TRAINING, *args], cwd=cwd, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = []
     for p in procs:
         out, err = p.communicate(timeout=420)
@@ -193,9 +199,8 @@ def test_multi_worker_refuses_tasks_given_different_clusters(voc_records, tmp_pa
     for cluster, index in (([a, b], 0), ([a, b, c], 1)):
         env = dict(ENV, TF_CONFIG=json.dumps({"cluster": {"worker": cluster},
                                               "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args],
-                                      cwd=voc_records, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        procs.append(subprocess.Popen([*MAIN, *args], cwd=voc_records, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 1, err[-3000:]
