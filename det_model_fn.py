@@ -441,10 +441,19 @@ def make_model_fn(config: Config, run: RunContext) -> ModelFn:
     The returned function takes `features` (normalised images [B, H, W, 3]), `labels` (see
     `detection_loss`; eval adds `image_scales`, `source_ids`, `groundtruth_data`), `mode` and
     the Estimator's `params` (unused: TPUEstimator requires the argument).
+
+    The graph is built by plain graph code (no Python control flow on tensors), so AutoGraph's
+    source conversion, which a distribution strategy applies to each replica's call, is
+    skipped: it only made building the graph several times slower.
     """
 
     def model_fn(features: tf.Tensor, labels: Dict[str, tf.Tensor], mode: str, params=None):
-        del params
+        del params  # the Estimator checks this signature, which do_not_convert would hide
+        return build(features, labels, mode)
+
+    @tf.autograph.experimental.do_not_convert
+    def build(features: tf.Tensor, labels: Dict[str, tf.Tensor],
+              mode: str) -> tf.estimator.EstimatorSpec:
         training = mode == tf.estimator.ModeKeys.TRAIN
         shards = run.num_shards if run.use_tpu and training else 0
         with utils.cross_replica_batch_norm(shards):
