@@ -16,7 +16,7 @@ import time
 
 import tensorflow as tf
 
-from conftest import tiny_hparams
+from conftest import SMALL, tiny_hparams
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT)
@@ -25,9 +25,6 @@ PATTERN = "--training_file_pattern=tfrecord/pascal*.tfrecord"
 MAIN = [sys.executable, os.path.join(ROOT, "main.py")]
 # main.py with Grappler off, for the runs that train (see the module docstring).
 MAIN_TRAINING = [sys.executable, os.path.join(ROOT, "tests", "main_without_grappler.py")]
-# The runs that train need a model, not this one: one FPN cell on three levels (P3-P5) builds
-# its graph in two thirds of the time of the tiny model's two cells on five.
-SMALL = dict(fpn_cell_repeats=1, max_level=5)
 
 
 def _main(args, cwd, timeout=420, env=None, command=MAIN):

@@ -2,7 +2,8 @@
 directory contract (config.yaml, eval history per validation set, archive), progress and closing
 lines, bounded events files, and one clear error per user mistake.
 
-Small on purpose: 128x128 images and a slim network, two steps per epoch.
+Small on purpose: 128x128 images and a slim network (the tiny model with one FPN cell on three
+levels, conftest.SMALL), two steps per epoch.
 """
 
 import contextlib
@@ -22,10 +23,15 @@ import errors
 import run_dir
 import run_options
 import trainer
-from conftest import make_classifier_checkpoint, tiny_hparams
+from conftest import SMALL, make_classifier_checkpoint, tiny_hparams
 from run_options import RunOptions
 
 tf1 = tf.compat.v1
+
+
+def _hparams(**overrides) -> str:
+    """The model these runs train: tiny_hparams made smaller (conftest.SMALL)."""
+    return tiny_hparams(**{**SMALL, **overrides})
 
 
 def _opts(voc, model_dir=None, **kw):
@@ -37,7 +43,7 @@ def _opts(voc, model_dir=None, **kw):
         validation_file_pattern=str(voc / "tfrecord" / "pascal*.tfrecord"),
         val_json_file=str(voc / "tfrecord" / "json_pascal.json"), train_batch_size=8,
         eval_batch_size=8, eval_samples=24, num_examples_per_epoch=16, num_epochs=1,
-        hparams=tiny_hparams(num_classes=20, moving_average_decay=0))
+        hparams=_hparams(num_classes=20, moving_average_decay=0))
     values.update(kw)
     return RunOptions(**values)
 
@@ -163,7 +169,7 @@ def test_eval_with_other_hparams_changes_nothing(trained):
         trainer.run(opts)
     message = str(e.value)
     assert "num_classes: trained with 20, given 5" in message
-    assert "fpn_cell_repeats: trained with 2, given 3" in message
+    assert "fpn_cell_repeats: trained with 1, given 3" in message
     assert "image_size: trained" not in message  # eval may run at another input size
     for path, data in files.items():
         assert path.read_bytes() == data, path
@@ -219,7 +225,7 @@ def test_eval_numbers_match_pycocotools(trained, tmp_path):
 def test_seed_section8_finetune_from_detector(trained, tmp_path):
     voc = _voc(trained)
     yaml_file = tmp_path / "voc_config.yaml"
-    slim = tiny_hparams().replace("=", ": ").replace(",", "\n")
+    slim = _hparams().replace("=", ": ").replace(",", "\n")
     yaml_file.write_text(f"num_classes: 20\nmoving_average_decay: 0\n{slim}\n")
     model_dir = tmp_path / "finetune"
     with _capture() as out:
@@ -246,7 +252,7 @@ def test_loss_falls_on_repeated_batch(voc_records, tmp_path):
     opts = _opts(voc_records, tmp_path, mode="train", train_batch_size=4,
                  num_examples_per_epoch=4, num_epochs=30, use_fake_data=True, tf_random_seed=1,
                  save_checkpoints_steps=30, log_every_n_steps=2,
-                 hparams=tiny_hparams(num_classes=20, moving_average_decay=0, optimizer="adam",
+                 hparams=_hparams(num_classes=20, moving_average_decay=0, optimizer="adam",
                                       learning_rate=0.16, lr_warmup_epoch=0))
     with _capture() as out:
         trainer.run(opts)
@@ -283,7 +289,7 @@ def test_vfpn_trains_as_bifpn_until_its_branch_starts(voc_records, tmp_path):
         opts = _opts(voc_records, tmp_path / name, mode="train", train_batch_size=2,
                      num_examples_per_epoch=2, num_epochs=4, use_fake_data=True,
                      tf_random_seed=3, save_checkpoints_steps=2, log_every_n_steps=1,
-                     hparams=tiny_hparams(num_classes=20, moving_average_decay=0,
+                     hparams=_hparams(num_classes=20, moving_average_decay=0,
                                           optimizer="adam", lr_warmup_epoch=0, **hp))
         with _capture():
             trainer.run(opts)
@@ -319,7 +325,7 @@ def test_vfpn_trains_as_bifpn_until_its_branch_starts(voc_records, tmp_path):
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(voc_records, tmp_path):
     opts = _opts(voc_records, tmp_path, mode="train", train_batch_size=4,
                  num_examples_per_epoch=4, num_epochs=20, save_checkpoints_steps=1,
-                 hparams=tiny_hparams(num_classes=20, moving_average_decay=0,
+                 hparams=_hparams(num_classes=20, moving_average_decay=0,
                                       learning_rate=1e30, lr_warmup_epoch=0,
                                       clip_gradients_norm=0))
     with pytest.raises(errors.TrainingError) as e:
@@ -336,7 +342,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(voc_records, tm
 def test_mixed_float16_training(voc_records, tmp_path):
     opts = _opts(voc_records, tmp_path, mode="train", train_batch_size=1,
                  num_examples_per_epoch=1, num_epochs=1,
-                 hparams=tiny_hparams(num_classes=20, precision="mixed_float16"))
+                 hparams=_hparams(num_classes=20, precision="mixed_float16"))
     trainer.run(opts)
     ckpt = tf.train.latest_checkpoint(str(tmp_path))
     assert ckpt.endswith("model.ckpt-1")
@@ -481,7 +487,7 @@ def test_bn_recalibration_rewrites_the_moving_statistics_before_eval(voc_records
     import record_files
 
     opts = _opts(voc_records, tmp_path, mode="train", num_examples_per_epoch=8,
-                 hparams=tiny_hparams(num_classes=20, moving_average_decay=0,
+                 hparams=_hparams(num_classes=20, moving_average_decay=0,
                                       bn_recalibration_images=4))
     with _capture() as out:
         trainer.run(opts)
@@ -541,7 +547,7 @@ def test_train_and_eval_builds_each_graph_once(voc_records, tmp_path, monkeypatc
     monkeypatch.setattr(bn_calibration.Recalibrator, "__init__", counted_init)
     model_dir = tmp_path / "m"
     opts = _opts(voc_records, model_dir, num_epochs=3, log_every_n_steps=1,
-                 hparams=tiny_hparams(num_classes=20, moving_average_decay=0,
+                 hparams=_hparams(num_classes=20, moving_average_decay=0,
                                       bn_recalibration_images=4))
     with _capture() as out:
         trainer.run(opts)
