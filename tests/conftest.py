@@ -14,6 +14,11 @@ Speed (the suite runs on 2 cores with pytest-xdist, `-n auto` in pyproject.toml)
   Commands run as subprocesses (CLI smoke tests, docs tests) keep it, as users have it; the
   runs of test_main.py whose point is several processes turn it off too
   (tests/main_without_grappler.py).
+* In-process ONNX conversions (the ONNX and OpenVINO exports) skip tf2onnx's graph optimizers,
+  which rewrite the converted graph into an equivalent smaller one and take four fifths of a
+  conversion (about 20 s for the tiny model). Every export test still compares the converted
+  model's detections with the checkpoint's; the CLI smoke tests and the docs tests convert with
+  the optimizers, as users do.
 * Tests that share an expensive fixture (`exported_models`, test_trainer's `trained`) run in
   one xdist group, so the fixture is built once, not once per worker.
 """
@@ -52,6 +57,22 @@ def pytest_configure(config):
         import sessions
 
         sessions.fast_graph_setup(True)
+        _onnx_conversion_without_graph_optimizers()
+
+
+def _onnx_conversion_without_graph_optimizers() -> None:
+    """Make tf2onnx's optimize_graph apply no optimizer (see the module docstring)."""
+    if importlib.util.find_spec("tf2onnx") is None:
+        return
+    from tf2onnx import optimizer
+
+    optimize_graph = optimizer.optimize_graph
+
+    def without_optimizers(graph, catch_errors=True, optimizers=None):
+        del optimizers
+        return optimize_graph(graph, catch_errors, optimizers={})
+
+    optimizer.optimize_graph = without_optimizers
 
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")

@@ -24,10 +24,13 @@ import pytest
 import yaml
 
 from badinput import check, run_inspect, run_main, snapshot
-from conftest import HAVE_ONNX, HAVE_OPENVINO, STREET, tiny_hparams
+from conftest import HAVE_ONNX, HAVE_OPENVINO, SMALL, STREET, tiny_hparams
 
 TINY20 = tiny_hparams(num_classes=20)
 TINY3 = tiny_hparams(num_classes=3)
+# For the runs that fail after the graph is built: what they check needs a model, not this one.
+SMALL20 = tiny_hparams(num_classes=20, **SMALL)
+SMALL3 = tiny_hparams(num_classes=3, **SMALL)
 TRAIN = ["--mode=train", "--training_file_pattern={records}/pascal*.tfrecord",
          "--train_batch_size=2", "--num_examples_per_epoch=2", "--num_epochs=1",
          "--model_dir={tmp}/m"]
@@ -551,33 +554,34 @@ def test_a_run_failing_in_the_input_pipeline_leaves_no_model_dir(world, existing
     before = snapshot(world["root"])
     outcome = run_main(["--mode=train", f"--training_file_pattern={bad}",
                         f"--model_dir={model_dir}", "--train_batch_size=1",
-                        "--num_examples_per_epoch=1", f"--hparams={TINY3}"])
+                        "--num_examples_per_epoch=1", f"--hparams={SMALL3}"])
     check(outcome, 1, r"bad-00000-of-00001.tfrecord.*source_id.*img-1", before, world["root"],
           may_add=False)
     assert os.path.isdir(model_dir) == existing
 
 
 def test_a_run_failing_in_model_fn_leaves_no_model_dir(world, monkeypatch):
-    """A failure while the graph is built (here a checkpoint error raised from model_fn) takes
-    back config.yaml and the run record; so does a bug, which keeps its traceback."""
-    import det_model_fn
+    """A failure while the graph is built (here a user error raised as model_fn starts building
+    the network) takes back config.yaml and the run record; so does a bug, which keeps its
+    traceback."""
+    import efficientdet_arch
     import errors
 
-    def fail(config, run):
+    def fail(features, config, is_training):
         raise errors.CheckpointError("--ckpt: variable x has another shape")
 
     model_dir = os.path.join(world["tmp"], "m")
-    args = _format(TRAIN, world) + [f"--hparams={TINY20}"]
+    args = _format(TRAIN, world) + [f"--hparams={SMALL20}"]
     before = snapshot(world["root"])
-    monkeypatch.setattr(det_model_fn, "initialize_from_checkpoints", fail)
+    monkeypatch.setattr(efficientdet_arch, "build_model", fail)
     check(run_main(args), 1, r"--ckpt: variable x has another shape", before, world["root"],
           may_add=False)
     assert not os.path.exists(model_dir)
 
-    def bug(config, run):
+    def bug(features, config, is_training):
         raise KeyError("a bug")
 
-    monkeypatch.setattr(det_model_fn, "initialize_from_checkpoints", bug)
+    monkeypatch.setattr(efficientdet_arch, "build_model", bug)
     with pytest.raises(KeyError):
         run_main(args)
     assert not os.path.exists(model_dir)
