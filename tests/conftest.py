@@ -21,6 +21,9 @@ Speed (the suite runs on 2 cores with pytest-xdist, `-n auto` in pyproject.toml)
   the optimizers, as users do.
 * Tests that share an expensive fixture (`exported_models`, test_trainer's `trained`) run in
   one xdist group, so the fixture is built once, not once per worker.
+* Those groups and the tests marked `heavy` (tens of seconds each) are handed out first, the
+  many short tests after them, so that the workers finish together instead of one running a
+  long test alone at the end.
 """
 
 import importlib.util
@@ -46,6 +49,9 @@ def pytest_collection_modifyitems(config, items):
             if name in getattr(item, "fixturenames", ()):
                 item.add_marker(pytest.mark.xdist_group(name))
                 break
+    # Longest first (see the module docstring); sorted() is stable, so each part keeps its order.
+    items[:] = sorted(items, key=lambda item: not (item.get_closest_marker("heavy")
+                                                   or item.get_closest_marker("xdist_group")))
 
 
 def pytest_configure(config):
@@ -80,7 +86,7 @@ FIXTURES = os.path.join(SHARED, "fixtures")
 
 # The small model every test trains or exports: 128x128 input, narrow and shallow FPN/heads.
 TINY = {"image_size": 128, "fpn_num_filters": 16, "fpn_cell_repeats": 2, "box_class_repeats": 1}
-# Overrides of TINY for runs whose checks need a trained model, not this one's shape: one FPN
+# Overrides of TINY for tests whose checks need a model, not this one's shape: one FPN
 # cell on three levels (P3-P5) builds the training graph in about two thirds of the time.
 SMALL = {"fpn_cell_repeats": 1, "max_level": 5}
 

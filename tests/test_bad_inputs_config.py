@@ -480,7 +480,7 @@ def trained(voc_records, tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     names = root / "names.yaml"
     names.write_text(yaml.safe_dump({1: "aeroplane", 2: "bicycle", 3: "bird"}))
-    flag = f"--hparams={TINY3},moving_average_decay=0,label_map={names}"
+    flag = f"--hparams={SMALL3},moving_average_decay=0,label_map={names}"
     model_dir = root / "m"
     args = [a.format(records=voc_records / "tfrecord", tmp=root) for a in TRAIN] + [flag]
     outcome = run_main(args)
@@ -538,6 +538,7 @@ def _record_with_source_id(world, source_id):
     return path
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("existing", [False, True], ids=["new-dir", "existing-dir"])
 def test_a_run_failing_in_the_input_pipeline_leaves_no_model_dir(world, existing, monkeypatch):
     """A bad record beyond what main.py checks up front (a sample of the records) is found by

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import inference
-from conftest import TINY_HPARAMS
+from conftest import SMALL, tiny_hparams
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))
@@ -26,9 +26,10 @@ def test_bench_model_row_from_a_bm_result():
                                      flops=3.024))
 
 
+@pytest.mark.heavy
 def test_model_inspect_results_runs_the_cli_and_reads_its_json():
     """One real process, as the benchmarks run it; its temporary directory is gone after."""
-    got = machine.model_inspect_results(["--runmode=bm", f"--hparams={TINY_HPARAMS}",
+    got = machine.model_inspect_results(["--runmode=bm", f"--hparams={tiny_hparams(**SMALL)}",
                                          "--bm_runs=1", "--threads=1"])
     assert (got["model_name"], got["runs"], got["batch_size"]) == ("efficientdet-d0", 1, 1)
     assert got["median_image_ms"] > 0 and got["params"] > 0

@@ -10,7 +10,7 @@ import efficientdet_arch
 import errors
 import record_files
 import utils
-from conftest import tiny_config
+from conftest import SMALL, tiny_config
 
 tf1 = tf.compat.v1
 NUM_IMAGES = 6
@@ -50,8 +50,9 @@ def _tensors(prefix):
     return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
 
 
+@pytest.mark.heavy
 def test_recalibrated_inference_reproduces_the_training_forward(voc_records, tmp_path):
-    config = tiny_config(fpn_name="vfpn", num_classes=20)
+    config = tiny_config(fpn_name="vfpn", num_classes=20, **SMALL)
     files = _files(voc_records)
     prefix = str(tmp_path / "model.ckpt-7")
     _checkpoint(config, prefix)

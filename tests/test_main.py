@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import tensorflow as tf
 
 from conftest import SMALL, tiny_hparams
@@ -43,6 +44,7 @@ def test_user_error_is_one_line_and_nothing_is_created(voc_records, tmp_path):
     assert not missing.exists()
 
 
+@pytest.mark.heavy
 def test_resume_after_sigkill_no_replayed_eval(voc_records, tmp_path):
     """Killed once epoch 1's evaluation is recorded (the event waited for), the run resumes
     from its last checkpoint and evaluates only what was not evaluated: whatever the moment of
@@ -91,6 +93,7 @@ def test_resume_after_sigkill_no_replayed_eval(voc_records, tmp_path):
     assert evaluated() == ["2", "4"]
 
 
+@pytest.mark.heavy
 def test_mirrored_on_two_cpu_replicas(voc_records, tmp_path):
     r = _main(["--mode=train", "--strategy=mirrored", "--cpu_replicas=2", PATTERN,
                "--model_name=efficientdet-d0", f"--model_dir={tmp_path}",
@@ -135,6 +138,7 @@ def _tasks(args, cwd, cluster, tasks):
     return outs
 
 
+@pytest.mark.heavy
 def test_multi_worker_saves_resumes_and_restores_on_one_machine(voc_records, tmp_path):
     """Two tasks on loopback: first a cluster of workers only (worker 0 acts as chief), then
     the same model directory resumed by a cluster with an explicit chief, which evaluates

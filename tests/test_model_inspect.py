@@ -410,6 +410,7 @@ def test_seed_section_3_end_to_end_latency(seed_dir, checkpoint_detector, monkey
             assert_same_detections(want, det.predict(street()[None])[0], str(path))
 
 
+@pytest.mark.heavy
 def test_seed_section_4_image_inference_at_1920x1280(seed_dir):
     """The export + saved_model_infer smoke test: two real processes, commands as written."""
     export_cmd, infer_cmd = seed_commands(4)
@@ -592,6 +593,7 @@ def test_onnx_runmode_and_running_the_onnx_file(test_checkpoint, tmp_path, capsy
     assert int(re.search(r"street.jpg: (\d+) detections", printed).group(1)) > 0
 
 
+@pytest.mark.heavy
 @needs_openvino
 def test_openvino_export_and_every_exported_model_runmode(seed_dir, test_checkpoint,
                                                          checkpoint_detector, tmp_path, capsys):

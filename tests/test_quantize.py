@@ -308,6 +308,7 @@ def _video(path):
     return path
 
 
+@pytest.mark.heavy
 @needs_nncf
 @needs_onnx
 def test_openvino_runmode_writes_int8_beside_f32_and_every_runmode_runs_it(
@@ -377,6 +378,7 @@ def test_tflite_int8_any_size(exported_models, calibration_images, tmp_path):
         assert int8.note.startswith("int8 network, TFLite kernels")
 
 
+@pytest.mark.heavy
 @needs_nncf
 @needs_onnx
 def test_saved_model_with_int8_tflite_for_one_size_and_int8_openvino(

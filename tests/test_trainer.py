@@ -247,6 +247,7 @@ def test_checkpoint_from_another_model(trained, tmp_path):
     assert not (tmp_path / "d1").exists()  # found before anything was created
 
 
+@pytest.mark.heavy
 def test_loss_falls_on_repeated_batch(voc_records, tmp_path):
     """Learning is real: on one repeated batch the loss drops well below its start."""
     opts = _opts(voc_records, tmp_path, mode="train", train_batch_size=4,
@@ -282,6 +283,7 @@ def _summaries(model_dir, tag):
     return got
 
 
+@pytest.mark.heavy
 def test_vfpn_trains_as_bifpn_until_its_branch_starts(voc_records, tmp_path):
     """vfpn_branch_start: until then the vertical branch is frozen and VFPN (zero-init) takes
     BiFPN's steps (up to float rounding) from the same seed; then the branch learns."""
@@ -339,6 +341,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(voc_records, tm
     assert np.isfinite(reader.get_tensor("class_net/class-predict/bias")).all()
 
 
+@pytest.mark.heavy
 def test_mixed_float16_training(voc_records, tmp_path):
     opts = _opts(voc_records, tmp_path, mode="train", train_batch_size=1,
                  num_examples_per_epoch=1, num_epochs=1,
@@ -517,6 +520,7 @@ def test_global_batch_must_split_over_the_replicas(monkeypatch, tmp_path):
     trainer._check_batch_split(dataclasses.replace(opts, strategy="default", train_batch_size=7))
 
 
+@pytest.mark.heavy
 def test_train_and_eval_builds_each_graph_once(voc_records, tmp_path, monkeypatch):
     """Three epochs in one training call: one eval line and history entry per epoch, the best
     archived, and the training, evaluation and recalibration graphs each built once."""
