@@ -212,22 +212,21 @@ def make_test_checkpoint(model_dir, model_name="efficientdet-d0", seed=0, **over
     Returns the config.
     """
     import numpy as np
-    import tensorflow as tf
+    import tensorflow.compat.v1 as tf1
 
     import checkpoint_io
     import efficientdet_arch
     import serving
 
-    tf1 = tf.compat.v1
     config = tiny_config(model_name, **{**TINY, **overrides})
-    graph = tf.Graph()
+    graph = tf1.Graph()
     with graph.as_default():
         tf1.set_random_seed(seed)
-        probe = tf1.placeholder(tf.uint8, [1, None, None, 3])
+        probe = tf1.placeholder(tf1.uint8, [1, None, None, 3])
         outputs = efficientdet_arch.build_model(serving.preprocess_images(probe, config)[0],
                                                 config, training=False)
         variables = {v.op.name: v for v in tf1.global_variables()}
-        value = tf1.placeholder(tf.float32)
+        value = tf1.placeholder(tf1.float32)
         assign_ops = {name: v.assign(value) for name, v in variables.items()}
 
         def assign(name, array):
