@@ -32,6 +32,11 @@ script did not finish is left alone and the script stops, naming it. Nothing is 
 A run also records a digest of the model's source files (`code`); reusing a run that another
 version of the code made says so on its line, since the same command may then train another
 model.
+
+`--records DIR` keeps a copy of every finished run's record as `DIR/<config>-s<seed>.json`,
+with its command relative to the checkout and to `--work_dir` and the machine that ran it, and
+reuses the runs found there: commit DIR, and a later session (another checkout, another work
+dir) trains only the runs still missing. Its `--out`/`--json` then report every recorded run.
 """
 
 from __future__ import annotations
@@ -190,48 +195,88 @@ def code_digest(root: str = ROOT) -> str:
     return h.hexdigest()[:12]
 
 
-def train_one(cmd: List[str], run_dir: str, env: Dict[str, str],
-              lock: threading.Lock) -> Dict[str, object]:
-    """Run (or reuse) one training; returns {'curve': {step: metrics}, 'seconds': wall}."""
+def portable(cmd: List[str], work_dir: str) -> List[str]:
+    """`cmd` without its interpreter, with paths in the checkout relative to it and paths in
+    `work_dir` as '{work_dir}/...': equal for the same run from any checkout or work dir."""
+    root, work = ROOT + os.sep, os.path.abspath(work_dir) + os.sep
+    return [a.replace(root, "").replace(work, "{work_dir}/") for a in cmd[1:]]
+
+
+_MACHINE: List[str] = []
+
+
+def machine_line() -> str:
+    """machine.line() once per process (it imports TensorFlow for its version)."""
+    if not _MACHINE:
+        _MACHINE.append(machine.line())
+    return _MACHINE[0]
+
+
+def _finished(cmd: List[str], run_dir: str, work_dir: str, copy: str
+              ) -> Tuple[str, Optional[Dict[str, object]]]:
+    """(path, record) of this run if it finished: `run_dir`'s own, else `copy` (from
+    --records); ('', None) if neither holds it."""
+    for path, same in ((os.path.join(run_dir, "bench_run.json"),
+                        lambda done: done["cmd"] in (cmd[1:], portable(cmd, work_dir))),
+                       (copy, lambda done: done["cmd"] == portable(cmd, work_dir))):
+        if path and os.path.isfile(path):
+            with open(path) as f:
+                done = json.load(f)
+            if same(done):  # the interpreter path may differ between venvs
+                return path, done
+            raise BenchError(f"{path} holds a finished run of another command; pass another "
+                             f"--work_dir or --records (nothing is deleted).")
+    return "", None
+
+
+def train_one(cmd: List[str], run_dir: str, env: Dict[str, str], lock: threading.Lock,
+              work_dir: str, copy: str = "") -> Dict[str, object]:
+    """Run (or reuse) one training; returns {'curve': {step: metrics}, 'seconds': wall,
+    'machine': the machine line of the run, '' if unrecorded}.
+    `copy`: the --records file of this run, read if the work dir has no finished run and
+    written once the run is finished."""
     record = os.path.join(run_dir, "bench_run.json")
     digest = code_digest()  # before the run: the source it starts with
-    if os.path.isfile(record):
-        with open(record) as f:
-            done = json.load(f)
-        if done["cmd"] == cmd[1:]:  # the interpreter path may differ between venvs
-            made_by = done.get("code", "unrecorded")
-            other = ("" if made_by == digest else
-                     f"; made by other code ({made_by}, this checkout is {digest}): use a new "
-                     f"--work_dir if the change matters")
-            with lock:
-                print(f"reusing {run_dir} ({done['seconds']:.0f}s when it ran{other})",
-                      flush=True)
-            return {"curve": {int(k): v for k, v in done["curve"].items()},
-                    "seconds": done["seconds"]}
-        raise BenchError(f"{run_dir} holds a finished run of another command; pass another "
-                         f"--work_dir (nothing is deleted).")
-    if os.path.exists(run_dir):
-        raise BenchError(f"{run_dir} exists but holds no finished run of this benchmark "
-                         f"(interrupted?); remove it yourself or pass another --work_dir.")
-    os.makedirs(run_dir)
-    with lock:
-        print(f"start {run_dir}", flush=True)
-    start = time.time()
-    with open(os.path.join(run_dir, "stdout.txt"), "w") as out, \
-            open(os.path.join(run_dir, "stderr.txt"), "w") as err:
-        code = subprocess.run(cmd, stdout=out, stderr=err, env=env).returncode
-    seconds = time.time() - start
-    curve = read_curve(_model_dir(cmd))
-    if code:
-        raise BenchError(f"{run_dir}: main.py exited {code}; see {run_dir}/stderr.txt")
-    with open(record, "w") as f:
-        json.dump({"cmd": cmd[1:], "code": digest, "seconds": seconds,
-                   "curve": curve}, f, indent=1)
-    with lock:
-        last = curve[max(curve)] if curve else {}
-        print(f"done  {run_dir} in {seconds:.0f}s: final AP={last.get('AP', float('nan')):.4f}",
-              flush=True)
-    return {"curve": curve, "seconds": seconds}
+    source, done = _finished(cmd, run_dir, work_dir, copy)
+    if done is not None:
+        made_by = done.get("code", "unrecorded")
+        other = ("" if made_by == digest else
+                 f"; made by other code ({made_by}, this checkout is {digest}): use a new "
+                 f"--work_dir if the change matters")
+        with lock:
+            print(f"reusing {source} ({done['seconds']:.0f}s when it ran{other})", flush=True)
+    else:
+        if os.path.exists(run_dir):
+            raise BenchError(f"{run_dir} exists but holds no finished run of this benchmark "
+                             f"(interrupted?); remove it yourself or pass another --work_dir.")
+        os.makedirs(run_dir)
+        with lock:
+            print(f"start {run_dir}", flush=True)
+        start = time.time()
+        with open(os.path.join(run_dir, "stdout.txt"), "w") as out, \
+                open(os.path.join(run_dir, "stderr.txt"), "w") as err:
+            code = subprocess.run(cmd, stdout=out, stderr=err, env=env).returncode
+        seconds = time.time() - start
+        curve = read_curve(_model_dir(cmd))
+        if code:
+            raise BenchError(f"{run_dir}: main.py exited {code}; see {run_dir}/stderr.txt")
+        done = {"cmd": portable(cmd, work_dir), "code": digest, "seconds": seconds,
+                "machine": machine_line(), "curve": curve}
+        with open(record, "w") as f:
+            json.dump(done, f, indent=1)
+        with lock:
+            last = curve[max(curve)] if curve else {}
+            print(f"done  {run_dir} in {seconds:.0f}s: final AP="
+                  f"{last.get('AP', float('nan')):.4f}", flush=True)
+    if copy and not os.path.isfile(copy):
+        # A record from before runs named their machine was copied on the machine that ran it.
+        done = {**done, "cmd": portable(cmd, work_dir),
+                "machine": done.get("machine") or f"{machine_line()} (when copied)"}
+        os.makedirs(os.path.dirname(os.path.abspath(copy)), exist_ok=True)
+        with open(copy, "w") as f:
+            json.dump(done, f, indent=1)
+    return {"curve": {int(k): v for k, v in done["curve"].items()},
+            "seconds": done["seconds"], "machine": done.get("machine", "")}
 
 
 def _model_dir(cmd: List[str]) -> str:
@@ -391,6 +436,9 @@ def _parser() -> argparse.ArgumentParser:
                         "--jobs > 1, else TF default")
     p.add_argument("--work_dir", default="/tmp/learning/bench",
                    help="data and runs, kept: a finished run with the same command is reused")
+    p.add_argument("--records", default="",
+                   help="directory of finished runs' records (<config>-s<seed>.json), read "
+                        "and added to: commit it to continue elsewhere")
     p.add_argument("--plot", default="", help="PNG learning curves")
     p.add_argument("--json", default="", help="every run's curve, costs and the machine, as json")
     p.add_argument("--no_costs", action="store_true", help="skip the latency/FLOPs measurement")
@@ -438,16 +486,21 @@ def _configs(args: argparse.Namespace) -> List[Tuple[str, str]]:
 
 
 def train_all(jobs: List[Tuple[str, int, List[str], str]], names: List[str], threads: int,
-              parallel: int) -> Tuple[Curves, Dict[str, List[float]]]:
-    """Run (or reuse) every (name, seed, command, run dir) of `jobs`, `parallel` at a time;
-    returns ({name: {seed: curve}}, {name: [wall seconds per run]})."""
+              parallel: int, work_dir: str, records: str = ""
+              ) -> Tuple[Curves, Dict[str, List[float]], Dict[str, List[str]]]:
+    """Run (or reuse) every (name, seed, command, run dir) of `jobs`, `parallel` at a time,
+    with their --records copies in `records`; returns ({name: {seed: curve}}, {name: [wall
+    seconds per run]}, {machine line: [run names]})."""
     env = thread_env(threads)
     lock = threading.Lock()
     curves: Curves = {n: {} for n in names}
     seconds: Dict[str, List[float]] = {n: [] for n in names}
+    machines: Dict[str, List[str]] = {}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel))
     try:
-        futures = {pool.submit(train_one, cmd, run_dir, env, lock): (name, seed)
+        futures = {pool.submit(train_one, cmd, run_dir, env, lock, work_dir,
+                               os.path.join(records, os.path.basename(run_dir) + ".json")
+                               if records else ""): (name, seed)
                    for name, seed, cmd, run_dir in jobs}
         for fut in concurrent.futures.as_completed(futures):
             name, seed = futures[fut]
@@ -456,10 +509,11 @@ def train_all(jobs: List[Tuple[str, int, List[str], str]], names: List[str], thr
                 raise BenchError(f"{name} seed {seed}: main.py printed no eval line")
             curves[name][seed] = result["curve"]
             seconds[name].append(result["seconds"])
+            machines.setdefault(result["machine"] or "unrecorded", []).append(f"{name}-s{seed}")
     finally:
         # On a failure, start nothing more; runs already going finish and are recorded.
         pool.shutdown(wait=True, cancel_futures=True)
-    return curves, seconds
+    return curves, seconds, {m: sorted(runs) for m, runs in machines.items()}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -483,13 +537,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 jobs.append((name, seed, run_command(args, data, hparams, seed, run_dir),
                              run_dir))
         start = time.time()
-        curves, seconds = train_all(jobs, names, threads, args.jobs)
+        curves, seconds, machines = train_all(jobs, names, threads, args.jobs, args.work_dir,
+                                              args.records)
         wall = time.time() - start
     except BenchError as e:
         print(f"bench_learning: {e}", file=sys.stderr)
         return 1
 
     header, warmup_steps = _header(args, configs, threads, wall)
+    header += "\n\nMachines of the runs:\n" + "\n".join(
+        f"- {m.removeprefix('Machine: ')}: {', '.join(runs)}" for m, runs in machines.items())
     costs = {} if args.no_costs else costs_of(configs, args)
     text = report(curves, names, args.baseline, warmup_steps, seconds, header, costs)
     machine.print_and_save(text, args.out)
@@ -498,7 +555,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         outputs.write_file(args.json, json.dumps(
             {"header": header, "configs": dict(configs), "seconds": seconds, "costs": costs,
-             "curves": curves}, indent=1))
+             "machines": machines, "curves": curves}, indent=1))
     if args.plot:
         plot(curves, names, warmup_steps, args.plot,
              f"{args.model_name} @ {args.image_size}px from scratch on the {args.dataset} set, "
