@@ -153,6 +153,9 @@ def load_gt_json(path: str) -> COCO:
     """
     if not tf.io.gfile.exists(path):
         raise CocoMetricError(f"ground-truth json {path} does not exist (--val_json_file).")
+    if tf.io.gfile.isdir(path):
+        raise CocoMetricError(f"ground-truth json {path} is a directory; pass the instances json "
+                              f"file in it (--val_json_file).")
     try:
         with tf.io.gfile.GFile(path) as f:
             dataset = json.load(f)

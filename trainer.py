@@ -144,6 +144,9 @@ def prepare(opts: RunOptions) -> Prepared:
                                                     "--validation_file_pattern")
     if opts.val_json_file and not tf.io.gfile.exists(opts.val_json_file):
         raise errors.UsageError(f"--val_json_file={opts.val_json_file} does not exist.")
+    if opts.val_json_file and tf.io.gfile.isdir(opts.val_json_file):
+        raise errors.UsageError(f"--val_json_file={opts.val_json_file} is a directory; pass the "
+                                f"instances json file in it.")
 
     config = run_dir.load_run_config(opts.model_name, opts.hparams, opts.model_dir,
                                      training=training)

@@ -196,6 +196,8 @@ MAIN_CASES = [
      EVAL + [VAL, VAL_JSON], 1, r"json_pascal\.json is not valid json"),
     ("json-missing", _nothing, EVAL + [VAL, "--val_json_file={tmp}/none.json"], 1,
      r"--val_json_file=.*none\.json does not exist"),
+    ("json-is-a-directory", _nothing, EVAL + [VAL, "--val_json_file={val}"], 1,
+     r"--val_json_file=.*val is a directory; pass the instances json file in it"),
     # Records eval cannot match with ground truth.
     ("no-source-id", lambda d: _edited(d, _drop_source_ids), EVAL + [BAD], 1,
      r"bad-00000-of-00001\.tfrecord: record 0 \(source_id <empty>\): missing or empty key\(s\) "

@@ -428,6 +428,8 @@ def test_float32_rounded_source_id_hint(tmp_path):
 def test_input_errors_are_clear(tmp_path):
     with pytest.raises(coco_metric.CocoMetricError, match="missing.json"):
         coco_metric.EvaluationMetric(filename=str(tmp_path / "missing.json"))
+    with pytest.raises(coco_metric.CocoMetricError, match="is a directory; pass the instances"):
+        coco_metric.EvaluationMetric(filename=str(tmp_path))
     bad = _write_json(tmp_path / "bad.json", {"images": []})
     with pytest.raises(coco_metric.CocoMetricError, match="'annotations'"):
         coco_metric.EvaluationMetric(filename=bad)
