@@ -203,7 +203,7 @@ def check_options(opts: InspectOptions) -> None:
     mode = RUNMODE_OPTIONS[opts.runmode]
     _check_numbers(opts, mode)
     tflite_input_size(opts)
-    _check_results_json(opts, mode)
+    _check_timing_outputs(opts, mode)
     _check_inputs(opts, mode)
     _check_int8(opts, mode)
     _check_eval(opts)
@@ -248,12 +248,14 @@ def tflite_input_size(opts: InspectOptions) -> Optional[Tuple[int, int]]:
     return height, width
 
 
-def _check_results_json(opts: InspectOptions, mode: Runmode) -> None:
-    """A script waits for --results_json: a runmode that writes none says so at once."""
-    if opts.results_json and not _writes(mode, "results_json"):
-        runs = " or ".join(f"--runmode={name}" for name, m in RUNMODE_OPTIONS.items()
-                           if _writes(m, "results_json"))
-        raise errors.UsageError(f"--results_json applies to {runs}")
+def _check_timing_outputs(opts: InspectOptions, mode: Runmode) -> None:
+    """A user or script waits for --results_json or --trace_filename: a runmode that writes
+    neither says so at once."""
+    for flag in ("results_json", "trace_filename"):
+        if getattr(opts, flag) and not _writes(mode, flag):
+            runs = " or ".join(f"--runmode={name}" for name, m in RUNMODE_OPTIONS.items()
+                               if _writes(m, flag))
+            raise errors.UsageError(f"--{flag} applies to {runs}")
 
 
 def _check_inputs(opts: InspectOptions, mode: Runmode) -> None:

@@ -174,6 +174,8 @@ def test_bad_hparams_are_one_clear_line(args, message, no_graphs):
      "--tflite_input_size 'big' must look like WxH, e.g. 1280x720"),
     (["--runmode=dry", "--results_json=/tmp/x/r.json"],
      "--results_json applies to --runmode=bm or --runmode=saved_model_benchmark"),
+    (["--runmode=infer", "--input_image=x.jpg", "--trace_filename=/tmp/x/t.json"],
+     "--trace_filename applies to --runmode=bm or --runmode=saved_model_benchmark"),
 ])
 def test_bad_options_are_one_clear_line(args, message, no_graphs):
     with pytest.raises(errors.UsageError) as e:
