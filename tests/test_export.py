@@ -3,6 +3,7 @@ re-export with EMA folded in, replacing an existing file only when asked, never 
 the checkpoint an export reads or another run's files (outputs.py has the policy's own tests)."""
 
 import os
+import types
 
 import numpy as np
 import pytest
@@ -15,6 +16,14 @@ import run_dir
 from conftest import TINY, assert_same_detections, needs_onnx, needs_openvino, street, tiny_config
 
 tf1 = tf.compat.v1
+
+
+def test_export_settings_describe_the_exports_own_threshold():
+    graph = types.SimpleNamespace(config=tiny_config(), batch_size=1, default_score_thresh=0.25,
+                                  max_output_size=7)  # --min_score_thresh, not the config's 0.4
+    s = export.export_settings(graph, None)
+    assert s["score_thresh"] == 0.25
+    assert "score threshold 0.25, at most 7 detections" in s["nms"]
 
 
 def test_export_writes_everything(exported_models):
