@@ -602,8 +602,16 @@ def write_openvino(frozen: tf1.GraphDef, xml_path: str, settings: Dict[str, Any]
             raise errors.ModelFileError(f"OpenVINO conversion for '{xml_path}' failed: "
                                         f"{errors.first_line(str(e))}") from None
         model.set_rt_info(str(settings["score_thresh"]), list(OPENVINO_RT_INFO))
-        # save_model writes one local pair: saved in the temporary directory, then each file
-        # is put in place atomically (the .bin first, so an .xml never lacks its weights).
+        save_openvino_ir(ov, model, xml_path)  # while its source file still exists
+    write_export_settings(xml_path, settings)
+    return xml_path
+
+
+def save_openvino_ir(ov: Any, model: Any, xml_path: str) -> None:
+    """Save OpenVINO `model` as `xml_path` + .bin, weights not halved to float16. save_model
+    writes one local pair: saved in a temporary directory, then each file is put in place
+    atomically (the .bin first, so an .xml never lacks its weights)."""
+    with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, "model.xml")
         try:
             ov.save_model(model, local, compress_to_fp16=False)
@@ -613,8 +621,6 @@ def write_openvino(frozen: tf1.GraphDef, xml_path: str, settings: Dict[str, Any]
         for suffix in (".bin", ".xml"):
             with outputs.atomic_path(os.path.splitext(xml_path)[0] + suffix) as part:
                 shutil.copyfile(os.path.splitext(local)[0] + suffix, part)
-    write_export_settings(xml_path, settings)
-    return xml_path
 
 
 def export_openvino(config: hparams_config.Config, xml_path: str,

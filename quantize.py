@@ -23,8 +23,6 @@ import dataclasses
 import functools
 import logging
 import os
-import shutil
-import tempfile
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
@@ -283,22 +281,6 @@ def _feeds(model, calibration: CalibrationSet, score_thresh: float):
         f"{serving.SCORE_THRESH}:0": thresh})
 
 
-def _write_ir(ov, model, xml_path: str) -> None:
-    """Save OpenVINO `model` as `xml_path` + .bin as export.write_openvino does: saved in a
-    temporary directory, then each file put in place atomically (the .bin first, so an .xml
-    never lacks its weights). Weights are not halved to float16."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "model.xml")
-        try:
-            ov.save_model(model, local, compress_to_fp16=False)
-        except RuntimeError as e:
-            raise errors.OutputError(f"cannot write '{xml_path}': {errors.first_line(str(e))}"
-                                     ) from None
-        for suffix in (".bin", ".xml"):
-            with outputs.atomic_path(os.path.splitext(xml_path)[0] + suffix) as part:
-                shutil.copyfile(os.path.splitext(local)[0] + suffix, part)
-
-
 def quantize_openvino(xml_path: str, calibration: CalibrationSet,
                       out_path: Optional[str] = None, overwrite: bool = False) -> str:
     """Quantise the OpenVINO IR `xml_path` (written by export.write_openvino) to int8 and write
@@ -334,7 +316,7 @@ def quantize_openvino(xml_path: str, calibration: CalibrationSet,
         subset_size=len(calibration), ignored_scope=nncf.IgnoredScope(names=kept),
         advanced_parameters=nncf.AdvancedQuantizationParameters(
             overflow_fix=nncf.OverflowFix.ENABLE))
-    _write_ir(ov, quantized, out_path)
+    export.save_openvino_ir(ov, quantized, out_path)
     export.write_export_settings(out_path, {**settings, "precision": "int8",
                                             **calibration.describe(),
                                             "float": FLOAT_PARTS, "float_ops": len(kept)})
