@@ -166,6 +166,49 @@ def voc_records(tmp_path_factory):
 
 
 # -------------------------------------------------------------------------------------------------
+# Hand-made records shared by test_validate_tfrecord.py and test_rules.py
+# -------------------------------------------------------------------------------------------------
+ONE_BOX = (0.1, 0.2, 0.5, 0.6)
+
+
+def record_values(sid="1", labels=(1,), boxes=None, width=40, height=30, encoded=None,
+                  **overrides):
+    """Feature values of a record of a gray `width` x `height` JPEG; `boxes` are (ymin, xmin,
+    ymax, xmax) normalized, ONE_BOX per label by default. An override of None drops the key."""
+    from PIL import Image
+
+    from dataset import tfrecord_util
+
+    boxes = [ONE_BOX] * len(labels) if boxes is None else boxes
+    values = {
+        "image/height": height, "image/width": width, "image/source_id": str(sid),
+        "image/filename": f"{sid}.jpg", "image/format": "jpeg",
+        "image/encoded": (tfrecord_util.encode_jpeg(Image.new("RGB", (40, 30), 128))
+                          if encoded is None else encoded),
+        "image/object/bbox/ymin": [b[0] for b in boxes],
+        "image/object/bbox/xmin": [b[1] for b in boxes],
+        "image/object/bbox/ymax": [b[2] for b in boxes],
+        "image/object/bbox/xmax": [b[3] for b in boxes],
+        "image/object/class/label": list(labels),
+        "image/object/class/text": ["x"] * len(labels),
+    }
+    values.update(overrides)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def write_records(path, records) -> str:
+    """Write `records` (record_values dicts) as one TFRecord file; returns its path."""
+    import tensorflow as tf
+
+    from dataset import tfrecord_util
+
+    with tf.io.TFRecordWriter(str(path)) as w:
+        for values in records:
+            w.write(tfrecord_util.make_example(values).SerializeToString())
+    return str(path)
+
+
+# -------------------------------------------------------------------------------------------------
 # Inference helpers shared by test_inference.py and test_model_inspect.py
 # -------------------------------------------------------------------------------------------------
 TINY_HPARAMS = tiny_hparams(num_classes=3)

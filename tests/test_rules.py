@@ -51,7 +51,7 @@ import trainer
 import vfpn
 import vfpn_training
 from checkpoint_io import DetectorShape
-from conftest import tiny_config
+from conftest import record_values, tiny_config, write_records
 from dataset import label_maps, tfrecord_util, validate_tfrecord, validation
 from detections import Detections
 from run_options import RunOptions
@@ -65,30 +65,6 @@ LIMIT = hparams_config.get_efficientdet_config("efficientdet-d0").max_instances_
 # -------------------------------------------------------------------------------------------------
 # Records and the consumers that judge them
 # -------------------------------------------------------------------------------------------------
-def _record(sid="1", labels=(1,), boxes=None, **overrides):
-    """Record values of a 40x30 image; boxes are (ymin, xmin, ymax, xmax) normalized."""
-    boxes = [(0.1, 0.2, 0.5, 0.6)] * len(labels) if boxes is None else boxes
-    values = {
-        "image/height": 30, "image/width": 40, "image/source_id": str(sid),
-        "image/filename": f"{sid}.jpg", "image/format": "jpeg",
-        "image/encoded": tfrecord_util.encode_jpeg(Image.new("RGB", (40, 30), 128)),
-        "image/object/bbox/ymin": [b[0] for b in boxes],
-        "image/object/bbox/xmin": [b[1] for b in boxes],
-        "image/object/bbox/ymax": [b[2] for b in boxes],
-        "image/object/bbox/xmax": [b[3] for b in boxes],
-        "image/object/class/label": list(labels),
-        "image/object/class/text": ["x"] * len(labels),
-    }
-    values.update(overrides)
-    return values
-
-
-def _write(path, values) -> str:
-    with tf.io.TFRecordWriter(str(path)) as w:
-        w.write(tfrecord_util.make_example(values).SerializeToString())
-    return str(path)
-
-
 def _validator(path) -> bool:
     return validate_tfrecord.validate_tfrecords(path, num_classes=CLASSES).ok
 
@@ -123,7 +99,7 @@ def _pipeline(values, training: bool) -> bool:
 
 def _verdicts(values, tmp_path):
     """{consumer: passes?} of one record for evaluation and for training."""
-    path = _write(tmp_path / "r.tfrecord", values)
+    path = write_records(tmp_path / "r.tfrecord", [values])
     for_eval = {"validator": _validator(path), "main.py (eval)": _main_py(path, tmp_path, False),
                 "pipeline (eval)": _pipeline(values, False)}
     for_training = {"main.py (training)": _main_py(path, tmp_path, True),
@@ -137,7 +113,7 @@ def _verdicts(values, tmp_path):
 def _prepared(tmp_path, images, batch, epochs, **kw) -> trainer.Prepared:
     path = str(tmp_path / "r.tfrecord")
     if not os.path.exists(path):
-        _write(path, _record())
+        write_records(path, [record_values()])
     return trainer.prepare(RunOptions(
         mode="train", model_dir=str(tmp_path / "m"), training_file_pattern=path,
         train_batch_size=batch, num_examples_per_epoch=images,
@@ -234,7 +210,7 @@ def test_every_consumer_gives_a_source_id_one_verdict(tmp_path, sid, usable):
     """The same id through the rule, the converters' json-id check, the validator, main.py's
     checks and the input pipeline (training and eval) and the COCO metric. An empty id is
     refused by everything that evaluates and accepted by training, which does not use it."""
-    for_eval, for_training = _verdicts(_record(sid), tmp_path)
+    for_eval, for_training = _verdicts(record_values(sid), tmp_path)
     for_eval["rule"] = tfrecord_util.source_id_problem(sid) is None
     for_eval["COCO metric"] = _metric_takes(sid)
     if usable is None:
@@ -263,7 +239,7 @@ def test_the_id_limit_is_the_float32_one():
 def test_every_consumer_gives_a_record_class_id_one_verdict(tmp_path, label):
     """A record's class id: the rule (bounds.class_ids), the validator, main.py's checks and the
     input pipeline, for training and for eval."""
-    for_eval, for_training = _verdicts(_record(labels=(label,)), tmp_path)
+    for_eval, for_training = _verdicts(record_values(labels=(label,)), tmp_path)
     verdicts = {**for_eval, **for_training,
                 "rule": bounds.class_ids(CLASSES).problem(label) is None}
     assert set(verdicts.values()) == {1 <= label <= CLASSES}, verdicts
@@ -389,7 +365,7 @@ def test_the_default_instance_limit_gives_one_verdict(tmp_path, extra):
     """An image with as many boxes as the default allows passes the validator, main.py's
     checks and the input pipeline (training and eval); one more box fails them all."""
     count = LIMIT + extra
-    values = _record(labels=[1] * count, boxes=[(0.1, 0.1, 0.2, 0.2)] * count)
+    values = record_values(labels=[1] * count, boxes=[(0.1, 0.1, 0.2, 0.2)] * count)
     for_eval, for_training = _verdicts(values, tmp_path)
     verdicts = {**for_eval, **for_training}
     assert set(verdicts.values()) == {not extra}, verdicts

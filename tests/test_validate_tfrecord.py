@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from conftest import ONE_BOX, record_values, write_records
 from dataset import create_coco_tfrecord, sample_dataset, tfrecord_util, validate_tfrecord
 from errors import UsageError
 
@@ -18,34 +19,9 @@ def _jpeg(width=40, height=30, mode="RGB"):
     return tfrecord_util.encode_jpeg(Image.new(mode, (width, height), 128))
 
 
-def _record(sid, boxes=((0.1, 0.2, 0.5, 0.6),), labels=(1,), width=40, height=30,
-            encoded=None, **overrides):
-    """Record values; boxes are (ymin, xmin, ymax, xmax) normalized."""
-    values = {
-        "image/height": height, "image/width": width, "image/source_id": str(sid),
-        "image/filename": f"{sid}.jpg", "image/format": "jpeg",
-        "image/encoded": _jpeg() if encoded is None else encoded,
-        "image/object/bbox/ymin": [b[0] for b in boxes],
-        "image/object/bbox/xmin": [b[1] for b in boxes],
-        "image/object/bbox/ymax": [b[2] for b in boxes],
-        "image/object/bbox/xmax": [b[3] for b in boxes],
-        "image/object/class/label": list(labels),
-        "image/object/class/text": ["x"] * len(labels),
-    }
-    values.update(overrides)
-    return {k: v for k, v in values.items() if v is not None}
-
-
 def _options(path, hparams):
     return validate_tfrecord.ValidateOptions(file_pattern=path, model_name="efficientdet-d0",
                                              hparams=hparams)
-
-
-def _write(path, records):
-    with tf.io.TFRecordWriter(str(path)) as w:
-        for values in records:
-            w.write(tfrecord_util.make_example(values).SerializeToString())
-    return str(path)
 
 
 # (index in the file, source_id, reason) of each bad record; the others are good.
@@ -67,22 +43,22 @@ BAD = [
 def _bad_file(tmp_path):
     four = [(0.1, 0.1, 0.2, 0.2)] * 4
     records = [
-        _record(10),
-        _record(11, labels=(1, 2)),  # 1 box, 2 labels
-        _record(12, boxes=[(0.1, 0.5, 0.4, 0.3)]),  # xmax < xmin
-        _record(13, boxes=[(0.1, 0.2, 0.5, 1.2)]),  # xmax past the right edge
-        _record(14, labels=(0,)),  # 0 is not a class
-        _record(15, labels=(5,)),  # > num_classes=3
-        _record(16, boxes=four, labels=(1, 2, 3, 1)),  # > max_instances=3
-        _record(17, encoded=b"\xff\xd8 not really a jpeg"),
-        _record(10),  # duplicate source id
-        _record("abc"),
-        _record(19, width=50),  # the encoded image is 40 wide
-        _record(20, encoded=b"", **{"image/encoded": None}),
-        _record(21, encoded=_jpeg(mode="L")),  # grayscale: a note, not an error
-        _record(22, boxes=(), labels=()),  # no objects is fine
+        record_values(10),
+        record_values(11, labels=(1, 2), boxes=[ONE_BOX]),  # 1 box, 2 labels
+        record_values(12, boxes=[(0.1, 0.5, 0.4, 0.3)]),  # xmax < xmin
+        record_values(13, boxes=[(0.1, 0.2, 0.5, 1.2)]),  # xmax past the right edge
+        record_values(14, labels=(0,)),  # 0 is not a class
+        record_values(15, labels=(5,)),  # > num_classes=3
+        record_values(16, boxes=four, labels=(1, 2, 3, 1)),  # > max_instances=3
+        record_values(17, encoded=b"\xff\xd8 not really a jpeg"),
+        record_values(10),  # duplicate source id
+        record_values("abc"),
+        record_values(19, width=50),  # the encoded image is 40 wide
+        record_values(20, encoded=b"", **{"image/encoded": None}),
+        record_values(21, encoded=_jpeg(mode="L")),  # grayscale: a note, not an error
+        record_values(22, boxes=(), labels=()),  # no objects is fine
     ]
-    return _write(tmp_path / "bad.tfrecord", records)
+    return write_records(tmp_path / "bad.tfrecord", records)
 
 
 def test_every_bad_record_is_reported_with_file_index_and_source_id(tmp_path):
@@ -105,9 +81,9 @@ def test_every_bad_record_is_reported_with_file_index_and_source_id(tmp_path):
 
 
 def test_config_supplies_num_classes_and_max_instances(tmp_path):
-    path = _write(tmp_path / "r.tfrecord", [
-        _record(1, labels=(3,)),
-        _record(2, boxes=[(0.1, 0.1, 0.2, 0.2)] * 3, labels=(1, 1, 1))])
+    path = write_records(tmp_path / "r.tfrecord", [
+        record_values(1, labels=(3,)),
+        record_values(2, boxes=[(0.1, 0.1, 0.2, 0.2)] * 3, labels=(1, 1, 1))])
     ok = validate_tfrecord.validate_with_config(_options(path, "num_classes=3"))
     assert ok.ok and ok.good_records == 2 and "num_classes=3" in ok.format()
     bad = validate_tfrecord.validate_with_config(
@@ -119,7 +95,8 @@ def test_config_supplies_num_classes_and_max_instances(tmp_path):
 
 
 def test_label_map_from_the_config_is_checked(tmp_path):
-    path = _write(tmp_path / "r.tfrecord", [_record(1, labels=(2,)), _record(2, labels=(3,))])
+    path = write_records(tmp_path / "r.tfrecord",
+                         [record_values(1, labels=(2,)), record_values(2, labels=(3,))])
     report = validate_tfrecord.validate_tfrecords(path, num_classes=3,
                                                   label_map={1: "circle", 2: "square"})
     assert [(p.item, p.reason) for p in report.problems] == [
@@ -140,11 +117,11 @@ def test_converter_output_passes(tmp_path):
 
 
 def test_truncated_file_is_reported_at_the_bad_record(tmp_path):
-    path = _write(tmp_path / "t.tfrecord", [_record(i) for i in range(1, 4)])
+    path = write_records(tmp_path / "t.tfrecord", [record_values(i) for i in range(1, 4)])
     size = os.path.getsize(path)
     with open(path, "r+b") as f:
         f.truncate(size - 20)
-    good = _write(tmp_path / "u.tfrecord", [_record(9)])
+    good = write_records(tmp_path / "u.tfrecord", [record_values(9)])
     report = validate_tfrecord.validate_tfrecords(f"{path},{good}", num_classes=3)
     assert [p.reason for p in report.problems] == ["corrupt_record"]
     assert report.problems[0].file == path and report.problems[0].item == "record 2"
@@ -159,7 +136,7 @@ def test_empty_and_missing_patterns_are_clear(tmp_path):
         validate_tfrecord.validate_tfrecords("", num_classes=3)
     with pytest.raises(UsageError, match="matches no file"):
         validate_tfrecord.validate_tfrecords(str(tmp_path / "none-*"), num_classes=3)
-    empty = _write(tmp_path / "empty.tfrecord", [])
+    empty = write_records(tmp_path / "empty.tfrecord", [])
     with pytest.raises(UsageError, match="every matching file is empty"):
         validate_tfrecord.validate_tfrecords(empty, num_classes=3)
 
@@ -213,34 +190,34 @@ def _trainer_verdict(path, training):
 # Bad records, (name, record values): the validator, training's up-front sample and the input
 # pipeline must each refuse every one of them, and pass the good one.
 BAD_RECORDS = [
-    ("xmax 5.0", _record(1, boxes=[(0.1, 0.1, 0.5, 5.0)])),
-    ("ymin below 0", _record(1, boxes=[(-0.2, 0.1, 0.5, 0.5)])),
-    ("xmin after xmax", _record(1, boxes=[(0.1, 0.6, 0.5, 0.2)])),
-    ("zero height", _record(1, boxes=[(0.3, 0.1, 0.3, 0.5)])),
-    ("nan", _record(1, boxes=[(float("nan"), 0.1, 0.5, 0.5)])),
-    ("label 0", _record(1, labels=(0,))),
-    ("label above num_classes", _record(1, labels=(4,))),
-    ("two labels, one box", _record(1, labels=(1, 2))),
-    ("two texts, one box", _record(1, **{"image/object/class/text": ["a", "b"]})),
-    ("is_crowd of another length", _record(1, **{"image/object/is_crowd": [0, 0]})),
-    ("too many instances", _record(1, boxes=[(0.1, 0.1, 0.2, 0.2)] * 101, labels=[1] * 101)),
-    ("source id not numeric", _record("a.jpg")),
-    ("source id negative", _record("-3")),
+    ("xmax 5.0", record_values(1, boxes=[(0.1, 0.1, 0.5, 5.0)])),
+    ("ymin below 0", record_values(1, boxes=[(-0.2, 0.1, 0.5, 0.5)])),
+    ("xmin after xmax", record_values(1, boxes=[(0.1, 0.6, 0.5, 0.2)])),
+    ("zero height", record_values(1, boxes=[(0.3, 0.1, 0.3, 0.5)])),
+    ("nan", record_values(1, boxes=[(float("nan"), 0.1, 0.5, 0.5)])),
+    ("label 0", record_values(1, labels=(0,))),
+    ("label above num_classes", record_values(1, labels=(4,))),
+    ("two labels, one box", record_values(1, labels=(1, 2), boxes=[ONE_BOX])),
+    ("two texts, one box", record_values(1, **{"image/object/class/text": ["a", "b"]})),
+    ("is_crowd of another length", record_values(1, **{"image/object/is_crowd": [0, 0]})),
+    ("too many instances", record_values(1, boxes=[(0.1, 0.1, 0.2, 0.2)] * 101, labels=[1] * 101)),
+    ("source id not numeric", record_values("a.jpg")),
+    ("source id negative", record_values("-3")),
 ]
 
 
 GOOD_RECORDS = [
-    ("good", _record(1)),
-    ("good, half a pixel out", _record(1, boxes=[(0.1, 0.1, 0.5, 1.01)])),
-    ("good, an empty is_crowd list", _record(1, **{"image/object/is_crowd": []})),
-    ("good, no objects", _record(1, boxes=(), labels=())),
+    ("good", record_values(1)),
+    ("good, half a pixel out", record_values(1, boxes=[(0.1, 0.1, 0.5, 1.01)])),
+    ("good, an empty is_crowd list", record_values(1, **{"image/object/is_crowd": []})),
+    ("good, no objects", record_values(1, boxes=(), labels=())),
 ]
 
 
 @pytest.mark.parametrize("name, values", BAD_RECORDS + GOOD_RECORDS,
                          ids=[n for n, _ in BAD_RECORDS + GOOD_RECORDS])
 def test_the_validator_and_training_give_a_record_one_verdict(tmp_path, name, values):
-    path = _write(tmp_path / "r.tfrecord", [values])
+    path = write_records(tmp_path / "r.tfrecord", [values])
     verdicts = {
         "validator": validate_tfrecord.validate_tfrecords(path, num_classes=3).ok,
         "main.py's up-front sample": _trainer_verdict(path, training=True),
