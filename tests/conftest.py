@@ -127,7 +127,7 @@ def make_classifier_checkpoint(directory):
             tf1.train.Saver().save(s, os.path.join(str(directory), "model.ckpt"))
 
 
-def inspect_options(*args):
+def parse_inspect_flags(*args):
     """model_inspect's InspectOptions from command-line arguments, parsed as the real command
     line does (its flags are defined only when it runs as a script)."""
     from absl import flags

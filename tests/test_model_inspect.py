@@ -22,7 +22,7 @@ import detectors
 import errors
 import export
 import hparams_config
-import inspect_options as inspect_opts  # conftest.inspect_options builds its options
+import inspect_options
 import model_inspect
 import run_dir
 import serving
@@ -31,9 +31,9 @@ from conftest import (
     STREET,
     TINY_HPARAMS,
     assert_same_detections,
-    inspect_options,
     needs_onnx,
     needs_openvino,
+    parse_inspect_flags,
     street,
 )
 
@@ -41,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = TINY_HPARAMS
 
 
-options = inspect_options
+options = parse_inspect_flags
 
 
 def inspect(*args):
@@ -98,7 +98,7 @@ def test_every_flag_keeps_its_name_and_default():
 def test_every_flag_a_runmode_record_names_is_a_flag():
     """The records name flags as strings: each must be an InspectOptions field."""
     flags = {f.name for f in dataclasses.fields(model_inspect.InspectOptions)}
-    for name, mode in inspect_opts.RUNMODE_OPTIONS.items():
+    for name, mode in inspect_options.RUNMODE_OPTIONS.items():
         named = set(mode.needs) | {o.flag for o in mode.writes} | set(mode.calibrates)
         named |= {target for target in mode.calibrates.values() if target}
         assert named and named <= flags, (name, named - flags)

@@ -26,9 +26,9 @@ import visualize
 from badinput import check, run_inspect, snapshot
 from conftest import (
     ROOT,
-    inspect_options,
     needs_nncf,
     needs_onnx,
+    parse_inspect_flags,
     street,
     tiny_config,
 )
@@ -190,7 +190,7 @@ def test_an_unusable_calibration_set_is_one_line_before_anything_is_built(case, 
 ])
 def test_int8_and_eval_flags_are_checked_up_front(args, message):
     with pytest.raises(errors.UsageError) as e:
-        model_inspect.run(inspect_options(*args))
+        model_inspect.run(parse_inspect_flags(*args))
     assert message in str(e.value)
 
 
@@ -330,7 +330,7 @@ def _video(path):
 def test_openvino_runmode_writes_int8_beside_f32_and_every_runmode_runs_it(
         test_checkpoint, calibration_images, voc_records, tmp_path, capsys):
     xml = tmp_path / "ov" / "model.xml"
-    assert model_inspect.run(inspect_options(
+    assert model_inspect.run(parse_inspect_flags(
         "--runmode=openvino", f"--ckpt_path={test_checkpoint[0]}", f"--openvino_path={xml}",
         f"--{FLAG}={calibration_images}", "--calibration_images=3")) == 0
     out = capsys.readouterr().out
@@ -348,14 +348,14 @@ def test_openvino_runmode_writes_int8_beside_f32_and_every_runmode_runs_it(
                               f"--output_video={tmp_path / 'out.mp4'}"],
     }
     for mode, args in runs.items():
-        assert model_inspect.run(inspect_options(f"--runmode={mode}",
+        assert model_inspect.run(parse_inspect_flags(f"--runmode={mode}",
                                                  f"--saved_model_dir={int8}", *args)) == 0, mode
         assert f"model {int8}: OpenVINO " in capsys.readouterr().out
     assert len(os.listdir(tmp_path / "out")) == 4
     # saved_model_eval: both APs on the VOC sample's json and their difference.
     json_file = voc_records / "tfrecord" / "json_pascal.json"
     images = voc_records / "VOCdevkit" / "VOC2012" / "JPEGImages"
-    assert model_inspect.run(inspect_options(
+    assert model_inspect.run(parse_inspect_flags(
         "--runmode=saved_model_eval", f"--saved_model_dir={int8}", f"--compare_to={xml}",
         f"--val_json_file={json_file}", f"--image_dir={images}",
         "--min_score_thresh=0.05")) == 0
@@ -400,7 +400,7 @@ def test_tflite_int8_any_size(exported_models, calibration_images, tmp_path):
 def test_saved_model_with_int8_tflite_for_one_size_and_int8_openvino(
         test_checkpoint, checkpoint_detector, calibration_images, tmp_path, capsys):
     tflite, xml = tmp_path / "m.tflite", tmp_path / "ov" / "m.xml"
-    assert model_inspect.run(inspect_options(
+    assert model_inspect.run(parse_inspect_flags(
         "--runmode=saved_model", f"--ckpt_path={test_checkpoint[0]}",
         f"--saved_model_dir={tmp_path / 'sm'}", f"--tflite_path={tflite}",
         "--tflite_input_size=1024x636", f"--tflite_int8_calibration={calibration_images}",

@@ -461,7 +461,7 @@ def test_a_moved_model_dir_runs_inference_from_another_working_directory(
         trained, tmp_path, monkeypatch, capsys):
     """config.yaml holds the label map itself, not the path the user typed at training."""
     import model_inspect
-    from conftest import inspect_options as options
+    from conftest import parse_inspect_flags as options
 
     moved = tmp_path / "moved" / "model"
     shutil.copytree(trained["dir"], moved)
