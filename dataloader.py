@@ -204,6 +204,20 @@ def _first_bad_box(good: tf.Tensor, boxes: tf.Tensor) -> Tuple[tf.Tensor, tf.Ten
     return i, _joined(boxes[i])
 
 
+# The leading bytes of the formats tf.io.decode_image reads: JPEG, PNG, GIF, BMP.
+_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+
+
+def _image_format_check(where: Message, encoded: tf.Tensor) -> tf.Tensor:
+    """image/encoded starts as a JPEG, PNG, GIF or BMP does (the validator's unreadable_image
+    for bytes of another kind; a truncated image of a known kind still fails in decoding)."""
+    known = tf.reduce_any(tf.stack([tf.equal(tf.strings.substr(encoded, 0, len(s)), s)
+                                    for s in _IMAGE_SIGNATURES]))
+    return _check(known, lambda: _message(
+        where(), " has an image/encoded that is not a JPEG, PNG, GIF or BMP image; check it "
+        "with dataset/validate_tfrecord.py"))
+
+
 def _box_order_check(where: Message, boxes: tf.Tensor) -> tf.Tensor:
     """Finite boxes with ymin < ymax and xmin < xmax (the validator's malformed_annotation and
     degenerate_box)."""
@@ -274,6 +288,7 @@ def parse_record(serialized: tf.Tensor, num_classes: int, max_instances: int,
     with tf.control_dependencies(checks):
         boxes = tf.stack(coords, axis=1)
     checks.append(_box_order_check(where, boxes))
+    checks.append(_image_format_check(where, ex["image/encoded"]))
     with tf.control_dependencies(checks):
         image = tf.io.decode_image(ex["image/encoded"], channels=3, expand_animations=False)
         image.set_shape([None, None, 3])

@@ -256,6 +256,11 @@ MAIN_CASES = [
      TRAIN + [TRAIN_BAD], 1, r"image/source_id 'a\.jpg' is not an integer"),
     ("train-no-image", lambda d: _edited(d, _set("image/encoded", [])), TRAIN + [TRAIN_BAD], 1,
      r"missing or empty key\(s\) \['image/encoded'\]"),
+    ("train-corrupt-image",
+     lambda d: _edited(d, lambda i, v: v.__setitem__("image/encoded", [b"not a jpeg"])),
+     TRAIN + [TRAIN_BAD], 1, r"bad-00000-of-00001\.tfrecord record \d+ \(image/source_id=\d+\) has "
+     r"an image/encoded that is not a JPEG, PNG, GIF or BMP image; check it with "
+     r"dataset/validate_tfrecord\.py"),
     ("train-two-shard-generations", _second_generation("train"),
      TRAIN + ["--training_file_pattern={train}/pascal*"], 1,
      r"--training_file_pattern=.* matches two generations of the shards .*train/pascal-\*: 2 "
