@@ -145,17 +145,25 @@ def write_detections_json(path: str,
     return outputs.write_file(path, json.dumps(results))
 
 
+def gt_json_problem(path: str) -> Optional[str]:
+    """Why `path` cannot be read as a ground-truth json (None if it can be opened): the one
+    check of main.py, model_inspect.py and load_gt_json, before anything is built."""
+    if not tf.io.gfile.exists(path):
+        return "does not exist"
+    if tf.io.gfile.isdir(path):
+        return "is a directory; pass the instances json file in it"
+    return None
+
+
 def load_gt_json(path: str) -> COCO:
     """A pycocotools COCO from an instances json; errors name the file.
 
     Custom jsons often lack ``area`` or ``iscrowd``, on which COCOeval fails with a bare KeyError;
     they get the box area and 0 here (counted in the log), which is what COCO itself would hold.
     """
-    if not tf.io.gfile.exists(path):
-        raise CocoMetricError(f"ground-truth json {path} does not exist (--val_json_file).")
-    if tf.io.gfile.isdir(path):
-        raise CocoMetricError(f"ground-truth json {path} is a directory; pass the instances json "
-                              f"file in it (--val_json_file).")
+    problem = gt_json_problem(path)
+    if problem:
+        raise CocoMetricError(f"ground-truth json {path} {problem} (--val_json_file).")
     try:
         with tf.io.gfile.GFile(path) as f:
             dataset = json.load(f)

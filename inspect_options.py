@@ -303,8 +303,11 @@ def _check_eval(opts: InspectOptions) -> None:
         return
     import tensorflow as tf
 
-    if not tf.io.gfile.exists(opts.val_json_file) or tf.io.gfile.isdir(opts.val_json_file):
-        raise errors.UsageError(f"--val_json_file '{opts.val_json_file}': no such file")
+    import coco_json
+
+    problem = coco_json.gt_json_problem(opts.val_json_file)
+    if problem:
+        raise errors.UsageError(f"--val_json_file '{opts.val_json_file}' {problem}")
     if not tf.io.gfile.isdir(opts.image_dir):
         raise errors.UsageError(f"--image_dir '{opts.image_dir}': no such directory")
     if is_set(opts.compare_to) and not tf.io.gfile.exists(opts.compare_to):

@@ -24,6 +24,7 @@ from absl import logging
 import bn_calibration
 import checkpoint_io
 import cluster
+import coco_json
 import coco_metric
 import dataloader
 import det_model_fn
@@ -142,11 +143,9 @@ def prepare(opts: RunOptions) -> Prepared:
     if opts.mode != "train" or opts.eval_after_training:
         eval_files = record_files.list_record_files(opts.validation_file_pattern,
                                                     "--validation_file_pattern")
-    if opts.val_json_file and not tf.io.gfile.exists(opts.val_json_file):
-        raise errors.UsageError(f"--val_json_file={opts.val_json_file} does not exist.")
-    if opts.val_json_file and tf.io.gfile.isdir(opts.val_json_file):
-        raise errors.UsageError(f"--val_json_file={opts.val_json_file} is a directory; pass the "
-                                f"instances json file in it.")
+    problem = opts.val_json_file and coco_json.gt_json_problem(opts.val_json_file)
+    if problem:
+        raise errors.UsageError(f"--val_json_file={opts.val_json_file} {problem}.")
 
     config = run_dir.load_run_config(opts.model_name, opts.hparams, opts.model_dir,
                                      training=training)

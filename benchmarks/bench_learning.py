@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import glob
 import hashlib
 import json
@@ -202,14 +203,10 @@ def portable(cmd: List[str], work_dir: str) -> List[str]:
     return [a.replace(root, "").replace(work, "{work_dir}/") for a in cmd[1:]]
 
 
-_MACHINE: List[str] = []
-
-
+@functools.cache
 def machine_line() -> str:
     """machine.line() once per process (it imports TensorFlow for its version)."""
-    if not _MACHINE:
-        _MACHINE.append(machine.line())
-    return _MACHINE[0]
+    return machine.line()
 
 
 def _finished(cmd: List[str], run_dir: str, work_dir: str, copy: str
